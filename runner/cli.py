@@ -1,0 +1,235 @@
+"""ccrun's command line. One small function per command; the work happens elsewhere.
+
+Heavy libraries (jax, flax, transformers, datasets) are imported only by commands that need
+them, so `ccrun validate` stays instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    name="ccrun",
+    help="Train and evaluate code language models from declarative recipes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a recipe value, e.g. --set train.steps=100."),
+]
+_state = {"debug": False}
+
+
+class BadInput(Exception):
+    """Bad command-line input: printed as is, exit code 2."""
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(message, err=True)
+    raise typer.Exit(code)
+
+
+def _load(path: Path, overrides: list[str] | None, **kwargs):
+    from .recipe.load import load_recipe
+
+    return load_recipe(path, overrides or (), **kwargs)
+
+
+@app.command()
+def validate(
+    recipes: Annotated[list[Path], typer.Argument(help="Recipe files.", show_default=False)],
+    set_: SetOption = None,
+) -> None:
+    """Check recipes: every problem, located as file:line:col. Fragments (recipes/base) get key and type checks."""
+    from .recipe.errors import RecipeError
+    from .recipe.resolve import recipe_hash
+
+    failed = False
+    for path in recipes:
+        try:
+            loaded = _load(path, set_, allow_fragment=True)
+        except RecipeError as exc:
+            typer.echo(str(exc), err=True)
+            failed = True
+            continue
+        if loaded.fragment:
+            typer.echo(f"ok  {path}  (fragment: keys and types checked)")
+        else:
+            typer.echo(f"ok  {path}  {loaded.recipe.name}  {recipe_hash(loaded.recipe)[:8]}")
+    if failed:
+        raise typer.Exit(2)
+
+
+@app.command()
+def resolve(
+    recipe: Annotated[Path, typer.Argument(help="Recipe file.", show_default=False)],
+    set_: SetOption = None,
+    hash_only: Annotated[bool, typer.Option("--hash", help="Print only the recipe hash.")] = False,
+    relative_to: Annotated[
+        Optional[Path],
+        typer.Option(help="Resolve the file's relative paths (extends, data) as if it lived in this directory."),
+    ] = None,
+    or_raw: Annotated[
+        bool, typer.Option("--or-raw", help="On error print the problems as comments and the file as is, exit 0.")
+    ] = False,
+) -> None:
+    """Print the canonical recipe: every default filled, derived values explicit, extends merged."""
+    from .recipe.errors import RecipeError
+    from .recipe.resolve import recipe_hash, to_yaml
+
+    try:
+        loaded = _load(recipe, set_, relative_to=relative_to)
+    except RecipeError as exc:
+        if not or_raw:
+            raise
+        comments = "".join(f"# ccrun: {line}\n" for line in str(exc).splitlines())
+        typer.echo(comments + recipe.read_text(encoding="utf-8", errors="replace"), nl=False)
+        return
+    typer.echo(recipe_hash(loaded.recipe) if hash_only else to_yaml(loaded.recipe), nl=hash_only)
+
+
+def _resolved_of(target: Path) -> tuple[dict, str]:
+    """A recipe file, or a run directory (its resolved.yaml), as resolved data."""
+    from .recipe.resolve import resolved_dict
+
+    if target.is_dir():
+        resolved = target / "resolved.yaml"
+        if not resolved.is_file():
+            raise BadInput(f"{target}: a directory, but not a run directory (no resolved.yaml)")
+        target = resolved
+    loaded = _load(target, None)
+    return resolved_dict(loaded.recipe), str(target)
+
+
+@app.command()
+def diff(
+    a: Annotated[Path, typer.Argument(help="Recipe file or run directory.", show_default=False)],
+    b: Annotated[Path, typer.Argument(help="Recipe file or run directory.", show_default=False)],
+    format_: Annotated[str, typer.Option("--format", "-f", help="text, markdown or json.")] = "text",
+) -> None:
+    """Show what differs between two recipes after extends and defaults. Exit 0 same, 1 different, 2 error."""
+    from .recipe.diff import differences, render
+
+    if format_ not in ("text", "markdown", "json"):
+        raise BadInput(f"--format: must be one of text, markdown, json (got {format_!r})")
+    data_a, label_a = _resolved_of(a)
+    data_b, label_b = _resolved_of(b)
+    found = differences(data_a, data_b)
+    typer.echo(render(found, label_a, label_b, format_), nl=False)
+    raise typer.Exit(1 if found else 0)
+
+
+@app.command()
+def schema(
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="Where the schema files go.")] = Path("schemas"),
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if the files on disk are stale; write nothing.")] = False,
+) -> None:
+    """Write the recipe JSON Schema (schemas/recipe.schema.json and the fragment schema)."""
+    from .recipe.jsonschema import schema_files
+
+    stale = []
+    for name, text in schema_files().items():
+        path = out_dir / name
+        current = path.read_text(encoding="utf-8") if path.is_file() else None
+        if current == text:
+            continue
+        stale.append(path)
+        if not check:
+            from .track.rundir import atomic_write
+
+            out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, text, overwrite=True)
+            typer.echo(f"wrote {path}")
+    if check and stale:
+        _fail(f"stale: {', '.join(map(str, stale))}; run `ccrun schema` and commit the result", 1)
+    if not stale:
+        typer.echo("schemas are up to date")
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe file.", show_default=False)],
+    set_: SetOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve and create the run directory; run nothing.")] = False,
+    runs_dir: Annotated[Path, typer.Option(help="Root of the run directories.")] = Path("runs"),
+) -> None:
+    """Run a recipe: data → train → eval into a new run directory under runs/<name>/."""
+    from . import run as conductor
+
+    loaded = _load(recipe, set_)
+    try:
+        run_dir = conductor.run(loaded, runs_root=runs_dir, dry_run=dry_run)
+    except conductor.StagesMissing as exc:
+        _fail(f"ccrun run: {exc}", 1)
+    typer.echo(str(run_dir.path))
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"ccrun {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+) -> None:
+    """ccrun: one YAML recipe → one reproducible run directory."""
+    _state["debug"] = _state["debug"] or debug
+
+
+def _argv(argv: list[str]) -> list[str]:
+    """`ccrun RECIPE ...` is short for `ccrun run RECIPE ...`; --debug may appear anywhere."""
+    if "--debug" in argv:
+        _state["debug"] = True
+        argv = [a for a in argv if a != "--debug"]
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if first is not None and argv[first] not in commands and argv[first].endswith((".yaml", ".yml")):
+        argv = [*argv[:first], "run", *argv[first:]]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .recipe.errors import RecipeError
+
+    args = _argv(list(sys.argv[1:] if argv is None else argv))
+    try:
+        app(args=args, prog_name="ccrun", standalone_mode=True)
+    except RecipeError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        typer.echo(str(exc), err=True)
+        sys.exit(2)
+    except BadInput as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        typer.echo(f"ccrun: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: say what, exit 1
+        if _state["debug"]:
+            traceback.print_exc()
+        else:
+            typer.echo(f"ccrun: internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,100 @@
+"""Building blocks shared by every part of the recipe schema.
+
+Every spec is frozen, forbids unknown keys and validates strictly: the YAML loader already
+gives real ints, floats and bools, so a quoted "100" where a number belongs is a mistake to
+report, not to coerce.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# One element of a path into a recipe: a mapping key or a list index.
+PathPart = str | int
+Path = tuple[PathPart, ...]
+
+
+class PathKind(enum.Enum):
+    """Marks string fields that name files, so the loader resolves them against the recipe file."""
+
+    LOCAL = "local"  # always a local path (may hold glob characters)
+    HUB_OR_LOCAL = "hub_or_local"  # a hub id, or a local path when it starts with ./ ../ / or ~
+
+
+LocalPath = Annotated[
+    str, PathKind.LOCAL, Field(min_length=1, json_schema_extra={"x-ccrun-path": "local"})
+]
+HubOrLocal = Annotated[
+    str, PathKind.HUB_OR_LOCAL, Field(min_length=1, json_schema_extra={"x-ccrun-path": "hub-or-local"})
+]
+
+
+def looks_local(value: str) -> bool:
+    """A hub-or-local value is a local path when it says so explicitly."""
+    return value.startswith(("./", "../", "/", "~")) or value in (".", "..")
+
+
+class Problems(ValueError):
+    """Cross-field problems found by a spec, each at a path relative to that spec.
+
+    Raised from validators; pydantic keeps the exception in the error's context, and
+    `errors.py` turns each problem into its own located message.
+    """
+
+    def __init__(self, problems: list[tuple[Path, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{format_path(p) or '(recipe)'}: {m}" for p, m in problems))
+
+
+def format_path(path: Path) -> str:
+    """('evals', 0, 'sampling', 1, 'k') -> 'evals[0].sampling[1].k'."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+class Spec(BaseModel):
+    """Base of every recipe model. Subclasses yield cross-field problems from `check`."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, use_attribute_docstrings=False, validate_default=False
+    )
+
+    def complete(self) -> None:
+        """Fill derived values (e.g. gradient accumulation steps) so the resolved form shows them."""
+
+    def check(self) -> Iterator[tuple[Path, str]]:
+        """Yield (relative path, message) for each cross-field problem. Default: none."""
+        return iter(())
+
+    def derive(self, **values: Any) -> None:
+        """Set derived fields; frozen models allow it only here, from `complete`, before anyone sees self."""
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+            self.__pydantic_fields_set__.add(name)
+
+    @model_validator(mode="after")
+    def _run_checks(self):
+        self.complete()
+        problems = list(self.check())
+        if problems:
+            raise Problems(problems)
+        return self
+
+
+def tagged(*variants: type, key: str = "type") -> Any:
+    """A union told apart by its `key` field (`type:` or `suite:`)."""
+    from typing import Union
+
+    return Annotated[Union[variants], Field(discriminator=key)]  # noqa: UP007
+
+
+TAG_KEYS = ("type", "suite")

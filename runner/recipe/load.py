@@ -1,0 +1,368 @@
+"""Load a recipe: YAML with positions, the `extends` chain, `--set` overrides, paths, validation.
+
+Merge rules (`extends` and `--set` alike):
+- mappings merge key by key, the later (child, override) value winning;
+- lists and scalars are replaced whole; `null` replaces too (it unsets an inherited value);
+- a tagged mapping (`type:` / `suite:`) whose tag changes is replaced whole, not merged:
+  switching `optimizer.type` from adamw to adafactor must not carry b1/b2 along.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import walk, yamlio
+from .base import TAG_KEYS, Path, PathKind, format_path, looks_local
+from .errors import Loc, Positions, Problem, RecipeError, display_path, problems_from
+from .schema import Recipe
+
+FRAGMENT_SCHEMA = "recipe-fragment.schema.json"
+
+
+@dataclass
+class Loaded:
+    """A loaded recipe and everything needed to explain it."""
+
+    recipe: Recipe | None  # None for a fragment
+    data: dict[str, Any]  # merged data that was validated (extends gone, paths resolved)
+    positions: Positions
+    files: list[FsPath]  # the recipe file first, then every file it extends, in merge order
+    overrides: dict[str, Any] = field(default_factory=dict)  # --set, parsed by the schema's types
+    fragment: bool = False
+
+
+@dataclass
+class _Tree:
+    data: dict[str, Any]
+    keys: dict[Path, Loc]
+    values: dict[Path, Loc]
+    files: list[FsPath]
+
+
+# --- reading files ----------------------------------------------------------------------
+
+
+def is_fragment(text: str) -> bool:
+    """A fragment (a piece for `extends`, e.g. recipes/base/*) names the fragment schema on its first line."""
+    first = text.split("\n", 1)[0]
+    return "yaml-language-server" in first and FRAGMENT_SCHEMA in first
+
+
+def _read_text(path: FsPath, shown: str, where: Loc | None, key: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError([Problem(where, key, f"file not found: {shown}")]) from None
+    except IsADirectoryError:
+        raise RecipeError([Problem(where, key, f"is a directory, not a recipe file: {shown}")]) from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError([Problem(Loc(shown, 1, 1), "", f"not UTF-8 text ({exc.reason})")]) from None
+    except OSError as exc:
+        raise RecipeError([Problem(where, key, f"cannot read {shown}: {exc.strerror}")]) from None
+
+
+def _read_tree(
+    path: FsPath, stack: tuple[FsPath, ...], where: Loc | None = None, extends_dir: FsPath | None = None
+) -> _Tree:
+    """One file and, recursively, what it extends (relative to `extends_dir`, default its own directory)."""
+    shown = display_path(path)
+    text = _read_text(path, shown, where, "extends" if where else "")
+    data, keys, values = yamlio.parse(text, shown)
+    root = Loc(shown, 1, 1)
+    if data is None:
+        raise RecipeError([Problem(root, "", "the file is empty; a recipe is a mapping (name, model, ...)")])
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else f"a single value ({data!r})"
+        raise RecipeError([Problem(root, "", f"a recipe must be a mapping of keys to values, not {kind}")])
+
+    bases = data.pop("extends", None)
+    ext_values = {p[1:]: v for p, v in values.items() if p[:1] == ("extends",)}
+    keys = {p: v for p, v in keys.items() if p[:1] != ("extends",)}
+    values = {p: v for p, v in values.items() if p[:1] != ("extends",)}
+    if bases is None:
+        return _Tree(data, keys, values, [path])
+    if isinstance(bases, str):
+        bases = [bases]
+        ext_values = {(0,): ext_values[()]}
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise RecipeError([Problem(ext_values[()], "extends", "must be a file path or a list of file paths")])
+
+    merged = _Tree({}, {}, {}, [])
+    problems = []
+    for i, base in enumerate(bases):
+        target = ((extends_dir or path.parent) / os.path.expanduser(base)).resolve()
+        where_base = ext_values.get((i,), ext_values.get((), root))
+        if target in stack or target == path:
+            chain = " -> ".join(display_path(p) for p in (*stack, path, target)[(*stack, path).index(target):])
+            problems.append(Problem(where_base, "extends", f"cycle: {chain}"))
+            continue
+        try:
+            tree = _read_tree(target, (*stack, path), where_base)
+        except RecipeError as exc:
+            problems.extend(exc.problems)
+            continue
+        merged = _merge_trees(merged, tree)
+    if problems:
+        raise RecipeError(problems)
+    out = _merge_trees(merged, _Tree(data, keys, values, [path]))
+    out.files = [path] + [f for f in merged.files if f != path]
+    return out
+
+
+# --- merging -------------------------------------------------------------------------------
+
+
+def merge(base: Any, child: Any) -> Any:
+    """Deep merge of plain data; see the module docstring for the rules."""
+    if isinstance(base, dict) and isinstance(child, dict) and not tag_changed(base, child):
+        out = dict(base)
+        for key, value in child.items():
+            out[key] = merge(base[key], value) if key in base else value
+        return out
+    return child
+
+
+def tag_changed(base: dict, child: dict) -> bool:
+    return any(k in base and k in child and base[k] != child[k] for k in TAG_KEYS)
+
+
+def has_path(data: Any, path: Path) -> bool:
+    node = data
+    for part in path:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            return False
+    return True
+
+
+def _merge_trees(base: _Tree, child: _Tree) -> _Tree:
+    data = merge(base.data, child.data)
+
+    def pick(b: dict[Path, Loc], c: dict[Path, Loc]) -> dict[Path, Loc]:
+        # A path came from the child exactly when the child has it; otherwise from the base.
+        return {p: loc for p, loc in b.items() if p not in c and has_path(data, p)} | c
+
+    return _Tree(data, pick(base.keys, child.keys), pick(base.values, child.values), base.files + child.files)
+
+
+# --- overrides ------------------------------------------------------------------------------
+
+_INDEX = re.compile(r"\[(\d+)\]")
+
+
+def parse_dotted(dotted: str) -> Path:
+    """'evals[0].sampling.1.k' → ('evals', 0, 'sampling', 1, 'k')."""
+    parts: list[str | int] = []
+    for piece in _INDEX.sub(r".\1", dotted).split("."):
+        if piece == "":
+            raise ValueError(f"empty key in {dotted!r}")
+        parts.append(int(piece) if piece.isdigit() else piece)
+    return tuple(parts)
+
+
+def schema_path(data: Any, dotted: str) -> tuple[Path, Any]:
+    """Check a dotted key against the schema: (path, type at it). Keys below a free mapping
+    (the sweep's dotted keys) are taken whole. Raises UnknownPath."""
+    parts = parse_dotted(dotted)
+    annotation: Any = Recipe
+    node = data
+    out: list[str | int] = []
+    for depth, part in enumerate(parts):
+        if walk.is_dict_type(annotation):
+            rest = ".".join(str(p) for p in parts[depth:])
+            annotation, _ = walk.child(annotation, node, rest, depth)
+            out.append(rest)
+            break
+        annotation, _ = walk.child(annotation, node, part, depth)
+        node = walk._get(node, part)
+        out.append(part)
+    return tuple(out), annotation
+
+
+def _set(data: dict, path: Path, value: Any) -> None:
+    node: Any = data
+    for depth, part in enumerate(path[:-1]):
+        nxt = node[part] if (isinstance(node, dict) and part in node) or isinstance(node, list) else None
+        if nxt is None:
+            if isinstance(node, list):
+                raise walk.UnknownPath(depth, f"index {part} is out of range")
+            nxt = node[part] = {}
+        node = nxt
+    last = path[-1]
+    if isinstance(node, list):
+        if not (isinstance(last, int) and 0 <= last < len(node)):
+            raise walk.UnknownPath(len(path) - 1, f"index {last} is out of range (the list has {len(node)} items)")
+        node[last] = value
+        return
+    if last in TAG_KEYS and node.get(last) not in (None, value):
+        node.clear()  # a new tag starts a fresh mapping; see the module docstring
+    node[last] = value
+
+
+def apply_override(tree: _Tree, arg: str) -> tuple[str, Any]:
+    """Apply one `--set dotted.key=value` in place. Returns the (dotted key, parsed value)."""
+    where = Loc(f"--set {arg}")
+    if "=" not in arg:
+        raise RecipeError([Problem(where, "", "expected dotted.key=value")])
+    dotted, text = arg.split("=", 1)
+    dotted = dotted.strip()
+    try:
+        path, annotation = schema_path(tree.data, dotted)
+    except ValueError as exc:
+        raise RecipeError([Problem(where, dotted, str(exc))]) from None
+    except walk.UnknownPath as exc:
+        parts = parse_dotted(dotted)
+        shown = format_path(parts[: exc.depth + 1]) if exc.depth >= 0 else dotted
+        raise RecipeError([Problem(where, shown, exc.message)]) from None
+    if walk.wants_text(annotation) and text.strip() not in ("null", "~"):
+        value: Any = text
+    else:
+        try:
+            value = yamlio.parse_value(text)
+        except RecipeError as exc:
+            raise RecipeError([Problem(where, format_path(path), p.message) for p in exc.problems]) from None
+    try:
+        _set(tree.data, path, copy.deepcopy(value))
+    except walk.UnknownPath as exc:
+        raise RecipeError([Problem(where, format_path(path), exc.message)]) from None
+    for table in (tree.keys, tree.values):
+        for p in [p for p in table if p[: len(path)] == path]:
+            del table[p]
+        table[path] = where
+    return format_path(path), value
+
+
+# --- paths ---------------------------------------------------------------------------------
+
+
+def _resolve_paths(tree: _Tree, relative_to: FsPath | None) -> None:
+    """Relative paths resolve against the directory of the file that wrote them (cwd for --set)."""
+    for path, kind in list(walk.iter_path_fields(Recipe, tree.data)):
+        value = _get(tree.data, path)
+        if kind is PathKind.HUB_OR_LOCAL and not looks_local(value):
+            continue
+        loc = tree.values.get(path)
+        written_in = _source_file(loc, tree.files)
+        base = relative_to if (relative_to and written_in == tree.files[0]) else (
+            written_in.parent if written_in else FsPath.cwd()
+        )
+        resolved = os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+        _set(tree.data, path, resolved)
+
+
+def _source_file(loc: Loc | None, files: list[FsPath]) -> FsPath | None:
+    if loc is None or loc.line == 0:
+        return None
+    for f in files:
+        if display_path(f) == loc.file:
+            return f
+    return None
+
+
+def _get(data: Any, path: Path) -> Any:
+    node = data
+    for part in path:
+        node = node[part]
+    return node
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+def _validate(tree: _Tree, positions: Positions, fragment: bool) -> Recipe | None:
+    try:
+        recipe = Recipe.model_validate(tree.data)
+    except ValidationError as exc:
+        problems = problems_from(exc, Recipe, tree.data, positions, skip_missing=fragment)
+        if problems:
+            raise RecipeError(problems) from None
+        return None
+    if fragment:
+        return None
+    _check_sweep(tree, positions)
+    return recipe
+
+
+def _check_sweep(tree: _Tree, positions: Positions) -> None:
+    """Every sweep key must be a real path, and every grid value valid there."""
+    problems: list[Problem] = []
+    for key, values in (tree.data.get("sweep") or {}).items():
+        where = ("sweep", key)
+        if key.split(".")[0] in ("sweep", "name"):
+            problems.append(Problem(positions.at(where, key=True), format_path(where), f"cannot sweep over {key!r}"))
+            continue
+        try:
+            path, _ = schema_path(tree.data, key)
+        except (ValueError, walk.UnknownPath) as exc:
+            message = exc.message if isinstance(exc, walk.UnknownPath) else str(exc)
+            problems.append(Problem(positions.at(where, key=True), format_path(where), f"{key}: {message}"))
+            continue
+        for i, value in enumerate(values):
+            point = copy.deepcopy(tree.data)
+            point.pop("sweep")
+            try:
+                _set(point, path, copy.deepcopy(value))
+                Recipe.model_validate(point)
+            except walk.UnknownPath as exc:
+                problems.append(Problem(positions.at((*where, i)), format_path((*where, i)), exc.message))
+            except ValidationError as exc:
+                for p in problems_from(exc, Recipe, point, positions):
+                    problems.append(
+                        Problem(positions.at((*where, i)), format_path((*where, i)), f"with {key}={value!r}: {p.key}: {p.message}")
+                    )
+    if problems:
+        raise RecipeError(problems)
+
+
+def load_recipe(
+    path: str | os.PathLike,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    relative_to: str | os.PathLike | None = None,
+    allow_fragment: bool = False,
+) -> Loaded:
+    """Load, merge, override and validate a recipe file. Raises RecipeError with every problem.
+
+    `relative_to` resolves the top file's relative paths as if it lived in that directory (for
+    `git diff` textconv, where git hands over a temporary copy). A fragment is accepted (its
+    keys and types checked, required fields left to the recipes that extend it) only with
+    `allow_fragment`.
+    """
+    file = FsPath(path).absolute()
+    shown = display_path(file)
+    text = _read_text(file, shown, None, "")
+    fragment = is_fragment(text)
+    if fragment and not allow_fragment:
+        raise RecipeError(
+            [Problem(Loc(shown, 1, 1), "", "is a fragment (recipes/base piece for extends), not a runnable recipe")]
+        )
+    base_dir = FsPath(relative_to).absolute() if relative_to else None
+    tree = _read_tree(file, (), None, extends_dir=base_dir)
+    set_values: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for arg in overrides:
+        try:
+            key, value = apply_override(tree, arg)
+            set_values[key] = value
+        except RecipeError as exc:
+            problems.extend(exc.problems)
+    _resolve_paths(tree, base_dir)
+    positions = Positions(tree.keys, tree.values, Loc(shown, 1, 1))
+    try:
+        recipe = _validate(tree, positions, fragment)
+    except RecipeError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise RecipeError(problems)
+    return Loaded(recipe, tree.data, positions, tree.files, set_values, fragment)
+

@@ -1,0 +1,137 @@
+"""The Recipe: one experiment, from model and data to training and evaluation.
+
+The recipe layer imports no jax, flax, transformers or datasets, so validating is instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from pydantic import Field
+
+from .base import Path, Spec
+from .schema_data import DataSpec
+from .schema_eval import EvalSuite
+from .schema_model import ModelSpec, TokenizerSpec
+from .schema_optim import Optimizer, Schedule
+from .schema_train import TrainSpec
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class WandbSpec(Spec):
+    """Weights & Biases logging. Offline by default: `wandb sync` uploads a run later."""
+
+    project: str = Field(default="ccrun", min_length=1, description="W&B project.")
+    entity: str | None = Field(default=None, description="W&B entity (user or team); unset: your default entity.")
+    group: str | None = Field(default=None, description="W&B group; unset: the recipe name (or the sweep).")
+    tags: list[str] = Field(default_factory=list, description="W&B tags.")
+    notes: str | None = Field(default=None, description="W&B notes.")
+    mode: Literal["offline", "online", "disabled"] = Field(
+        default="offline", description="offline writes locally; online uploads as it runs; disabled logs nothing to W&B."
+    )
+
+
+class LoggingSpec(Spec):
+    """Where metrics go besides metrics.jsonl. Not part of the recipe hash."""
+
+    wandb: WandbSpec = Field(default_factory=WandbSpec, description="Weights & Biases.")
+
+
+class Recipe(Spec):
+    """One experiment. Defaults live here, once; `ccrun resolve` shows them all."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Run name: runs go to runs/<name>/.")
+    description: str = Field(default="", description="What this experiment is for, and where its numbers come from.")
+    extends: str | list[str] | None = Field(
+        default=None,
+        description="Recipe file(s) this one builds on, relative to this file. Mappings merge deeply (this file "
+        "wins), lists are replaced; with a list, later files win over earlier ones.",
+    )
+    seed: int = Field(default=0, ge=0, description="Root of every random stream (init, data order, dropout, sampling).")
+    model: ModelSpec = Field(description="The network.")
+    tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec, description="The tokenizer.")
+    data: DataSpec | None = Field(default=None, description="Training (and validation) data; needed by train and loss evals.")
+    optimizer: Optimizer | None = Field(default=None, description="Optimizer; needed by train.")
+    schedule: Schedule | None = Field(default=None, description="Learning-rate schedule; needed by train.")
+    train: TrainSpec | None = Field(default=None, description="Training loop; unset: evaluate only.")
+    evals: list[EvalSuite] = Field(default_factory=list, description="Evaluation suites, run after training.")
+    sweep: dict[str, list[Any]] | None = Field(
+        default=None,
+        description="Grid of runs: dotted key -> values. Each point of the grid is this recipe with those values set.",
+    )
+    logging: LoggingSpec = Field(default_factory=LoggingSpec, description="Experiment tracking.")
+
+    def complete(self) -> None:
+        tok = self.tokenizer
+        if tok.name is None and tok.train is None and self.model.init == "pretrained" and self.model.checkpoint:
+            tok.derive(name=self.model.checkpoint, revision=tok.revision or self.model.revision)
+        for spec in self.evals:
+            if spec.name is None:
+                spec.derive(name=spec.suite)
+
+    def check(self) -> Iterator[tuple[Path, str]]:
+        tok = self.tokenizer
+        if tok.name is None and tok.train is None:
+            yield ("tokenizer",), "a scratch model needs tokenizer.name (a hub id or directory) or tokenizer.train"
+        if tok.train is not None and self.data is None:
+            yield ("tokenizer", "train"), "trains on the recipe's data, and there is no data section"
+        yield from self._check_sizes()
+        yield from self._check_training()
+        yield from self._check_evals()
+        for key, values in (self.sweep or {}).items():
+            if not values:
+                yield ("sweep", key), "needs at least one value"
+
+    def _check_sizes(self) -> Iterator[tuple[Path, str]]:
+        config = self.model.config
+        if config is None:
+            return
+        if self.data is not None and self.data.seq_len > config.max_positions:
+            yield ("data", "seq_len"), (
+                f"must be <= model.config.max_positions ({self.data.seq_len} > {config.max_positions})"
+            )
+        train_tok = self.tokenizer.train
+        if config.vocab_size is not None and train_tok is not None and config.vocab_size < train_tok.vocab_size:
+            yield ("model", "config", "vocab_size"), (
+                f"must be >= tokenizer.train.vocab_size ({config.vocab_size} < {train_tok.vocab_size})"
+            )
+
+    def _check_training(self) -> Iterator[tuple[Path, str]]:
+        train = self.train
+        if train is None:
+            for part in ("optimizer", "schedule"):
+                if getattr(self, part) is not None:
+                    yield (part,), "set, but there is no train section to use it (add train, or remove this)"
+            return
+        for part in ("data", "optimizer", "schedule"):
+            if getattr(self, part) is None:
+                yield (part,), "required when the recipe has a train section"
+        schedule = self.schedule
+        warmup = getattr(schedule, "warmup_steps", 0)
+        if train.steps is not None and warmup > train.steps:
+            yield ("schedule", "warmup_steps"), f"must be <= train.steps ({warmup} > {train.steps})"
+        if train.steps is not None and train.eval_every is not None and train.eval_every > train.steps:
+            yield ("train", "eval_every"), f"must be <= train.steps ({train.eval_every} > {train.steps})"
+        has_validation = self.data is not None and self.data.validation is not None
+        if train.eval_every is not None and not has_validation:
+            yield ("train", "eval_every"), "needs data.validation to compute validation loss"
+        best = train.checkpoint.keep_best_by
+        if best is not None and best.startswith("val/") and not has_validation:
+            yield ("train", "checkpoint", "keep_best_by"), f"{best!r} needs data.validation"
+
+    def _check_evals(self) -> Iterator[tuple[Path, str]]:
+        names: dict[str, int] = {}
+        for i, spec in enumerate(self.evals):
+            if spec.name in names:
+                yield ("evals", i, "name"), (
+                    f"eval name {spec.name!r} is already used by evals[{names[spec.name]}]; give each a distinct name"
+                )
+            names.setdefault(spec.name, i)
+            if spec.suite == "loss" and (self.data is None or self.data.validation is None):
+                yield ("evals", i, "suite"), "the loss suite needs data.validation"
+
+
+# Sections that describe how a run is reported, not what it computes: left out of the hash.
+NOT_MEANING = ("name", "description", "logging")

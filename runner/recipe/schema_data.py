@@ -1,0 +1,261 @@
+"""Recipe parts that say which text to train on and how to turn it into token blocks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+from pydantic import Field
+
+from .base import LocalPath, Path, Spec, tagged
+
+Difficulty = Literal["introductory", "interview", "competition"]
+ALL_DIFFICULTIES: list[Difficulty] = ["introductory", "interview", "competition"]
+
+
+# --- sources -------------------------------------------------------------------------------
+
+
+class JsonlSource(Spec):
+    """JSON Lines files (plain, .gz or .zst), one document per line; a nested `meta` mapping becomes columns."""
+
+    type: Literal["jsonl"] = Field(description="Local JSON Lines files.")
+    paths: list[LocalPath] = Field(min_length=1, description="Files or glob patterns, relative to this file.")
+    text_field: str = Field(default="text", min_length=1, description="Column that holds the document text.")
+
+
+class ParquetSource(Spec):
+    """Parquet files, one document per row."""
+
+    type: Literal["parquet"] = Field(description="Local Parquet files.")
+    paths: list[LocalPath] = Field(min_length=1, description="Files or glob patterns, relative to this file.")
+    text_field: str = Field(default="text", min_length=1, description="Column that holds the document text.")
+
+
+class HfSource(Spec):
+    """A dataset loaded with `datasets.load_dataset`."""
+
+    type: Literal["hf"] = Field(description="A Hugging Face hub dataset.")
+    name: str = Field(min_length=1, description="Dataset id on the hub, e.g. codeparrot/github-code-clean.")
+    config: str | None = Field(default=None, description="Dataset configuration name.")
+    split: str = Field(default="train", min_length=1, description="Split to read.")
+    revision: str | None = Field(default=None, description="Hub revision; pin a commit to reproduce.")
+    streaming: bool = Field(default=False, description="Stream instead of downloading the whole dataset first.")
+    text_field: str = Field(default="text", min_length=1, description="Column that holds the document text.")
+
+
+class FilesSource(Spec):
+    """Source files in a directory tree: one row per file, with text, path, extension and size."""
+
+    type: Literal["files"] = Field(description="Files under a local directory.")
+    root: LocalPath = Field(description="Directory to read, relative to this file.")
+    include: list[str] = Field(
+        default_factory=lambda: ["**/*"], min_length=1, description="Glob patterns (relative to root) of files to read."
+    )
+    exclude: list[str] = Field(default_factory=list, description="Glob patterns of files to skip.")
+
+
+class AppsSource(Spec):
+    """APPS programming problems (question, solutions, starter code, tests)."""
+
+    type: Literal["apps"] = Field(description="The APPS benchmark.")
+    path: LocalPath | None = Field(
+        default=None, description="Local JSON Lines file with the APPS fields; unset: the hub dataset `hub`."
+    )
+    hub: str = Field(default="codeparrot/apps", min_length=1, description="Hub dataset id used when path is unset.")
+    split: Literal["train", "test"] = Field(default="train", description="APPS split.")
+    difficulties: list[Difficulty] = Field(
+        default_factory=lambda: list(ALL_DIFFICULTIES), min_length=1, description="Difficulties to keep."
+    )
+
+
+Source = tagged(JsonlSource, ParquetSource, HfSource, FilesSource, AppsSource)
+
+
+# --- filters ---------------------------------------------------------------------------------
+
+
+class StarsFilter(Spec):
+    """Keep rows whose repository has at least `min` stars (SEART: more than 10 stars is min 11)."""
+
+    type: Literal["stars"] = Field(description="Minimum repository stars.")
+    min: int = Field(ge=0, description="Smallest star count kept (inclusive).")
+    column: str = Field(default="stars", min_length=1, description="Column with the star count.")
+
+
+class CommitsFilter(Spec):
+    """Keep rows whose repository has at least `min` commits (SEART: more than 2 commits is min 3)."""
+
+    type: Literal["commits"] = Field(description="Minimum repository commits.")
+    min: int = Field(ge=0, description="Smallest commit count kept (inclusive).")
+    column: str = Field(default="commits", min_length=1, description="Column with the commit count.")
+
+
+class LicenseFilter(Spec):
+    """Keep rows whose repository declares a licence (and, if given, one of `allowed`)."""
+
+    type: Literal["license"] = Field(description="Repository licence.")
+    allowed: list[str] | None = Field(
+        default=None, min_length=1, description="Licences kept (SPDX ids); unset: any licence, but one is required."
+    )
+    column: str = Field(default="license", min_length=1, description="Column with the licence.")
+
+
+class ForkFilter(Spec):
+    """Drop rows that come from a forked repository."""
+
+    type: Literal["fork"] = Field(description="Exclude forks.")
+    column: str = Field(default="fork", min_length=1, description="Boolean column, true for forks.")
+
+
+class SizeFilter(Spec):
+    """Keep rows whose size is at most `max` (SEART: size < 70708 is max 70707)."""
+
+    type: Literal["size"] = Field(description="Maximum size.")
+    max: int = Field(ge=1, description="Largest size kept (inclusive), in the column's unit.")
+    column: str = Field(default="size", min_length=1, description="Column with the size.")
+
+
+class ExtensionFilter(Spec):
+    """Keep files by extension and/or language."""
+
+    type: Literal["extension"] = Field(description="File extension or language.")
+    extensions: list[str] | None = Field(
+        default=None, min_length=1, description="File name suffixes kept, with the dot: ['.py']."
+    )
+    languages: list[str] | None = Field(default=None, min_length=1, description="Language names kept: ['Python'].")
+    path_column: str = Field(default="path", min_length=1, description="Column with the file name or path.")
+    language_column: str = Field(default="language", min_length=1, description="Column with the language.")
+
+    def check(self) -> Iterator[tuple[Path, str]]:
+        if self.extensions is None and self.languages is None:
+            yield ("extensions",), "give extensions, languages or both"
+        for i, ext in enumerate(self.extensions or []):
+            if not ext.startswith("."):
+                yield ("extensions", i), f"must start with a dot (got {ext!r}; did you mean '.{ext}'?)"
+
+
+class MaxLineLengthFilter(Spec):
+    """Drop files with very long lines (minified or generated code)."""
+
+    type: Literal["max_line_length"] = Field(description="Line length limits.")
+    max: int | None = Field(default=1000, ge=1, description="Longest line allowed, in characters; null: no limit.")
+    mean: float | None = Field(default=100.0, gt=0, description="Largest mean line length allowed; null: no limit.")
+
+    def check(self) -> Iterator[tuple[Path, str]]:
+        if self.max is None and self.mean is None:
+            yield ("max",), "give max, mean or both (both are null, so the filter keeps everything)"
+
+
+class AlphanumFractionFilter(Spec):
+    """Drop files with too few letters and digits (data blobs, encoded assets)."""
+
+    type: Literal["alphanum_fraction"] = Field(description="Minimum fraction of alphanumeric characters.")
+    min: float = Field(default=0.25, ge=0, le=1, description="Smallest alphanumeric fraction kept.")
+
+
+class DigitFractionFilter(Spec):
+    """Drop files that are mostly digits (GPT-Code-Clippy dropped files over 80% digits)."""
+
+    type: Literal["digit_fraction"] = Field(description="Maximum fraction of digit characters.")
+    max: float = Field(default=0.8, ge=0, le=1, description="Largest digit fraction kept.")
+
+
+Filter = tagged(
+    StarsFilter,
+    CommitsFilter,
+    LicenseFilter,
+    ForkFilter,
+    SizeFilter,
+    ExtensionFilter,
+    MaxLineLengthFilter,
+    AlphanumFractionFilter,
+    DigitFractionFilter,
+)
+
+
+# --- dedup and format --------------------------------------------------------------------
+
+
+class NoDedup(Spec):
+    """Keep every file."""
+
+    type: Literal["none"] = Field(description="No deduplication.")
+
+
+class ExactDedup(Spec):
+    """Keep the first file of each identical text."""
+
+    type: Literal["exact"] = Field(description="Deduplicate on the whole text.")
+
+
+class VariablesDedup(Spec):
+    """GPT-Code-Clippy's dedup: a file's key is its sequence of identifiers (re.split(r'\\W+', text))."""
+
+    type: Literal["variables"] = Field(
+        description="Deduplicate on the sequence of identifiers, keywords and numbers; the first file is kept."
+    )
+
+
+Dedup = tagged(NoDedup, ExactDedup, VariablesDedup)
+
+
+class ClmFormat(Spec):
+    """Causal language modelling: documents joined with EOS, loss on every token."""
+
+    type: Literal["clm"] = Field(description="Plain causal language modelling.")
+
+
+class AppsFormat(Spec):
+    """APPS problems as prompt (question, starter code, format hint) + solution."""
+
+    type: Literal["apps"] = Field(description="APPS prompt + solution pairs.")
+    loss_on: Literal["solution", "all"] = Field(
+        default="solution", description="Tokens that carry loss: the solution only (APPS paper), or prompt and solution."
+    )
+    max_solutions: int | None = Field(
+        default=None, ge=1, description="Use at most this many solutions per problem; unset: all."
+    )
+
+
+Format = tagged(ClmFormat, AppsFormat)
+
+
+class ValidationSpec(Spec):
+    """Held-out data for validation loss: a fraction of the training rows, or sources of its own."""
+
+    fraction: float | None = Field(
+        default=None, gt=0, le=0.5, description="Fraction of the training rows held out (seeded split)."
+    )
+    sources: list[Source] | None = Field(default=None, min_length=1, description="Separate validation sources.")
+    max_rows: int | None = Field(default=None, ge=1, description="Use at most this many validation rows.")
+
+    def check(self) -> Iterator[tuple[Path, str]]:
+        if (self.fraction is None) == (self.sources is None):
+            yield ("fraction",), "give exactly one of fraction or sources"
+
+
+class DataSpec(Spec):
+    """Training data: sources → filters → dedup → format → tokenize → pack into seq_len blocks."""
+
+    sources: list[Source] = Field(min_length=1, description="Where the documents come from, read in this order.")
+    filters: list[Filter] = Field(default_factory=list, description="Row filters, applied in order.")
+    dedup: Dedup = Field(default_factory=lambda: NoDedup(type="none"), description="Deduplication after filtering.")
+    format: Format = Field(default_factory=lambda: ClmFormat(type="clm"), description="How rows become examples.")
+    seq_len: int = Field(default=1024, ge=2, description="Tokens per training sequence.")
+    packing: bool = Field(
+        default=True, description="Pack several examples into one sequence (true) or pad each to seq_len (false)."
+    )
+    validation: ValidationSpec | None = Field(default=None, description="Held-out data for validation loss.")
+    num_proc: int | None = Field(default=None, ge=1, description="Worker processes for data stages; unset: all cores.")
+
+    def check(self) -> Iterator[tuple[Path, str]]:
+        apps_format = self.format.type == "apps"
+        all_sources = [("sources", i, s) for i, s in enumerate(self.sources)]
+        if self.validation is not None and self.validation.sources:
+            all_sources += [("validation", "sources", i, s) for i, s in enumerate(self.validation.sources)]
+        for *where, source in all_sources:
+            if apps_format and source.type != "apps":
+                yield (*where, "type"), f"format type: apps reads APPS problems; a {source.type} source has none"
+            if not apps_format and source.type == "apps":
+                yield (*where, "type"), "an apps source needs `format: {type: apps}`"

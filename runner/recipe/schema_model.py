@@ -1,0 +1,147 @@
+"""Recipe parts that say which network and tokenizer to use."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+from pydantic import Field
+
+from .base import HubOrLocal, Path, Spec
+
+Arch = Literal["gpt-neo", "gpt2"]
+DType = Literal["float32", "bfloat16"]
+AttentionKind = Literal["global", "local"]
+
+
+class ModelConfig(Spec):
+    """Sizes of a model built from scratch (init: scratch)."""
+
+    n_layer: int = Field(ge=1, description="Number of transformer blocks.")
+    d_model: int = Field(ge=1, description="Width of the residual stream (hidden size).")
+    n_head: int = Field(ge=1, description="Attention heads per layer; must divide d_model.")
+    d_ff: int | None = Field(
+        default=None, ge=1, description="Width of the MLP hidden layer. Resolved to 4 * d_model when unset."
+    )
+    vocab_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Embedding rows. Unset: the tokenizer's vocabulary size, known when the run builds the model.",
+    )
+    max_positions: int = Field(default=2048, ge=1, description="Learned position embeddings (the context length).")
+    window_size: int = Field(
+        default=256, ge=1, description="GPT-Neo local attention: positions a local layer sees, its own included."
+    )
+    attention_layers: list[AttentionKind] | None = Field(
+        default=None,
+        description="Attention kind of each layer. Resolved when unset: GPT-Neo alternates global, local; "
+        "GPT-2 is global everywhere.",
+    )
+    activation: Literal["gelu_new", "gelu", "relu"] = Field(
+        default="gelu_new", description="MLP activation; gelu_new is the tanh approximation GPT-Neo and GPT-2 use."
+    )
+    layer_norm_eps: float = Field(default=1e-5, gt=0, description="LayerNorm epsilon.")
+
+    def check(self) -> Iterator[tuple[Path, str]]:
+        if self.d_model % self.n_head:
+            yield ("n_head",), f"must divide d_model ({self.d_model} % {self.n_head} = {self.d_model % self.n_head})"
+        if self.attention_layers is not None and len(self.attention_layers) != self.n_layer:
+            yield (
+                ("attention_layers",),
+                f"needs one entry per layer: {len(self.attention_layers)} given, n_layer is {self.n_layer}",
+            )
+
+
+class DTypeSpec(Spec):
+    """Numeric precision: parameters are stored in `params`, matmuls run in `compute`."""
+
+    params: DType = Field(default="float32", description="dtype of the stored parameters and optimizer state.")
+    compute: DType = Field(default="float32", description="dtype of activations and matmuls (softmax and loss stay fp32).")
+
+
+class ModelSpec(Spec):
+    """The network: a pretrained checkpoint to fine-tune or evaluate, or a fresh one from a config."""
+
+    arch: Arch = Field(description="Model family: gpt-neo (local/global attention, unscaled scores) or gpt2.")
+    init: Literal["pretrained", "scratch"] = Field(
+        default="pretrained", description="Start from `checkpoint` (pretrained) or from random weights sized by `config`."
+    )
+    checkpoint: HubOrLocal | None = Field(
+        default=None,
+        description="Hugging Face hub id (EleutherAI/gpt-neo-125M) or a local directory (starting with ./ ../ / or ~, "
+        "relative to this file). Required for init: pretrained.",
+    )
+    revision: str | None = Field(
+        default=None, description="Hub revision (branch, tag or commit) of the checkpoint; pin a commit to reproduce."
+    )
+    config: ModelConfig | None = Field(default=None, description="Sizes for init: scratch.")
+    dropout: float | None = Field(
+        default=None,
+        ge=0,
+        lt=1,
+        description="Dropout on embeddings, attention and residuals while training. Unset: the checkpoint's "
+        "(0 for GPT-Neo) or 0 for scratch models.",
+    )
+    dtype: DTypeSpec = Field(default_factory=DTypeSpec, description="Parameter and compute precision.")
+
+    def complete(self) -> None:
+        config = self.config
+        if config is None:
+            return
+        updates = {}
+        if config.d_ff is None:
+            updates["d_ff"] = 4 * config.d_model
+        if config.attention_layers is None:
+            pattern = ("global", "local") if self.arch == "gpt-neo" else ("global",)
+            updates["attention_layers"] = [pattern[i % len(pattern)] for i in range(config.n_layer)]
+        if updates:
+            config.derive(**updates)
+
+    def check(self) -> Iterator[tuple[Path, str]]:
+        if self.init == "pretrained":
+            if self.checkpoint is None:
+                yield ("checkpoint",), (
+                    "required for init: pretrained (a hub id like EleutherAI/gpt-neo-125M, or a local directory)"
+                )
+            if self.config is not None:
+                yield ("config",), "only for init: scratch; a pretrained model takes its sizes from its checkpoint"
+        else:
+            if self.config is None:
+                yield ("config",), "required for init: scratch (n_layer, d_model, n_head, ...)"
+            if self.checkpoint is not None:
+                yield ("checkpoint",), "not used by init: scratch; remove it, or set init: pretrained"
+            if self.revision is not None:
+                yield ("revision",), "not used by init: scratch; remove it"
+        if self.arch == "gpt2" and self.config is not None and "local" in (self.config.attention_layers or []):
+            yield ("config", "attention_layers"), "gpt2 has no local attention; use gpt-neo for local layers"
+
+
+class TokenizerTrainSpec(Spec):
+    """Train a byte-level BPE tokenizer on the recipe's training text before anything else."""
+
+    vocab_size: int = Field(ge=260, description="Vocabulary size, the 256 byte tokens and special tokens included.")
+    min_frequency: int = Field(default=2, ge=1, description="Merges seen fewer times than this are not learned.")
+    max_documents: int | None = Field(
+        default=None, ge=1, description="Train on at most this many documents (in data order); unset: all of them."
+    )
+    special_tokens: list[str] = Field(
+        default_factory=lambda: ["<|endoftext|>"],
+        min_length=1,
+        description="Special tokens; the first one is the end-of-text (EOS) token that separates documents.",
+    )
+
+
+class TokenizerSpec(Spec):
+    """Which tokenizer to use: an existing one (`name`) or one trained on the data (`train`)."""
+
+    name: HubOrLocal | None = Field(
+        default=None,
+        description="Hub id or local directory of a tokenizer. Resolved to model.checkpoint when neither name "
+        "nor train is given and the model is pretrained.",
+    )
+    revision: str | None = Field(default=None, description="Hub revision of the tokenizer.")
+    train: TokenizerTrainSpec | None = Field(default=None, description="Train a new tokenizer on the data instead.")
+
+    def check(self) -> Iterator[tuple[Path, str]]:
+        if self.name is not None and self.train is not None:
+            yield ("train",), "give either tokenizer.name or tokenizer.train, not both"

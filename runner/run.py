@@ -1,0 +1,64 @@
+"""The conductor: a resolved recipe becomes a run directory, then each stage in order."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+from .recipe.load import Loaded
+from .recipe.resolve import recipe_hash, to_yaml
+from .recipe.yamlio import dump
+from .track.rundir import RunDir, atomic_write, git_state, provenance, write_json
+
+# Stage → the package that implements it. Until a package exists, `ccrun run` refuses to run.
+STAGES = {"data": "runner.data", "model": "runner.model", "train": "runner.train", "evals": "runner.evals"}
+
+
+class StagesMissing(Exception):
+    """The pipeline cannot run yet: some stages are not built."""
+
+
+def missing_stages() -> list[str]:
+    return [stage for stage, module in STAGES.items() if importlib.util.find_spec(module) is None]
+
+
+def create_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", argv: list[str] | None = None) -> RunDir:
+    """Resolve and claim a fresh run directory holding what was asked and what it meant."""
+    recipe = loaded.recipe
+    assert recipe is not None, "fragments do not run"
+    digest = recipe_hash(recipe)
+    run = RunDir.create(runs_root, recipe.name, digest)
+    git = git_state(loaded.files[0].parent) or git_state(Path(__file__).resolve().parent)
+    # Provenance first: whatever happens next, the directory says how it came to be.
+    write_json(
+        run.file("provenance.json"),
+        provenance(
+            recipe_hash=digest,
+            seed=recipe.seed,
+            files=loaded.files,
+            argv=list(sys.argv if argv is None else argv),
+            git=git,
+            devices=None,  # probed by the stages that use devices; the recipe layer imports no jax
+        ),
+    )
+    if git is not None and git["dirty"]:
+        atomic_write(run.file("git.diff"), git["diff"])
+    atomic_write(run.file("recipe.yaml"), loaded.files[0].read_text(encoding="utf-8"))
+    atomic_write(run.file("overrides.yaml"), dump(loaded.overrides) if loaded.overrides else "{}\n")
+    atomic_write(run.file("resolved.yaml"), to_yaml(recipe))
+    return run
+
+
+def run(loaded: Loaded, *, runs_root: str | Path = "runs", dry_run: bool = False, argv: list[str] | None = None) -> RunDir:
+    missing = [] if dry_run else missing_stages()
+    if missing:
+        raise StagesMissing(
+            f"cannot run {loaded.recipe.name}: the {', '.join(missing)} stage{'s are' if len(missing) > 1 else ' is'} "
+            "not built yet, so nothing was run and no run directory was made. "
+            "`ccrun run --dry-run` resolves the recipe and creates its run directory."
+        )
+    run_dir = create_run_dir(loaded, runs_root=runs_root, argv=argv)
+    if not dry_run:  # pragma: no cover - the stages land with their own issues
+        raise StagesMissing("the stages exist but the conductor does not call them yet")
+    return run_dir

@@ -5,7 +5,6 @@ gives real ints, floats and bools, so a quoted "100" where a number belongs is a
 report, not to coerce.
 """
 
-from __future__ import annotations
 
 import enum
 from collections.abc import Iterator
@@ -65,7 +64,7 @@ class Spec(BaseModel):
     """Base of every recipe model. Subclasses yield cross-field problems from `check`."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, strict=True, use_attribute_docstrings=False, validate_default=False
+        extra="forbid", frozen=True, strict=True, defer_build=True
     )
 
     def complete(self) -> None:

@@ -3,7 +3,6 @@
 The recipe layer imports no jax, flax, transformers or datasets, so validating is instant.
 """
 
-from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -26,7 +25,7 @@ class WandbSpec(Spec):
     project: str = Field(default="ccrun", min_length=1, description="W&B project.")
     entity: str | None = Field(default=None, description="W&B entity (user or team); unset: your default entity.")
     group: str | None = Field(default=None, description="W&B group; unset: the recipe name (or the sweep).")
-    tags: list[str] = Field(default_factory=list, description="W&B tags.")
+    tags: list[str] = Field(default=[], description="W&B tags.")
     notes: str | None = Field(default=None, description="W&B notes.")
     mode: Literal["offline", "online", "disabled"] = Field(
         default="offline", description="offline writes locally; online uploads as it runs; disabled logs nothing to W&B."
@@ -36,7 +35,7 @@ class WandbSpec(Spec):
 class LoggingSpec(Spec):
     """Where metrics go besides metrics.jsonl. Not part of the recipe hash."""
 
-    wandb: WandbSpec = Field(default_factory=WandbSpec, description="Weights & Biases.")
+    wandb: WandbSpec = Field(default={}, validate_default=True, description="Weights & Biases.")
 
 
 class Recipe(Spec):
@@ -51,17 +50,17 @@ class Recipe(Spec):
     )
     seed: int = Field(default=0, ge=0, description="Root of every random stream (init, data order, dropout, sampling).")
     model: ModelSpec = Field(description="The network.")
-    tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec, description="The tokenizer.")
+    tokenizer: TokenizerSpec = Field(default={}, validate_default=True, description="The tokenizer.")
     data: DataSpec | None = Field(default=None, description="Training (and validation) data; needed by train and loss evals.")
     optimizer: Optimizer | None = Field(default=None, description="Optimizer; needed by train.")
     schedule: Schedule | None = Field(default=None, description="Learning-rate schedule; needed by train.")
     train: TrainSpec | None = Field(default=None, description="Training loop; unset: evaluate only.")
-    evals: list[EvalSuite] = Field(default_factory=list, description="Evaluation suites, run after training.")
+    evals: list[EvalSuite] = Field(default=[], description="Evaluation suites, run after training.")
     sweep: dict[str, list[Any]] | None = Field(
         default=None,
         description="Grid of runs: dotted key -> values. Each point of the grid is this recipe with those values set.",
     )
-    logging: LoggingSpec = Field(default_factory=LoggingSpec, description="Experiment tracking.")
+    logging: LoggingSpec = Field(default={}, validate_default=True, description="Experiment tracking.")
 
     def complete(self) -> None:
         tok = self.tokenizer

@@ -1,6 +1,5 @@
 """Recipe parts that say which text to train on and how to turn it into token blocks."""
 
-from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Literal
@@ -50,9 +49,9 @@ class FilesSource(Spec):
     type: Literal["files"] = Field(description="Files under a local directory.")
     root: LocalPath = Field(description="Directory to read, relative to this file.")
     include: list[str] = Field(
-        default_factory=lambda: ["**/*"], min_length=1, description="Glob patterns (relative to root) of files to read."
+        default=["**/*"], min_length=1, description="Glob patterns (relative to root) of files to read."
     )
-    exclude: list[str] = Field(default_factory=list, description="Glob patterns of files to skip.")
+    exclude: list[str] = Field(default=[], description="Glob patterns of files to skip.")
 
 
 class AppsSource(Spec):
@@ -65,7 +64,7 @@ class AppsSource(Spec):
     hub: str = Field(default="codeparrot/apps", min_length=1, description="Hub dataset id used when path is unset.")
     split: Literal["train", "test"] = Field(default="train", description="APPS split.")
     difficulties: list[Difficulty] = Field(
-        default_factory=lambda: list(ALL_DIFFICULTIES), min_length=1, description="Difficulties to keep."
+        default=ALL_DIFFICULTIES, min_length=1, description="Difficulties to keep."
     )
 
 
@@ -239,9 +238,9 @@ class DataSpec(Spec):
     """Training data: sources → filters → dedup → format → tokenize → pack into seq_len blocks."""
 
     sources: list[Source] = Field(min_length=1, description="Where the documents come from, read in this order.")
-    filters: list[Filter] = Field(default_factory=list, description="Row filters, applied in order.")
-    dedup: Dedup = Field(default_factory=lambda: NoDedup(type="none"), description="Deduplication after filtering.")
-    format: Format = Field(default_factory=lambda: ClmFormat(type="clm"), description="How rows become examples.")
+    filters: list[Filter] = Field(default=[], description="Row filters, applied in order.")
+    dedup: Dedup = Field(default={"type": "none"}, validate_default=True, description="Deduplication after filtering.")
+    format: Format = Field(default={"type": "clm"}, validate_default=True, description="How rows become examples.")
     seq_len: int = Field(default=1024, ge=2, description="Tokens per training sequence.")
     packing: bool = Field(
         default=True, description="Pack several examples into one sequence (true) or pad each to seq_len (false)."

@@ -1,6 +1,5 @@
 """Recipe parts for evaluation suites: validation loss, HumanEval and APPS."""
 
-from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Literal
@@ -22,7 +21,7 @@ class SamplingSpec(Spec):
     top_k: int = Field(default=0, ge=0, description="Sample among the k likeliest tokens; 0: no limit.")
     n_samples: int = Field(default=1, ge=1, description="Completions drawn per problem.")
     k: list[int] = Field(
-        default_factory=lambda: [1], min_length=1, description="pass@k values estimated from these samples."
+        default=[1], min_length=1, description="pass@k values estimated from these samples."
     )
 
     def check(self) -> Iterator[tuple[Path, str]]:
@@ -73,15 +72,16 @@ class HumanEvalEval(Spec):
     name: str | None = _name_field("humaneval")
     sampling: list[SamplingSpec] = Field(
         # Codex paper: T=0.2 for pass@1, T=0.8 for pass@10 and pass@100, top_p 0.95, n=200.
-        default_factory=lambda: [
-            SamplingSpec(temperature=0.2, top_p=0.95, n_samples=200, k=[1]),
-            SamplingSpec(temperature=0.8, top_p=0.95, n_samples=200, k=[10, 100]),
+        default=[
+            {"temperature": 0.2, "top_p": 0.95, "n_samples": 200, "k": [1]},
+            {"temperature": 0.8, "top_p": 0.95, "n_samples": 200, "k": [10, 100]},
         ],
+        validate_default=True,
         min_length=1,
         description="Sampling settings, each with the pass@k values it reports. Default: the Codex protocol.",
     )
     stop: list[str] = Field(
-        default_factory=lambda: list(CODEX_STOP), description="Completions are cut at the first of these strings."
+        default=CODEX_STOP, description="Completions are cut at the first of these strings."
     )
     max_new_tokens: int = _HE[0]
     batch_size: int = _HE[1]
@@ -106,14 +106,15 @@ class AppsEval(Spec):
     hub: str = Field(default="codeparrot/apps", min_length=1, description="Hub dataset id used when path is unset.")
     split: Literal["train", "test"] = Field(default="test", description="APPS split.")
     difficulties: list[Difficulty] = Field(
-        default_factory=lambda: list(ALL_DIFFICULTIES), min_length=1, description="Difficulties evaluated."
+        default=ALL_DIFFICULTIES, min_length=1, description="Difficulties evaluated."
     )
     sampling: list[SamplingSpec] = Field(
-        default_factory=lambda: [SamplingSpec(temperature=0.0, n_samples=1, k=[1])],
+        default=[{"temperature": 0.0, "n_samples": 1, "k": [1]}],
+        validate_default=True,
         min_length=1,
         description="Sampling settings, each with the pass@k values it reports. Default: greedy, pass@1.",
     )
-    stop: list[str] = Field(default_factory=list, description="Completions are cut at the first of these strings.")
+    stop: list[str] = Field(default=[], description="Completions are cut at the first of these strings.")
     max_new_tokens: int = _APPS[0]
     batch_size: int = _APPS[1]
     limit: int | None = _APPS[2]

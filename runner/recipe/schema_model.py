@@ -1,6 +1,5 @@
 """Recipe parts that say which network and tokenizer to use."""
 
-from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Literal
@@ -82,7 +81,7 @@ class ModelSpec(Spec):
         description="Dropout on embeddings, attention and residuals while training. Unset: the checkpoint's "
         "(0 for GPT-Neo) or 0 for scratch models.",
     )
-    dtype: DTypeSpec = Field(default_factory=DTypeSpec, description="Parameter and compute precision.")
+    dtype: DTypeSpec = Field(default={}, validate_default=True, description="Parameter and compute precision.")
 
     def complete(self) -> None:
         config = self.config
@@ -125,7 +124,7 @@ class TokenizerTrainSpec(Spec):
         default=None, ge=1, description="Train on at most this many documents (in data order); unset: all of them."
     )
     special_tokens: list[str] = Field(
-        default_factory=lambda: ["<|endoftext|>"],
+        default=["<|endoftext|>"],
         min_length=1,
         description="Special tokens; the first one is the end-of-text (EOS) token that separates documents.",
     )

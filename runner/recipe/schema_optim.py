@@ -1,6 +1,5 @@
 """Recipe parts for the optimizer and the learning-rate schedule."""
 
-from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Literal
@@ -14,7 +13,7 @@ NoDecay = Literal["bias", "norm", "embedding"]
 
 def _decay_exclude_field():
     return Field(
-        default_factory=lambda: ["bias", "norm", "embedding"],
+        default=["bias", "norm", "embedding"],
         description="Parameter groups that get no weight decay: biases, LayerNorm scales, token/position embeddings.",
     )
 

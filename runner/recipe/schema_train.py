@@ -1,6 +1,5 @@
 """Recipe parts for the training loop: batch, length, logging, checkpoints, device mesh."""
 
-from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Literal
@@ -59,8 +58,8 @@ class TrainSpec(Spec):
     eval_every: int | None = Field(
         default=None, ge=1, description="Compute validation loss every this many steps (and at the end); null: end only."
     )
-    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpointing.")
-    mesh: MeshSpec = Field(default_factory=MeshSpec, description="How the devices are arranged.")
+    checkpoint: CheckpointSpec = Field(default={}, validate_default=True, description="Checkpointing.")
+    mesh: MeshSpec = Field(default={}, validate_default=True, description="How the devices are arranged.")
 
     def complete(self) -> None:
         if self.micro_batch_size is None and self.grad_accum_steps is None:

@@ -61,8 +61,20 @@ def _discriminator(annotation: Any) -> str | None:
     return None
 
 
+# Schema types live as long as the program; cache look-ups on them by identity.
+_VARIANTS: dict[int, tuple[Any, tuple[str, dict[str, type[BaseModel]]] | None]] = {}
+_BEARS: dict[int, tuple[Any, bool]] = {}
+
+
 def union_variants(annotation: Any) -> tuple[str, dict[str, type[BaseModel]]] | None:
     """For a tagged union: (tag key, {tag value: model})."""
+    hit = _VARIANTS.get(id(annotation))
+    if hit is None or hit[0] is not annotation:
+        hit = _VARIANTS[id(annotation)] = (annotation, _union_variants(annotation))
+    return hit[1]
+
+
+def _union_variants(annotation: Any) -> tuple[str, dict[str, type[BaseModel]]] | None:
     key = _discriminator(annotation)
     if key is None:
         return None
@@ -168,10 +180,33 @@ def iter_path_fields(root: type[BaseModel], data: Any) -> Iterator[tuple[Path, P
     yield from _walk_paths(root, [], data, ())
 
 
+def bears_paths(annotation: Any, metadata: list[Any] = ()) -> bool:
+    """Whether a path-marked field can occur at or below this type (so the walk can skip the rest)."""
+    if path_kind(list(metadata)) is not None:
+        return True
+    hit = _BEARS.get(id(annotation))
+    if hit is not None and hit[0] is annotation:
+        return hit[1]
+    _BEARS[id(annotation)] = (annotation, False)  # guards against recursive schemas
+    found = union_variants(annotation)
+    if found is not None:
+        result = any(bears_paths(model) for model in found[1].values())
+    elif is_model(annotation):
+        result = any(bears_paths(*field_annotation(f)) for f in annotation.model_fields.values())
+    elif get_origin(annotation) in (list, dict):
+        result = bears_paths(*strip(get_args(annotation)[-1]))
+    else:
+        result = False
+    _BEARS[id(annotation)] = (annotation, result)
+    return result
+
+
 def _walk_paths(annotation: Any, metadata: list[Any], node: Any, path: Path) -> Iterator[tuple[Path, PathKind]]:
     kind = path_kind(metadata)
     if kind is not None and isinstance(node, str):
         yield path, kind
+        return
+    if not bears_paths(annotation, metadata):
         return
     if isinstance(node, dict):
         for key, value in node.items():

@@ -59,6 +59,8 @@ def validate(
         try:
             loaded = _load(path, set_, allow_fragment=True)
         except RecipeError as exc:
+            if _state["debug"]:
+                traceback.print_exc()
             typer.echo(str(exc), err=True)
             failed = True
             continue
@@ -113,8 +115,8 @@ def _resolved_of(target: Path) -> tuple[dict, str]:
 
 @app.command()
 def diff(
-    a: Annotated[Path, typer.Argument(help="Recipe file or run directory.", show_default=False)],
-    b: Annotated[Path, typer.Argument(help="Recipe file or run directory.", show_default=False)],
+    a: Annotated[Path, typer.Argument(metavar="A", help="Recipe file or run directory.", show_default=False)],
+    b: Annotated[Path, typer.Argument(metavar="B", help="Recipe file or run directory.", show_default=False)],
     format_: Annotated[str, typer.Option("--format", "-f", help="text, markdown or json.")] = "text",
 ) -> None:
     """Show what differs between two recipes after extends and defaults. Exit 0 same, 1 different, 2 error."""

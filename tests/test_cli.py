@@ -1,0 +1,155 @@
+"""The command line as a user meets it: exit codes, messages, laziness, run directories."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import runner
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("jax", "flax", "optax", "orbax", "transformers", "datasets", "torch", "tokenizers", "wandb", "safetensors")
+
+
+def ccrun(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "runner.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["validate", "recipes/apps-1.3b.yaml", "recipes/base/apps-data.yaml"],
+        ["resolve", "recipes/code-clippy-125m.yaml"],
+        ["diff", "recipes/apps-125m.yaml", "recipes/apps-1.3b.yaml"],
+        ["schema", "--check"],
+        ["run", "recipes/smoke.yaml"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_recipe_commands_import_no_heavy_library(argv):
+    probe = (
+        "import sys\n"
+        "from runner.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def test_validate_reports_ok_recipes_and_fragments():
+    out = ccrun("validate", "recipes/smoke.yaml", "recipes/base/logging.yaml")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("ok  recipes/smoke.yaml  smoke  ")
+    assert lines[1] == "ok  recipes/base/logging.yaml  (fragment: keys and types checked)"
+
+
+def test_validate_checks_every_file_and_fails_if_any_fails(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\n")
+    out = ccrun("validate", "recipes/smoke.yaml", str(bad))
+    assert out.returncode == 2
+    assert out.stdout.startswith("ok  recipes/smoke.yaml")
+    assert out.stderr == f"{bad}:1:1: model: required\n"
+
+
+def test_validate_applies_set_to_every_recipe():
+    out = ccrun("validate", "recipes/smoke.yaml", "--set", "train.steps=5")
+    assert out.returncode == 2
+    assert "recipes/smoke.yaml:20:64: schedule.warmup_steps: must be <= train.steps (10 > 5)" in out.stderr
+
+
+def test_resolve_prints_canonical_yaml_and_hash():
+    out = ccrun("resolve", "recipes/apps-125m.yaml", "--set", "train.micro_batch_size=64")
+    assert out.returncode == 0, out.stderr
+    data = yaml.safe_load(out.stdout)
+    assert data["train"]["grad_accum_steps"] == 4 and "extends" not in data
+    digest = ccrun("resolve", "recipes/apps-125m.yaml", "--hash")
+    assert digest.returncode == 0 and len(digest.stdout.strip()) == 64
+    assert digest.stdout.strip().startswith(ccrun("validate", "recipes/apps-125m.yaml").stdout.split()[3])
+
+
+def test_resolve_or_raw_never_fails(tmp_path):
+    broken = tmp_path / "b.yaml"
+    broken.write_text("name: b\nmodel: {arch: nope}\n")
+    out = ccrun("resolve", str(broken), "--or-raw")
+    assert out.returncode == 0
+    assert out.stdout.startswith("# ccrun: ") and out.stdout.endswith("name: b\nmodel: {arch: nope}\n")
+    assert ccrun("resolve", str(broken)).returncode == 2
+
+
+def test_run_without_stages_says_so_and_makes_nothing(tmp_path):
+    for argv in (["run", "recipes/smoke.yaml"], ["recipes/smoke.yaml"]):  # `ccrun RECIPE` is `ccrun run RECIPE`
+        out = ccrun(*argv, "--runs-dir", str(tmp_path / "runs"))
+        assert out.returncode == 1
+        assert "not built yet" in out.stderr and "--dry-run" in out.stderr
+        assert "Traceback" not in out.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_creates_a_fresh_run_directory_each_time(tmp_path):
+    runs = tmp_path / "runs"
+    first = ccrun("run", "recipes/smoke.yaml", "--dry-run", "--runs-dir", str(runs), "--set", "train.steps=40")
+    second = ccrun("recipes/smoke.yaml", "--dry-run", "--runs-dir", str(runs), "--set", "train.steps=40")
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    a, b = Path(first.stdout.strip()), Path(second.stdout.strip())
+    assert a != b and a.parent == b.parent == runs / "smoke"
+    digest = ccrun("resolve", "recipes/smoke.yaml", "--hash", "--set", "train.steps=40").stdout.strip()
+    assert a.name.endswith(digest[:8]) and len(a.name.split("-")[0]) == 8  # yyyymmdd-HHMMSS-hash8
+    assert {p.name for p in a.iterdir()} >= {"recipe.yaml", "overrides.yaml", "resolved.yaml", "provenance.json"}
+    assert (a / "recipe.yaml").read_text() == (ROOT / "recipes" / "smoke.yaml").read_text()
+    assert yaml.safe_load((a / "overrides.yaml").read_text()) == {"train.steps": 40}
+    resolved = yaml.safe_load((a / "resolved.yaml").read_text())
+    assert resolved["train"]["steps"] == 40
+    prov = json.loads((a / "provenance.json").read_text())
+    assert prov["ccrun_version"] == runner.__version__ and prov["recipe_hash"] == digest
+    assert prov["command"][-2:] == ["--set", "train.steps=40"]
+    assert prov["seeds"] == {"seed": 0} and "XLA_FLAGS" in prov["env"]
+    assert prov["packages"]["pydantic"] and prov["python"]["version"]
+    assert prov["recipe_files"][0]["path"].endswith("recipes/smoke.yaml")
+    if prov["git"] is not None:
+        assert len(prov["git"]["sha"] or "") in (0, 40)
+        assert (a / "git.diff").exists() == prov["git"]["dirty"]
+    # The run directory is itself a recipe source: it resolves to the same hash.
+    again = ccrun("resolve", str(a / "resolved.yaml"), "--hash")
+    assert again.stdout.strip() == digest
+
+
+def test_fragments_do_not_run(tmp_path):
+    out = ccrun("run", "recipes/base/apps-data.yaml", "--dry-run", "--runs-dir", str(tmp_path))
+    assert out.returncode == 2 and "is a fragment" in out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["validate", "missing.yaml"], "file not found: missing.yaml"),
+        (["validate", "recipes"], "is a directory"),
+        (["run", "recipes/smoke.yaml", "--set", "train.stepz=4"], "train.stepz: unknown key (did you mean 'steps'?)"),
+        (["run", "recipes/smoke.yaml", "--set", "novalue"], "expected dotted.key=value"),
+        (["validate", "--no-such-option", "recipes/smoke.yaml"], "No such option"),
+        (["frobnicate"], "No such command"),
+    ],
+)
+def test_bad_input_exits_2_without_traceback(argv, needle, tmp_path):
+    out = ccrun(*argv)
+    assert out.returncode == 2, out
+    assert needle in out.stderr and "Traceback" not in out.stderr
+
+
+def test_debug_shows_a_traceback():
+    out = ccrun("--debug", "validate", "missing.yaml")
+    assert out.returncode == 2 and "Traceback" in out.stderr and "file not found" in out.stderr
+
+
+def test_version():
+    out = ccrun("--version")
+    assert (out.returncode, out.stdout) == (0, f"ccrun {runner.__version__}\n")

@@ -81,6 +81,9 @@ class Positions:
             return table[path]
         for end in range(len(path) - 1, 0, -1):
             prefix = path[:end]
+            # The nearest written ancestor: its key, or for a list item, where the item starts.
+            if isinstance(prefix[-1], int) and prefix in self.values:
+                return self.values[prefix]
             if prefix in self.keys:
                 return self.keys[prefix]
         return self.root
@@ -153,13 +156,13 @@ def message_for(error: dict[str, Any], root: type[BaseModel], data: Any, path: P
         return walk.unknown_key_message(str(path[-1]), names) if names else "unknown key"
     if kind == "union_tag_invalid":
         expected = [t.strip().strip("'") for t in ctx.get("expected_tags", "").split(",")]
-        tag = str(ctx.get("tag"))
-        return f"unknown {ctx.get('discriminator', 'type').strip(chr(39))} {tag!r}{walk.did_you_mean(tag, expected)}; expected one of: {', '.join(expected)}"
+        tag = ctx.get("tag")
+        return f"must be one of: {', '.join(expected)} (got {got(tag)}){walk.did_you_mean(str(tag), expected)}"
     if kind == "union_tag_not_found":
-        key = ctx.get("discriminator", "'type'").strip("'")
         if not isinstance(value, dict):
-            return f"must be a mapping with a {key!r} key (got {got(value)})"
-        return f"needs a {key!r} key"
+            return f"must be a mapping (got {got(value)})"
+        annotation, _ = walk.type_at(root, data, path[:-1])
+        return f"required; one of: {walk.describe_tag_choices(annotation)}"
     if kind == "literal_error":
         expected = [e.strip().strip("'") for e in ctx.get("expected", "").replace(" or ", ", ").split(",")]
         hint = walk.did_you_mean(str(value), expected) if isinstance(value, str) else ""
@@ -206,6 +209,8 @@ def problems_from(
         if skip_missing and error["type"] in ("missing", "union_tag_not_found"):
             continue
         path = data_path(error["loc"], data)
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found") and isinstance(_get_at(data, path), dict):
+            path = (*path, (error.get("ctx") or {}).get("discriminator", "'type'").strip("'"))  # point at the tag
         cause = (error.get("ctx") or {}).get("error")
         if isinstance(cause, Problems):
             for rel, message in cause.problems:

@@ -216,6 +216,8 @@ def apply_override(tree: _Tree, arg: str) -> tuple[str, Any]:
         raise RecipeError([Problem(where, "", "expected dotted.key=value")])
     dotted, text = arg.split("=", 1)
     dotted = dotted.strip()
+    if dotted.split(".")[0].split("[")[0] == "extends":
+        raise RecipeError([Problem(where, "extends", "can only be written in a recipe file")])
     try:
         path, annotation = schema_path(tree.data, dotted)
     except ValueError as exc:
@@ -298,7 +300,7 @@ def _check_sweep(tree: _Tree, positions: Positions) -> None:
     problems: list[Problem] = []
     for key, values in (tree.data.get("sweep") or {}).items():
         where = ("sweep", key)
-        if key.split(".")[0] in ("sweep", "name"):
+        if key.split(".")[0] in ("sweep", "name", "extends"):
             problems.append(Problem(positions.at(where, key=True), format_path(where), f"cannot sweep over {key!r}"))
             continue
         try:

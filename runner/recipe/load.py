@@ -99,8 +99,9 @@ def _read_tree(
     for i, base in enumerate(bases):
         target = ((extends_dir or path.parent) / os.path.expanduser(base)).resolve()
         where_base = ext_values.get((i,), ext_values.get((), root))
-        if target in stack or target == path:
-            chain = " -> ".join(display_path(p) for p in (*stack, path, target)[(*stack, path).index(target):])
+        seen = [p.resolve() for p in (*stack, path)]
+        if target in seen:
+            chain = " -> ".join(display_path(p) for p in (*seen, target)[seen.index(target):])
             problems.append(Problem(where_base, "extends", f"cycle: {chain}"))
             continue
         try:
@@ -112,7 +113,7 @@ def _read_tree(
     if problems:
         raise RecipeError(problems)
     out = _merge_trees(merged, _Tree(data, keys, values, [path]))
-    out.files = [path] + [f for f in merged.files if f != path]
+    out.files = list(dict.fromkeys([path, *merged.files]))  # each file once, in merge order
     return out
 
 

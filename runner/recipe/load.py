@@ -202,7 +202,7 @@ def _set(data: dict, path: Path, value: Any) -> None:
     last = path[-1]
     if isinstance(node, list):
         if not (isinstance(last, int) and 0 <= last < len(node)):
-            raise walk.UnknownPath(len(path) - 1, f"index {last} is out of range (the list has {len(node)} items)")
+            raise walk.UnknownPath(len(path) - 1, f"index {last} is out of range ({walk.items(len(node))})")
         node[last] = value
         return
     if last in TAG_KEYS and node.get(last) not in (None, value):
@@ -227,7 +227,7 @@ def apply_override(tree: _Tree, arg: str) -> tuple[str, Any]:
         parts = parse_dotted(dotted)
         shown = format_path(parts[: exc.depth + 1]) if exc.depth >= 0 else dotted
         raise RecipeError([Problem(where, shown, exc.message)]) from None
-    if walk.wants_text(annotation) and text.strip() not in ("null", "~"):
+    if walk.wants_text(annotation) and text.strip() not in ("null", "Null", "NULL", "~"):
         value: Any = text
     else:
         try:
@@ -307,8 +307,11 @@ def _check_sweep(tree: _Tree, positions: Positions) -> None:
         try:
             path, _ = schema_path(tree.data, key)
         except (ValueError, walk.UnknownPath) as exc:
-            message = exc.message if isinstance(exc, walk.UnknownPath) else str(exc)
-            problems.append(Problem(positions.at(where, key=True), format_path(where), f"{key}: {message}"))
+            message = str(exc)
+            if isinstance(exc, walk.UnknownPath):
+                parts = parse_dotted(key)
+                message = exc.message if exc.depth >= len(parts) - 1 else f"{format_path(parts[: exc.depth + 1])}: {exc.message}"
+            problems.append(Problem(positions.at(where, key=True), format_path(where), message))
             continue
         for i, value in enumerate(values):
             point = copy.deepcopy(tree.data)

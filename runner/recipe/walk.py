@@ -141,8 +141,9 @@ def child(annotation: Any, data: Any, key: str | int, depth: int) -> tuple[Any, 
     if origin is list:
         if not isinstance(key, int):
             raise UnknownPath(depth, f"is a list; use an index like [0] (got {key!r})")
-        if isinstance(data, list) and not 0 <= key < len(data):
-            raise UnknownPath(depth, f"index {key} is out of range (the list has {len(data)} items)")
+        size = len(data) if isinstance(data, list) else 0
+        if not 0 <= key < size:
+            raise UnknownPath(depth, f"index {key} is out of range ({items(size)})")
         return strip(get_args(annotation)[0])
     if origin is dict:
         return strip(get_args(annotation)[1])
@@ -165,6 +166,10 @@ def _get(node: Any, key: str | int) -> Any:
     if isinstance(node, list) and isinstance(key, int) and -len(node) <= key < len(node):
         return node[key]
     return None
+
+
+def items(n: int) -> str:
+    return "the list is empty" if n == 0 else f"the list has {n} item{'s' if n != 1 else ''}"
 
 
 def is_dict_type(annotation: Any) -> bool:

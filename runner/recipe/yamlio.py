@@ -35,6 +35,8 @@ for _tag, _pattern, _first in [
     ),
 ]:
     _Loader.add_implicit_resolver(_tag, re.compile(_pattern), _first)
+# Recognised only to be refused with a clear message (merge keys are YAML 1.1; recipes use extends).
+_Loader.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^<<$"), ["<"])
 
 
 def _scalar(node: yaml.ScalarNode) -> Any:

@@ -40,13 +40,15 @@ def looks_local(value: str) -> bool:
 class Problems(ValueError):
     """Cross-field problems found by a spec, each at a path relative to that spec.
 
+    A problem is (path, message) or (path, message, at): `at` is where to point the reader when
+    the path itself was never written (e.g. a missing section that another section needs).
     Raised from validators; pydantic keeps the exception in the error's context, and
     `errors.py` turns each problem into its own located message.
     """
 
-    def __init__(self, problems: list[tuple[Path, str]]):
-        self.problems = problems
-        super().__init__("; ".join(f"{format_path(p) or '(recipe)'}: {m}" for p, m in problems))
+    def __init__(self, problems: list[tuple]):
+        self.problems = [(p[0], p[1], p[2] if len(p) > 2 else None) for p in problems]
+        super().__init__("; ".join(f"{format_path(p) or '(recipe)'}: {m}" for p, m, _ in self.problems))
 
 
 def format_path(path: Path) -> str:
@@ -70,8 +72,8 @@ class Spec(BaseModel):
     def complete(self) -> None:
         """Fill derived values (e.g. gradient accumulation steps) so the resolved form shows them."""
 
-    def check(self) -> Iterator[tuple[Path, str]]:
-        """Yield (relative path, message) for each cross-field problem. Default: none."""
+    def check(self) -> Iterator[tuple]:
+        """Yield (relative path, message[, where to point]) for each cross-field problem. Default: none."""
         return iter(())
 
     def derive(self, **values: Any) -> None:

@@ -213,9 +213,10 @@ def problems_from(
             path = (*path, (error.get("ctx") or {}).get("discriminator", "'type'").strip("'"))  # point at the tag
         cause = (error.get("ctx") or {}).get("error")
         if isinstance(cause, Problems):
-            for rel, message in cause.problems:
+            for rel, message, at in cause.problems:
                 full = path + tuple(rel)
-                problems.append(Problem(positions.at(full), format_path(full), message))
+                loc = positions.at(full) if at is None else positions.at(path + tuple(at), key=True)
+                problems.append(Problem(loc, format_path(full), message))
             continue
         message = message_for(error, root, data, path)
         loc = positions.at(path, key=error["type"] == "extra_forbidden")

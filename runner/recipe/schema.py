@@ -73,7 +73,10 @@ class Recipe(Spec):
     def check(self) -> Iterator[tuple[Path, str]]:
         tok = self.tokenizer
         if tok.name is None and tok.train is None:
-            yield ("tokenizer",), "a scratch model needs tokenizer.name (a hub id or directory) or tokenizer.train"
+            yield ("tokenizer",), "a scratch model needs tokenizer.name (a hub id or directory) or tokenizer.train", (
+                "model",
+                "init",
+            )
         if tok.train is not None and self.data is None:
             yield ("tokenizer", "train"), "trains on the recipe's data, and there is no data section"
         yield from self._check_sizes()
@@ -106,7 +109,7 @@ class Recipe(Spec):
             return
         for part in ("data", "optimizer", "schedule"):
             if getattr(self, part) is None:
-                yield (part,), "required when the recipe has a train section"
+                yield (part,), "required when the recipe has a train section", ("train",)
         schedule = self.schedule
         warmup = getattr(schedule, "warmup_steps", 0)
         if train.steps is not None and warmup > train.steps:

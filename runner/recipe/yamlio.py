@@ -71,6 +71,8 @@ def _syntax_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
         return Problem(loc, "", "tab character: YAML indentation must use spaces")
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
+    if context and "single document" in context:
+        return Problem(loc, "", "a recipe file holds one YAML document; a second one starts here")
     context_mark = getattr(exc, "context_mark", None)
     if context and context_mark is not None and context_mark is not mark:
         problem += f" ({context} at line {context_mark.line + 1})"

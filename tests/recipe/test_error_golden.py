@@ -221,7 +221,15 @@ CASES = {
     ),
     "train-without-optimizer": bad(
         BASE + DATA + SCHED + TRAIN,
-        "bad.yaml:1:1: optimizer: required when the recipe has a train section\n",
+        "bad.yaml:5:1: optimizer: required when the recipe has a train section\n",
+    ),
+    "scratch-model-without-tokenizer": bad(
+        "name: t\nmodel:\n  arch: gpt-neo\n  init: scratch\n  config: {n_layer: 2, d_model: 64, n_head: 4}\n",
+        "bad.yaml:4:3: tokenizer: a scratch model needs tokenizer.name (a hub id or directory) or tokenizer.train\n",
+    ),
+    "two-yaml-documents": bad(
+        BASE + "---\nname: u\n",
+        "bad.yaml:3:1: a recipe file holds one YAML document; a second one starts here\n",
     ),
     "keep-best-by-val-loss-without-validation": bad(
         BASE + DATA + OPT + SCHED + "train:\n  batch_size: 8\n  steps: 10\n  checkpoint: {keep_best_by: val/loss}\n",

@@ -63,9 +63,6 @@ def test_schema_knows_the_contract_names():
 
 
 def test_fragment_schema_requires_nothing_but_tags():
-    text = json.dumps(fragment_schema())
-    required = [json.loads(s) for s in []]
-    del required
     schema = fragment_schema()
 
     def walk(node):
@@ -79,4 +76,4 @@ def test_fragment_schema_requires_nothing_but_tags():
                 walk(v)
 
     walk(schema)
-    assert "additionalProperties" in text
+    assert schema["additionalProperties"] is False, "fragments still reject unknown keys"

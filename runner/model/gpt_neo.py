@@ -1,0 +1,334 @@
+"""GPT-Neo and GPT-2 in Flax NNX: one family, readable like a reference implementation.
+
+Shapes: B batch, T query length, S key length (cache slots), D d_model, N heads, H head dim,
+V vocabulary, F MLP width, L layers.
+
+The two architectures differ in three places, all read from `GPTConfig`:
+- GPT-Neo does NOT scale attention scores by 1/sqrt(H); GPT-2 does.
+- GPT-Neo has no bias on q/k/v; GPT-2 has (its fused c_attn is split at load time, see hf.py).
+- GPT-Neo alternates global and local (sliding window) attention layers; GPT-2 is global only.
+Both: learned positions, pre-LayerNorm blocks, gelu_new MLP, LM head tied to the token embedding.
+
+Numerics: parameters are stored in `param_dtype` (fp32), matmuls run in `dtype` (fp32 or bf16);
+LayerNorm, attention logits, softmax and the output logits are fp32 whatever `dtype` is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Attention = Literal["auto", "xla", "cudnn"]
+
+ACTIVATIONS = {
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),  # tanh approximation (GPT-2, GPT-Neo)
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+    """Everything that decides the network's shape and arithmetic."""
+
+    arch: Literal["gpt-neo", "gpt2"]
+    vocab_size: int
+    max_positions: int
+    d_model: int
+    n_layer: int
+    n_head: int
+    d_ff: int
+    attention_layers: tuple[str, ...]  # "global" | "local", one per layer
+    window_size: int = 256  # local layers see this many positions, their own included
+    activation: str = "gelu_new"
+    layer_norm_eps: float = 1e-5
+    embd_dropout: float = 0.0
+    attn_dropout: float = 0.0
+    resid_dropout: float = 0.0
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+
+    def __post_init__(self):
+        if self.arch not in ("gpt-neo", "gpt2"):
+            raise ValueError(f"arch must be gpt-neo or gpt2 (got {self.arch!r})")
+        if self.d_model % self.n_head:
+            raise ValueError(f"n_head ({self.n_head}) must divide d_model ({self.d_model})")
+        if len(self.attention_layers) != self.n_layer:
+            raise ValueError(f"attention_layers has {len(self.attention_layers)} entries for {self.n_layer} layers")
+        if bad := set(self.attention_layers) - {"global", "local"}:
+            raise ValueError(f"attention_layers: unknown kinds {sorted(bad)}")
+        if self.arch == "gpt2" and "local" in self.attention_layers:
+            raise ValueError("gpt2 has no local attention layers")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation {self.activation!r} is not supported (one of {', '.join(ACTIVATIONS)})")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    @property
+    def attention_scale(self) -> float:
+        return 1.0 / math.sqrt(self.head_dim) if self.arch == "gpt2" else 1.0  # GPT-Neo: unscaled
+
+    @property
+    def qkv_bias(self) -> bool:
+        return self.arch == "gpt2"
+
+    def num_params(self, *, embeddings: bool = True) -> int:
+        """Parameter count (tied LM head counted once); without position embeddings if not `embeddings`."""
+        D, F, L = self.d_model, self.d_ff, self.n_layer
+        qkv = 3 * D * D + (3 * D if self.qkv_bias else 0)
+        block = 2 * 2 * D + qkv + D * D + D + D * F + F + F * D + D
+        total = self.vocab_size * D + L * block + 2 * D
+        return total + (self.max_positions * D if embeddings else 0)
+
+
+@flax.struct.dataclass
+class KVCache:
+    """Pre-allocated keys and values for decoding. Every row fills the same slots; rows differ in
+    which slots hold real tokens (left padding) and in the positions of those tokens."""
+
+    keys: tuple[jax.Array, ...]  # per layer [B, S, N, H]
+    values: tuple[jax.Array, ...]  # per layer [B, S, N, H]
+    valid: jax.Array  # [B, S] bool: the slot holds a real token
+    positions: jax.Array  # [B, S] int32: position of that token in its row
+    length: jax.Array  # [] int32: slots written so far
+
+
+def _normal(std: float):
+    return jax.nn.initializers.normal(stddev=std)
+
+
+class SelfAttention(nnx.Module):
+    def __init__(self, config: GPTConfig, layer: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+        D = config.d_model
+        dense = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        init = _normal(0.02)
+        # GPT-2 scratch init: residual projections scaled down by the depth.
+        out_init = _normal(0.02 / math.sqrt(2 * config.n_layer))
+        self.q_proj = nnx.Linear(D, D, use_bias=config.qkv_bias, kernel_init=init, **dense)
+        self.k_proj = nnx.Linear(D, D, use_bias=config.qkv_bias, kernel_init=init, **dense)
+        self.v_proj = nnx.Linear(D, D, use_bias=config.qkv_bias, kernel_init=init, **dense)
+        self.out_proj = nnx.Linear(D, D, use_bias=True, kernel_init=out_init, **dense)
+        # Dropout draws from the rngs passed to each call, so the model itself holds no RNG state.
+        self.attn_dropout = nnx.Dropout(config.attn_dropout)
+        self.resid_dropout = nnx.Dropout(config.resid_dropout)
+        self.local = config.attention_layers[layer] == "local"
+        self.n_head, self.head_dim = config.n_head, config.head_dim
+        self.scale = config.attention_scale
+        self.window = config.window_size
+
+    def __call__(self, x, *, mask, implementation, deterministic, rngs=None, cache=None):
+        """x [B, T, D] → [B, T, D]. `mask` [B, 1, T, S] bool or None (causal, every slot real).
+        With `cache` = (keys, values, start), the new keys/values are written at slot `start`."""
+        B, T, _ = x.shape
+        q = self.q_proj(x).reshape(B, T, self.n_head, self.head_dim)  # [B, T, N, H]
+        k = self.k_proj(x).reshape(B, T, self.n_head, self.head_dim)
+        v = self.v_proj(x).reshape(B, T, self.n_head, self.head_dim)
+        new_cache = None
+        if cache is not None:
+            keys, values, start = cache
+            keys = jax.lax.dynamic_update_slice(keys, k.astype(keys.dtype), (0, start, 0, 0))  # [B, S, N, H]
+            values = jax.lax.dynamic_update_slice(values, v.astype(values.dtype), (0, start, 0, 0))
+            k, v, new_cache = keys, values, (keys, values)
+        dropout = self.attn_dropout.rate > 0 and not deterministic
+        if dropout:
+            y = self._attend_with_dropout(q, k, v, mask, rngs)
+        elif mask is None:
+            # Training shape: causal, and a sliding window on local layers; fused kernels apply both.
+            window = (self.window - 1, 0) if self.local else None
+            y = jax.nn.dot_product_attention(
+                q, k, v, scale=self.scale, is_causal=True, local_window_size=window, implementation=implementation
+            )
+        else:
+            y = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=self.scale, implementation="xla")
+        y = self.out_proj(y.reshape(B, T, -1))
+        return self.resid_dropout(y, deterministic=deterministic, rngs=rngs), new_cache
+
+    def _attend_with_dropout(self, q, k, v, mask, rngs):
+        """Attention with dropout on the probabilities (no fused kernel offers it)."""
+        T, S = q.shape[1], k.shape[1]
+        logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32) * self.scale  # [B, N, T, S]
+        if mask is None:
+            mask = _causal_mask(T, S, self.window if self.local else None)[None, None]
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+        probs = self.attn_dropout(jax.nn.softmax(logits, axis=-1), deterministic=False, rngs=rngs).astype(v.dtype)
+        return jnp.einsum("bnts,bsnh->btnh", probs, v)
+
+
+def _causal_mask(T: int, S: int, window: int | None) -> jax.Array:
+    """[T, S] bool for queries at the last T of S positions."""
+    q = jnp.arange(T)[:, None] + (S - T)
+    k = jnp.arange(S)[None, :]
+    allowed = k <= q
+    if window is not None:
+        allowed &= q - k < window
+    return allowed
+
+
+class MLP(nnx.Module):
+    def __init__(self, config: GPTConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+        dense = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.c_fc = nnx.Linear(config.d_model, config.d_ff, kernel_init=_normal(0.02), **dense)
+        out_init = _normal(0.02 / math.sqrt(2 * config.n_layer))
+        self.c_proj = nnx.Linear(config.d_ff, config.d_model, kernel_init=out_init, **dense)
+        self.dropout = nnx.Dropout(config.resid_dropout)
+        self.activation = config.activation
+
+    def __call__(self, x, *, deterministic, rngs=None):
+        h = ACTIVATIONS[self.activation](self.c_fc(x))  # [B, T, F]
+        return self.dropout(self.c_proj(h), deterministic=deterministic, rngs=rngs)  # [B, T, D]
+
+
+class Block(nnx.Module):
+    def __init__(self, config: GPTConfig, layer: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+        norm = dict(epsilon=config.layer_norm_eps, dtype=jnp.float32, param_dtype=param_dtype, rngs=rngs)
+        self.ln_1 = nnx.LayerNorm(config.d_model, **norm)
+        self.attn = SelfAttention(config, layer, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.ln_2 = nnx.LayerNorm(config.d_model, **norm)
+        self.mlp = MLP(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.dtype = dtype
+
+    def __call__(self, x, *, mask, implementation, deterministic, rngs=None, cache=None):
+        # LayerNorm in fp32 for stability, then back to the compute dtype.
+        h, new_cache = self.attn(
+            self.ln_1(x).astype(self.dtype),
+            mask=mask,
+            implementation=implementation,
+            deterministic=deterministic,
+            rngs=rngs,
+            cache=cache,
+        )
+        x = x + h
+        x = x + self.mlp(self.ln_2(x).astype(self.dtype), deterministic=deterministic, rngs=rngs)
+        return x, new_cache
+
+
+class GPTNeo(nnx.Module):
+    """GPT-Neo / GPT-2 language model. `model(input_ids)` → fp32 logits [B, T, V]."""
+
+    def __init__(
+        self,
+        config: GPTConfig,
+        *,
+        dtype: str | jnp.dtype = "float32",
+        param_dtype: str | jnp.dtype = "float32",
+        attention: Attention = "auto",
+        rngs: nnx.Rngs,
+    ):
+        self.config = config
+        self.dtype = jnp.dtype(dtype)
+        self.param_dtype = jnp.dtype(param_dtype)
+        self.attention = attention
+        embed = dict(dtype=self.dtype, param_dtype=self.param_dtype, embedding_init=_normal(0.02), rngs=rngs)
+        self.wte = nnx.Embed(config.vocab_size, config.d_model, **embed)  # [V, D], also the LM head
+        self.wpe = nnx.Embed(config.max_positions, config.d_model, **embed)  # [P, D]
+        self.drop = nnx.Dropout(config.embd_dropout)
+        self.blocks = nnx.List(
+            [Block(config, i, dtype=self.dtype, param_dtype=self.param_dtype, rngs=rngs) for i in range(config.n_layer)]
+        )
+        self.ln_f = nnx.LayerNorm(
+            config.d_model, epsilon=config.layer_norm_eps, dtype=jnp.float32, param_dtype=self.param_dtype, rngs=rngs
+        )
+
+    # --- forward -------------------------------------------------------------------------
+
+    def __call__(self, input_ids, *, attention_mask=None, positions=None, deterministic: bool = True, rngs=None):
+        """input_ids int32 [B, T] → logits float32 [B, T, V].
+
+        Training passes `deterministic=False` and `rngs` (an nnx.Rngs with a `dropout` stream).
+
+        `attention_mask` [B, T] (1 = real token) allows padded batches: padded slots are never
+        attended to, and positions count real tokens only (so left padding works) unless
+        `positions` [B, T] is given.
+        """
+        mask = None
+        if attention_mask is not None:
+            valid = attention_mask.astype(bool)
+            if positions is None:
+                positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)
+            masks = self._masks(valid, positions, positions, jnp.arange(input_ids.shape[1]))
+        elif positions is None:
+            positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+        x = self._embed(input_ids, positions, deterministic, rngs)
+        implementation = self._implementation()
+        for block in self.blocks:
+            if attention_mask is not None:
+                mask = masks["local" if block.attn.local else "global"]
+            x, _ = block(x, mask=mask, implementation=implementation, deterministic=deterministic, rngs=rngs)
+        return self._logits(x)
+
+    def init_cache(self, batch_size: int, max_length: int) -> KVCache:
+        """An empty cache with room for `max_length` tokens per row."""
+        shape = (batch_size, max_length, self.config.n_head, self.config.head_dim)
+        zeros = tuple(jnp.zeros(shape, self.dtype) for _ in range(self.config.n_layer))
+        return KVCache(
+            keys=zeros,
+            values=tuple(jnp.zeros(shape, self.dtype) for _ in range(self.config.n_layer)),
+            valid=jnp.zeros((batch_size, max_length), bool),
+            positions=jnp.zeros((batch_size, max_length), jnp.int32),
+            length=jnp.zeros((), jnp.int32),
+        )
+
+    def extend(self, input_ids, cache: KVCache, *, attention_mask=None) -> tuple[jax.Array, KVCache]:
+        """Run T new tokens per row through the model on top of `cache` (prefill: the padded
+        prompt; decode: T = 1). Returns fp32 logits [B, T, V] and the cache with them written."""
+        B, T = input_ids.shape
+        start = cache.length
+        new_valid = jnp.ones((B, T), bool) if attention_mask is None else attention_mask.astype(bool)
+        seen = jnp.sum(cache.valid, axis=1, keepdims=True)  # [B, 1] real tokens so far
+        new_positions = jnp.maximum(seen + jnp.cumsum(new_valid, axis=1) - 1, 0).astype(jnp.int32)  # [B, T]
+        valid = jax.lax.dynamic_update_slice(cache.valid, new_valid, (0, start))  # [B, S]
+        positions = jax.lax.dynamic_update_slice(cache.positions, new_positions, (0, start))
+        query_slots = start + jnp.arange(T)
+        masks = self._masks(valid, positions, new_positions, query_slots)
+        x = self._embed(input_ids, new_positions, True, None)
+        keys, values = [], []
+        for i, block in enumerate(self.blocks):
+            x, (k, v) = block(
+                x,
+                mask=masks["local" if block.attn.local else "global"],
+                implementation="xla",
+                deterministic=True,
+                cache=(cache.keys[i], cache.values[i], start),
+            )
+            keys.append(k)
+            values.append(v)
+        new_cache = KVCache(tuple(keys), tuple(values), valid, positions, start + T)
+        return self._logits(x), new_cache
+
+    # --- pieces ----------------------------------------------------------------------------
+
+    def _embed(self, input_ids, positions, deterministic, rngs):
+        x = self.wte(input_ids) + self.wpe(positions)  # [B, T, D]
+        return self.drop(x, deterministic=deterministic, rngs=rngs)
+
+    def _logits(self, x):
+        h = self.ln_f(x).astype(self.dtype)  # [B, T, D]
+        wte = self.wte.embedding[...].astype(self.dtype)  # tied LM head, [V, D]
+        return jnp.einsum("btd,vd->btv", h, wte, preferred_element_type=jnp.float32)  # [B, T, V]
+
+    def _masks(self, valid, key_positions, query_positions, query_slots) -> dict[str, jax.Array]:
+        """Attention masks [B, 1, T, S]: a key is seen if it is real, not in the future, and (local
+        layers) within the window of positions. Windows count positions, so padding does not eat them."""
+        S = valid.shape[1]
+        causal = jnp.arange(S)[None, :] <= query_slots[:, None]  # [T, S]
+        seen = valid[:, None, :] & causal[None]  # [B, T, S]
+        distance = query_positions[:, :, None] - key_positions[:, None, :]  # [B, T, S]
+        local = seen & (distance < self.config.window_size)
+        return {"global": seen[:, None], "local": local[:, None]}
+
+    def _implementation(self) -> str | None:
+        if self.attention != "auto":
+            return self.attention
+        fast = self.dtype in (jnp.bfloat16, jnp.float16) and self.config.head_dim % 8 == 0
+        return "cudnn" if fast and jax.default_backend() == "gpu" else "xla"

@@ -13,6 +13,7 @@ are transposed and GPT-2's c_attn is split (and fused again on export).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -320,10 +321,14 @@ def from_pretrained(
     param_dtype: str = "float32",
     revision: str | None = None,
     attention: str = "auto",
+    dropout: float | None = None,
 ) -> GPTNeo:
-    """Load a GPT-Neo or GPT-2 checkpoint (local directory or hub id). `dtype` is the compute dtype."""
+    """Load a GPT-Neo or GPT-2 checkpoint (local directory or hub id). `dtype` is the compute dtype;
+    `dropout` replaces the checkpoint's dropout rates."""
     directory = checkpoint_dir(path_or_hub_id, revision=revision)
     config, _ = read_config(directory)
+    if dropout is not None:
+        config = dataclasses.replace(config, embd_dropout=dropout, attn_dropout=dropout, resid_dropout=dropout)
     params = params_from_hf(config, read_tensors(directory))
     return build_from_params(config, params, dtype=dtype, param_dtype=param_dtype, attention=attention)
 

@@ -9,6 +9,14 @@ from pydantic import Field
 from .base import LocalPath, Path, Spec, tagged
 
 Difficulty = Literal["introductory", "interview", "competition"]
+OnError = Literal["fail", "skip"]
+
+
+def _on_error_field():
+    return Field(
+        default="fail",
+        description="A malformed JSON line: fail (naming file and line) or skip it (counted in the manifest).",
+    )
 ALL_DIFFICULTIES: list[Difficulty] = ["introductory", "interview", "competition"]
 
 
@@ -21,6 +29,7 @@ class JsonlSource(Spec):
     type: Literal["jsonl"] = Field(description="Local JSON Lines files.")
     paths: list[LocalPath] = Field(min_length=1, description="Files or glob patterns, relative to this file.")
     text_field: str = Field(default="text", min_length=1, description="Column that holds the document text.")
+    on_error: OnError = _on_error_field()
 
 
 class ParquetSource(Spec):
@@ -66,6 +75,15 @@ class AppsSource(Spec):
     difficulties: list[Difficulty] = Field(
         default=ALL_DIFFICULTIES, min_length=1, description="Difficulties to keep."
     )
+    allow_test_split: bool = Field(
+        default=False,
+        description="Train on the test split anyway (it is the evaluation split; the original training mixed it in).",
+    )
+    on_error: OnError = _on_error_field()
+
+    def check(self) -> Iterator[tuple[Path, str]]:
+        if self.split == "test" and not self.allow_test_split:
+            yield ("split",), "test is APPS's evaluation split; set allow_test_split: true to train on it anyway"
 
 
 Source = tagged(JsonlSource, ParquetSource, HfSource, FilesSource, AppsSource)
@@ -214,6 +232,10 @@ class AppsFormat(Spec):
     )
     max_solutions: int | None = Field(
         default=None, ge=1, description="Use at most this many solutions per problem; unset: all."
+    )
+    too_long: Literal["truncate", "drop"] = Field(
+        default="truncate",
+        description="An example longer than seq_len: keep its first seq_len tokens, or drop it (counted either way).",
     )
 
 

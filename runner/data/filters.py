@@ -1,0 +1,120 @@
+"""Row filters of `data.filters`, applied in order, each counted.
+
+A filter whose column is absent is an error before any work (naming the filter and the columns
+that are there): a silent pass would keep rows the recipe meant to drop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..recipe.base import format_path
+from .sources import DataError
+
+# Filters that read a metadata column, and the spec attribute naming it.
+COLUMN_OF = {"stars": "column", "commits": "column", "license": "column", "fork": "column", "size": "column"}
+NO_LICENSE = {"", "none", "null", "noassertion", "other", "unknown"}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(str(value).strip().replace(",", ""))
+    except ValueError:
+        return None
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
+def needed_columns(spec: Any) -> list[str]:
+    if spec.type in COLUMN_OF:
+        return [getattr(spec, COLUMN_OF[spec.type])]
+    if spec.type == "extension":
+        return ([spec.path_column] if spec.extensions else []) + ([spec.language_column] if spec.languages else [])
+    return ["text"]
+
+
+def check_columns(filters: list[Any], columns: list[str]) -> None:
+    problems = []
+    for i, spec in enumerate(filters):
+        missing = [c for c in needed_columns(spec) if c not in columns]
+        if missing:
+            problems.append(
+                f"{format_path(('data', 'filters', i))} ({spec.type}): column {', '.join(map(repr, missing))} "
+                f"is not in the data; columns: {', '.join(columns)}"
+            )
+    if problems:
+        raise DataError("\n".join(problems))
+
+
+def keep(spec: Any, batch: dict[str, list]) -> list[bool]:
+    """Which rows of a batch the filter keeps."""
+    kind = spec.type
+    if kind in ("stars", "commits"):
+        return [(n := _number(v)) is not None and n >= spec.min for v in batch[spec.column]]
+    if kind == "size":
+        return [(n := _number(v)) is not None and n <= spec.max for v in batch[spec.column]]
+    if kind == "license":
+        allowed = {a.lower() for a in spec.allowed} if spec.allowed else None
+        out = []
+        for v in batch[spec.column]:
+            name = str(v).strip().lower() if v is not None else ""
+            out.append(name not in NO_LICENSE and (allowed is None or name in allowed))
+        return out
+    if kind == "fork":
+        return [not _truthy(v) for v in batch[spec.column]]
+    if kind == "extension":
+        n = len(next(iter(batch.values())))
+        ok = [True] * n
+        if spec.extensions:
+            exts = tuple(e.lower() for e in spec.extensions)
+            ok = [o and str(p or "").lower().endswith(exts) for o, p in zip(ok, batch[spec.path_column], strict=True)]
+        if spec.languages:
+            langs = {x.lower() for x in spec.languages}
+            ok = [o and str(v or "").lower() in langs for o, v in zip(ok, batch[spec.language_column], strict=True)]
+        return ok
+    texts = batch["text"]
+    if kind == "max_line_length":
+        out = []
+        for t in texts:
+            lengths = [len(line) for line in t.splitlines()] or [0]
+            good = spec.max is None or max(lengths) <= spec.max
+            out.append(good and (spec.mean is None or sum(lengths) / len(lengths) <= spec.mean))
+        return out
+    if kind == "alphanum_fraction":
+        return [bool(t) and sum(c.isalnum() for c in t) / len(t) >= spec.min for t in texts]
+    if kind == "digit_fraction":
+        return [not t or sum(c.isdigit() for c in t) / len(t) <= spec.max for t in texts]
+    raise DataError(f"unknown filter type {kind}")  # pragma: no cover - the schema admits no other
+
+
+def apply_filters(ds: Any, filters: list[Any], num_proc: int | None) -> tuple[Any, list[dict[str, Any]]]:
+    """The rows every filter keeps, and per filter: rows in, rows removed."""
+    check_columns(filters, ds.column_names)
+    report = []
+    for i, spec in enumerate(filters):
+        before = len(ds)
+        if before:
+            ds = ds.filter(lambda batch, spec=spec: keep(spec, batch), batched=True, batch_size=1000,
+                           num_proc=_procs(num_proc, before), desc=f"filter {spec.type}")
+        report.append({"filter": format_path(("data", "filters", i)), "type": spec.type, "rows_in": before,
+                       "removed": before - len(ds)})
+        if before and not len(ds):
+            raise DataError(
+                f"{format_path(('data', 'filters', i))} ({spec.type}) removed the last {before} rows: nothing is left"
+            )
+    return ds, report
+
+
+def _procs(num_proc: int | None, rows: int) -> int | None:
+    """Worker processes worth starting: none for small inputs."""
+    if num_proc is None or num_proc <= 1 or rows < 2000:
+        return None
+    return num_proc

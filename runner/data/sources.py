@@ -1,0 +1,223 @@
+"""Sources: each entry of `data.sources` becomes a `datasets.Dataset` with a `text` column.
+
+Every source is read into Arrow on disk (memory-mapped), so a corpus larger than memory streams
+through. Rows keep their columns; a JSON `meta` mapping is flattened into columns (the Code
+Clippy corpus keeps repo_name, stars, ... there).
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..recipe.schema_data import AppsSource, FilesSource, HfSource, JsonlSource, ParquetSource
+
+
+class DataError(Exception):
+    """Bad data input: a missing file, an unreadable archive, a malformed line, an empty result."""
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def expand(patterns: list[str], what: str) -> list[Path]:
+    """Glob patterns → existing files, in pattern order then sorted. A pattern matching nothing is an error."""
+    files: list[Path] = []
+    for pattern in patterns:
+        matched = sorted(glob.glob(pattern, recursive=True))
+        matched = [m for m in matched if os.path.isfile(m)]
+        if not matched:
+            raise DataError(f"{what}: no file matches {pattern}")
+        files.extend(Path(m) for m in matched)
+    return list(dict.fromkeys(files))
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    """A text stream of a plain, .gz or .zst file."""
+    try:
+        if path.suffix == ".gz":
+            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+        if path.suffix == ".zst":
+            import zstandard
+
+            raw = open(path, "rb")  # noqa: SIM115 - closed with the wrapper
+            return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), encoding="utf-8")
+        return open(path, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise DataError(f"{path}: cannot open ({exc.strerror or exc})") from None
+
+
+def fingerprint(path: Path) -> str:
+    """Content hash of a file (blake2b, streamed)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def flatten_meta(row: dict[str, Any]) -> dict[str, Any]:
+    meta = row.pop("meta", None)
+    if isinstance(meta, dict):
+        for key, value in meta.items():
+            row.setdefault(key, value)
+    elif meta is not None:
+        row["meta"] = meta
+    return row
+
+
+def jsonl_rows(files: list[Path], text_field: str, on_error: str, counts: dict[str, int]) -> Iterator[dict]:
+    """Rows of JSON Lines files; `counts` gets rows read and lines skipped."""
+    for path in files:
+        stream = open_text(path)
+        try:
+            for number, line in enumerate(stream, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise ValueError(f"a JSON {type(row).__name__}, not an object")
+                    if not isinstance(row.get(text_field), str):
+                        raise ValueError(f"no string field {text_field!r}")
+                except ValueError as exc:  # JSONDecodeError is a ValueError
+                    if on_error == "skip":
+                        counts["skipped_lines"] = counts.get("skipped_lines", 0) + 1
+                        continue
+                    raise DataError(f"{path}:{number}: malformed line ({exc}); set on_error: skip to skip such lines") from None
+                row["text"] = row.pop(text_field)
+                yield flatten_meta(row)
+        except (OSError, EOFError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+        except Exception as exc:  # zstandard raises its own ZstdError
+            if type(exc).__name__ == "ZstdError":
+                raise DataError(f"{path}: unreadable archive ({exc})") from None
+            raise
+        finally:
+            stream.close()
+
+
+def file_rows(root: Path, include: list[str], exclude: list[str], counts: dict[str, Any]) -> Iterator[dict]:
+    """One row per file under root: text, path (relative to root), extension, size (bytes).
+    Sets counts["fingerprint"] to a hash of every path and content read."""
+    paths: dict[Path, None] = {}
+    for pattern in include:
+        for p in sorted(root.glob(pattern)):
+            if p.is_file() and not any(p.relative_to(root).match(x) for x in exclude):
+                paths[p] = None
+    digest = hashlib.blake2b(digest_size=16)
+    for path in paths:
+        data = path.read_bytes()
+        rel = path.relative_to(root).as_posix()
+        digest.update(rel.encode() + b"\0" + hashlib.blake2b(data, digest_size=16).digest())
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            counts["undecodable_files"] = counts.get("undecodable_files", 0) + 1
+            continue
+        yield {"text": text, "path": rel, "extension": path.suffix, "size": len(data)}
+    counts["fingerprint"] = digest.hexdigest()
+
+
+# --- sources → datasets ------------------------------------------------------------------------
+
+
+def read_source(source: Any, where: str, cache_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """(dataset with a `text` column or None when empty, manifest entry: files, fingerprints, counts)."""
+    counts: dict[str, int] = {}
+    info: dict[str, Any] = {"type": source.type}
+    if isinstance(source, JsonlSource):
+        files = expand(source.paths, where)
+        info["files"] = {str(f): fingerprint(f) for f in files}
+        ds = _stream(jsonl_rows, cache_dir, files=files, text_field=source.text_field, on_error=source.on_error,
+                     counts=counts)
+    elif isinstance(source, ParquetSource):
+        from datasets import load_dataset
+
+        files = expand(source.paths, where)
+        info["files"] = {str(f): fingerprint(f) for f in files}
+        try:
+            ds = load_dataset("parquet", data_files=[str(f) for f in files], split="train", cache_dir=str(cache_dir))
+        except Exception as exc:
+            raise DataError(f"{where}: cannot read parquet ({type(exc).__name__}: {exc})") from None
+        if source.text_field not in ds.column_names:
+            raise DataError(f"{where}: no column {source.text_field!r}; columns: {', '.join(ds.column_names)}")
+        if source.text_field != "text":
+            ds = ds.rename_column(source.text_field, "text")
+    elif isinstance(source, HfSource):
+        ds = _read_hf(source, where, cache_dir)
+        info["dataset"] = {"name": source.name, "config": source.config, "split": source.split,
+                           "revision": source.revision}
+    elif isinstance(source, FilesSource):
+        root = Path(source.root)
+        if not root.is_dir():
+            raise DataError(f"{where}: {root} is not a directory")
+        info["root"] = str(root)
+        ds = _stream(file_rows, cache_dir, root=root, include=source.include, exclude=source.exclude, counts=counts)
+    elif isinstance(source, AppsSource):
+        from .apps import read_apps
+
+        ds, apps_info = read_apps(source, where, cache_dir, counts)
+        info.update(apps_info)
+    else:  # pragma: no cover - the schema admits no other type
+        raise DataError(f"{where}: unknown source type {source.type}")
+    info["rows"] = 0 if ds is None else len(ds)
+    info.update(counts)
+    return ds, info
+
+
+def _stream(generator, cache_dir: Path, **kwargs):
+    """Rows from a generator straight into Arrow on disk (nothing held in memory)."""
+    from datasets import Dataset
+
+    # A fresh cache directory every time: datasets keys generator caches on the arguments (file
+    # names), not on file contents, and must never hand back a stale copy.
+    target = Path(tempfile.mkdtemp(prefix="gen-", dir=cache_dir))
+    rows_seen = []
+
+    def counted(**kw):
+        for row in generator(**kw):
+            if not rows_seen:
+                rows_seen.append(True)
+            yield row
+
+    try:
+        ds = Dataset.from_generator(counted, gen_kwargs=kwargs, cache_dir=str(target))
+    except Exception as exc:
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, DataError):
+                raise cause from None
+            cause = cause.__cause__ or cause.__context__
+        if not rows_seen:  # the generator yielded nothing: an empty source, not a crash
+            return None
+        raise
+    return ds
+
+
+def _read_hf(source: HfSource, where: str, cache_dir: Path):
+    from datasets import Dataset, load_dataset
+
+    try:
+        ds = load_dataset(source.name, source.config, split=source.split, revision=source.revision,
+                          streaming=source.streaming)
+    except Exception as exc:
+        raise DataError(
+            f"{where}: cannot load {source.name!r} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "with no network, export it to JSON Lines or Parquet and use a local source"
+        ) from None
+    if source.streaming:
+        ds = Dataset.from_generator(lambda: iter(ds), cache_dir=str(cache_dir / "gen"))
+    if source.text_field not in ds.column_names:
+        raise DataError(f"{where}: no column {source.text_field!r}; columns: {', '.join(ds.column_names)}")
+    if source.text_field != "text":
+        ds = ds.rename_column(source.text_field, "text")
+    return ds

@@ -176,6 +176,28 @@ def run(
     typer.echo(str(run_dir.path))
 
 
+@app.command()
+def data(
+    recipe: Annotated[Path, typer.Argument(help="Recipe file.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="New directory for manifest.json, documents/, tokens/.")],
+    set_: SetOption = None,
+    cache_dir: Annotated[
+        Optional[Path], typer.Option(help="Cache of built data (default: $CCRUN_CACHE/data or ~/.cache/ccrun/data).")
+    ] = None,
+    num_proc: Annotated[Optional[int], typer.Option(min=1, help="Worker processes (default: the recipe's, or all cores).")] = None,
+) -> None:
+    """Run the data stage of a recipe: sources → filters → dedup → tokenize → pack, with a manifest."""
+    from .data import DataError, describe, prepare_data
+
+    loaded = _load(recipe, set_)
+    try:
+        manifest = prepare_data(loaded.recipe, out, cache_dir=cache_dir, num_proc=num_proc)
+    except DataError as exc:
+        raise BadInput(str(exc)) from None
+    typer.echo(describe(manifest))
+    typer.echo(str(out))
+
+
 def _version(value: bool) -> None:
     if value:
         from . import __version__

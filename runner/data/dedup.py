@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .sources import workers
+
 NON_WORD = re.compile(r"\W+")
 
 
@@ -51,7 +53,7 @@ def dedup(ds: Any, kind: str, num_proc: int | None) -> tuple[Any, dict[str, Any]
     if kind == "none" or before == 0:
         return ds, {"type": kind, "rows_in": before, "duplicates": 0}
     hashed = ds.map(
-        _hashes, fn_kwargs={"kind": kind}, batched=True, batch_size=1000, num_proc=num_proc,
+        _hashes, fn_kwargs={"kind": kind}, batched=True, batch_size=1000, num_proc=workers(num_proc, before),
         remove_columns=[c for c in ds.column_names if c != "text"], desc=f"dedup keys ({kind})",
     )
     table = hashed.data  # Arrow, memory-mapped: no Python objects per row

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..recipe.base import format_path
-from .sources import DataError
+from .sources import DataError, workers
 
 # Filters that read a metadata column, and the spec attribute naming it.
 COLUMN_OF = {"stars": "column", "commits": "column", "license": "column", "fork": "column", "size": "column"}
@@ -103,7 +103,7 @@ def apply_filters(ds: Any, filters: list[Any], num_proc: int | None) -> tuple[An
         before = len(ds)
         if before:
             ds = ds.filter(lambda batch, spec=spec: keep(spec, batch), batched=True, batch_size=1000,
-                           num_proc=_procs(num_proc, before), desc=f"filter {spec.type}")
+                           num_proc=workers(num_proc, before), desc=f"filter {spec.type}")
         report.append({"filter": format_path(("data", "filters", i)), "type": spec.type, "rows_in": before,
                        "removed": before - len(ds)})
         if before and not len(ds):
@@ -112,9 +112,3 @@ def apply_filters(ds: Any, filters: list[Any], num_proc: int | None) -> tuple[An
             )
     return ds, report
 
-
-def _procs(num_proc: int | None, rows: int) -> int | None:
-    """Worker processes worth starting: none for small inputs."""
-    if num_proc is None or num_proc <= 1 or rows < 2000:
-        return None
-    return num_proc

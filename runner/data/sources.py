@@ -7,6 +7,7 @@ Clippy corpus keeps repo_name, stars, ... there).
 
 from __future__ import annotations
 
+import functools
 import glob
 import gzip
 import hashlib
@@ -23,6 +24,13 @@ from ..recipe.schema_data import AppsSource, FilesSource, HfSource, JsonlSource,
 
 class DataError(Exception):
     """Bad data input: a missing file, an unreadable archive, a malformed line, an empty result."""
+
+
+def workers(num_proc: int | None, rows: int) -> int | None:
+    """Worker processes worth starting for `rows` rows: none for small inputs (start-up costs more)."""
+    if num_proc is None or num_proc <= 1 or rows < 2000:
+        return None
+    return num_proc
 
 
 # --- files ---------------------------------------------------------------------------------
@@ -175,32 +183,24 @@ def read_source(source: Any, where: str, cache_dir: Path) -> tuple[Any, dict[str
 
 
 def _stream(generator, cache_dir: Path, **kwargs):
-    """Rows from a generator straight into Arrow on disk (nothing held in memory)."""
+    """Rows from a generator straight into Arrow on disk (nothing held in memory); None if it yields none."""
     from datasets import Dataset
 
     # A fresh cache directory every time: datasets keys generator caches on the arguments (file
-    # names), not on file contents, and must never hand back a stale copy.
+    # names), not on file contents, and must never hand back a stale copy. The arguments go in
+    # through a partial: datasets would take a list argument for shards to parallelise over.
     target = Path(tempfile.mkdtemp(prefix="gen-", dir=cache_dir))
-    rows_seen = []
-
-    def counted(**kw):
-        for row in generator(**kw):
-            if not rows_seen:
-                rows_seen.append(True)
-            yield row
-
     try:
-        ds = Dataset.from_generator(counted, gen_kwargs=kwargs, cache_dir=str(target))
+        return Dataset.from_generator(functools.partial(generator, **kwargs), cache_dir=str(target))
     except Exception as exc:
         cause: BaseException | None = exc
         while cause is not None:
             if isinstance(cause, DataError):
                 raise cause from None
+            if type(cause).__name__ == "SchemaInferenceError":  # the generator yielded no row
+                return None
             cause = cause.__cause__ or cause.__context__
-        if not rows_seen:  # the generator yielded nothing: an empty source, not a crash
-            return None
         raise
-    return ds
 
 
 def _read_hf(source: HfSource, where: str, cache_dir: Path):

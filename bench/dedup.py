@@ -1,0 +1,224 @@
+"""Variables dedup: `runner.data.dedup.dedup` vs GPT-Code-Clippy's set inside a one-process filter.
+
+    python bench/dedup.py [--files 60000] [--num-proc 2] [--max-lines 200] [--repeats 1] [--seed 0]
+
+The corpus is built in memory, deterministically from `--seed`, out of the Python standard
+library's .py files (`sysconfig.get_paths()["stdlib"]`, recursive, site-packages left out, files
+that are not UTF-8 or over 200 KB skipped), each cut to its first `--max-lines` lines to bound
+time and memory. Rows are drawn from those files as:
+
+  original   a stdlib file as is;
+  copy       an exact copy of an earlier row;
+  same-key   a stdlib file with its whitespace, indentation, operators or punctuation changed in
+             ways that keep the `\\W+` key (`a + b` -> `a-b`, `x = 1` -> `x=1`, 4-space indents
+             -> 2, blank lines and trailing spaces added inside the file); checked here;
+  different  a stdlib file with an identifier renamed, or a comment or a line added (sometimes
+             together with same-key edits), so its key differs from its source's.
+
+The dataset (`id`, `text`) is saved to a temporary directory and reloaded with `load_from_disk`,
+so both sides read the same memory-mapped Arrow. Caching is disabled (`datasets.disable_caching()`
+and `load_from_cache_file=False`) so neither side is served from a cache. The reference is exactly
+the original approach: a Python set mutated inside `Dataset.filter` (not batched, `num_proc=None`),
+keeping a row iff its key was not in the set yet. Ours: `dedup(ds, "variables", num_proc)`. The
+kept `id`s, in order, must be identical, or the script fails.
+
+Prints a short summary, then one JSON object as its last line; `speedup` = reference time / our
+time (median of `--repeats`; the two sides alternate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import statistics
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+MAX_BYTES = 200_000
+IDENT = re.compile(r"\b[A-Za-z_][A-Za-z_0-9]*\b")
+INDENT = re.compile(r"(?m)^((?:    )+)")
+
+
+def stdlib_files(max_lines: int) -> list[str]:
+    """Texts of the stdlib's .py files (sorted by path), each cut to its first `max_lines` lines."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    texts = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).parts
+        if "site-packages" in rel or "dist-packages" in rel or not path.is_file():
+            continue
+        try:
+            raw = path.read_bytes()
+            if len(raw) > MAX_BYTES:
+                continue
+            text = raw.decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        texts.append("".join(text.splitlines(keepends=True)[:max_lines]))
+    return texts
+
+
+def same_key_edit(text: str, rng: random.Random) -> str:
+    """Edits that change only runs of non-word characters, never removing or adding one at either end."""
+    edits = rng.sample(["ops", "indent", "blank", "trailing"], rng.randint(1, 3))
+    if "ops" in edits:
+        text = text.replace(" + ", "-").replace(" = ", "=").replace(", ", ",").replace(" == ", " != ")
+    if "indent" in edits:
+        text = INDENT.sub(lambda m: "  " * (len(m.group(1)) // 4), text)
+    lines = text.split("\n")
+    if "trailing" in edits and len(lines) > 1:
+        for i in rng.sample(range(len(lines) - 1), min(5, len(lines) - 1)):  # never the last piece
+            lines[i] += "  "
+    if "blank" in edits and len(lines) > 1:
+        for _ in range(rng.randint(1, 4)):  # inside the file: between two existing lines
+            lines.insert(rng.randrange(1, len(lines)), "")
+    return "\n".join(lines)
+
+
+def different_edit(text: str, rng: random.Random) -> str:
+    """A change to the key: rename an identifier everywhere, or add a comment or a line."""
+    what = rng.choice(["rename", "comment", "line"])
+    names = IDENT.findall(text[:4000]) if what == "rename" else []
+    if names:
+        name = rng.choice(names)
+        text = re.sub(rf"\b{re.escape(name)}\b", f"{name}_{rng.randrange(100)}", text)
+    else:
+        lines = text.split("\n")
+        n = rng.randrange(100)  # small: the same edit of the same file recurs now and then
+        new = f"# note {n}" if what == "comment" else f"value_{n} = {n}"
+        lines.insert(rng.randrange(0, len(lines) + 1), new)
+        text = "\n".join(lines)
+    if rng.random() < 0.3:
+        text = same_key_edit(text, rng)
+    return text
+
+
+def build_corpus(n: int, max_lines: int, seed: int) -> tuple[list[str], dict[str, int], int]:
+    from runner.data.dedup import variables_key
+
+    base = stdlib_files(max_lines)
+    rng = random.Random(seed)
+    texts: list[str] = []
+    mix = {"original": 0, "copy": 0, "same_key": 0, "different": 0}
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.2 and texts:
+            texts.append(texts[rng.randrange(len(texts))])
+            mix["copy"] += 1
+            continue
+        source = base[rng.randrange(len(base))]
+        if r < 0.45:
+            text = same_key_edit(source, rng)
+            if variables_key(text) != variables_key(source):
+                raise AssertionError("a same-key edit changed the key")
+            mix["same_key"] += 1
+        elif r < 0.6:
+            text = source
+            mix["original"] += 1
+        else:
+            text = different_edit(source, rng)
+            mix["different"] += 1
+        texts.append(text)
+    return texts, mix, len(base)
+
+
+def reference(ds):
+    """GPT-Code-Clippy: a set filled inside a one-process, unbatched filter."""
+    seen: set[str] = set()
+
+    def first_time(example):
+        key = " ".join(re.split(r"\W+", example["text"]))
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
+
+    return ds.filter(first_time, num_proc=None, load_from_cache_file=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=60_000, help="Rows in the corpus.")
+    parser.add_argument("--num-proc", type=int, default=2, help="num_proc for ours.")
+    parser.add_argument("--max-lines", type=int, default=200, help="Each stdlib file is cut to this many lines.")
+    parser.add_argument("--repeats", type=int, default=1, help="Timed runs of each side; the median is reported.")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    import datasets
+
+    from runner.data.dedup import dedup
+
+    datasets.disable_caching()
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+
+    start = time.perf_counter()
+    texts, mix, n_base = build_corpus(args.files, args.max_lines, args.seed)
+    mb = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts) / 1e6
+    build_s = time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory(prefix="bench_dedup_") as tmp:
+        datasets.Dataset.from_dict({"id": list(range(len(texts))), "text": texts}).save_to_disk(f"{tmp}/corpus")
+        del texts
+        ds = datasets.load_from_disk(f"{tmp}/corpus")
+
+        t_ref, t_ours = [], []
+        kept_ref = kept_ours = None
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            out_ref = reference(ds)
+            t_ref.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            out_ours, report = dedup(ds, "variables", num_proc=args.num_proc)
+            t_ours.append(time.perf_counter() - start)
+            kept_ref, kept_ours = out_ref["id"], out_ours["id"]
+            if kept_ref != kept_ours:
+                first = next((i for i, (a, b) in enumerate(zip(kept_ref, kept_ours)) if a != b), None)
+                sys.exit(f"FAIL: kept sets differ: reference keeps {len(kept_ref)}, ours {len(kept_ours)}; "
+                         f"first difference at kept position {first}")
+            if report["duplicates"] != len(ds) - len(kept_ours):
+                sys.exit(f"FAIL: report says {report['duplicates']} duplicates, {len(ds) - len(kept_ours)} removed")
+            del out_ref, out_ours
+
+    r, o = statistics.median(t_ref), statistics.median(t_ours)
+    n = len(ds)
+    result = {
+        "bench": "dedup_variables",
+        "files": n,
+        "stdlib_files": n_base,
+        "max_lines": args.max_lines,
+        "text_mb": round(mb, 1),
+        "mix": mix,
+        "kept": len(kept_ours),
+        "duplicates_removed": n - len(kept_ours),
+        "identical_kept_ids": True,
+        "num_proc": args.num_proc,
+        "repeats": args.repeats,
+        "reference_s": round(r, 3),
+        "ccrun_s": round(o, 3),
+        "reference_files_per_s": round(n / r),
+        "ccrun_files_per_s": round(n / o),
+        "speedup": round(r / o, 2),
+        "target_speedup": 5,
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "versions": {"datasets": datasets.__version__},
+    }
+    print(f"corpus: {n} files, {mb:.1f} MB ({n_base} stdlib files, first {args.max_lines} lines; "
+          f"{mix['original']} original, {mix['copy']} copies, {mix['same_key']} same-key edits, "
+          f"{mix['different']} different edits), built in {build_s:.1f} s")
+    print(f"kept {len(kept_ours)}, removed {n - len(kept_ours)} duplicates; kept ids identical on both sides")
+    print(f"reference (set in 1-process filter) {r:8.2f} s  {n / r:9.0f} files/s")
+    print(f"ccrun dedup (num_proc={args.num_proc})        {o:8.2f} s  {n / o:9.0f} files/s  ({r / o:.2f}x)")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

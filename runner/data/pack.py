@@ -1,0 +1,182 @@
+"""Documents → model-ready blocks: tokenize, build loss weights, pack into seq_len blocks.
+
+Every block is `input_ids` int32 [seq_len] and `loss_weights` uint8 [seq_len]. `loss_weights[t]`
+says whether token t is a training target (predicted from the tokens before it): the train step
+scores logits[:, :-1] against input_ids[:, 1:] with loss_weights[:, 1:]. Padding (the EOS id)
+has weight 0, so no token is counted twice and none is lost.
+
+- clm: documents joined with EOS; packed, they are cut into consecutive blocks (the last one
+  padded); unpacked, each document is cut into its own blocks.
+- apps: one example per solution, prompt (weight 0 with loss_on: solution) + solution + EOS
+  (weight 1); an example longer than seq_len is truncated or dropped; packed, whole examples
+  fill blocks in order (an example never straddles two blocks); unpacked, one example per block.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .apps import apps_examples
+from .sources import workers
+
+OK, TRUNCATED, DROPPED = 0, 1, 2
+
+
+def block_features(seq_len: int):
+    from datasets import Features, List, Value
+
+    return Features(
+        {"input_ids": List(Value("int32"), length=seq_len), "loss_weights": List(Value("uint8"), length=seq_len)}
+    )
+
+
+def _clm_tokens(batch: dict[str, list], tokenizer: Any, eos: int) -> dict[str, list]:
+    ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+    return {"ids": [x + [eos] for x in ids]}
+
+
+def _apps_tokens(batch: dict[str, list], tokenizer: Any, eos: int, fmt: Any, seq_len: int) -> dict[str, list]:
+    rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
+    out: dict[str, list] = {"ids": [], "weights": [], "status": []}
+    pairs = [pair for row in rows for pair in apps_examples(row, fmt.max_solutions)]
+    if not pairs:
+        return out
+    prompts = tokenizer([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
+    solutions = tokenizer([s for _, s in pairs], add_special_tokens=False)["input_ids"]
+    prompt_weight = 0 if fmt.loss_on == "solution" else 1
+    for p, s in zip(prompts, solutions, strict=True):
+        ids = p + s + [eos]
+        weights = [prompt_weight] * len(p) + [1] * (len(s) + 1)
+        status = OK
+        if len(ids) > seq_len:
+            if fmt.too_long == "drop":
+                ids, weights, status = [], [], DROPPED
+            else:
+                ids, weights, status = ids[:seq_len], weights[:seq_len], TRUNCATED
+        out["ids"].append(ids)
+        out["weights"].append(weights)
+        out["status"].append(status)
+    return out
+
+
+def tokenize(docs: Any, tokenizer: Any, fmt: Any, seq_len: int, num_proc: int | None) -> tuple[Any, dict[str, Any]]:
+    """Documents → examples (ids, and for apps weights and status), with counts."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the tokenizer has no end-of-text (EOS) token")
+    if fmt.type == "clm":
+        examples = docs.map(_clm_tokens, fn_kwargs={"tokenizer": tokenizer, "eos": eos}, batched=True,
+                            batch_size=256, num_proc=workers(num_proc, len(docs)), remove_columns=docs.column_names, desc="tokenize")
+        lengths = _lengths(examples)
+        return examples, {"examples": len(examples), "tokens": int(lengths.sum())}
+    examples = docs.map(_apps_tokens, fn_kwargs={"tokenizer": tokenizer, "eos": eos, "fmt": fmt, "seq_len": seq_len},
+                        batched=True, batch_size=64, num_proc=workers(num_proc, len(docs)), remove_columns=docs.column_names,
+                        desc="tokenize apps")
+    status = examples.data.column("status").to_numpy() if len(examples) else np.zeros(0, int)
+    counts = {"examples": int(np.sum(status != DROPPED)), "truncated": int(np.sum(status == TRUNCATED)),
+              "dropped": int(np.sum(status == DROPPED))}
+    if counts["dropped"]:
+        examples = examples.select(np.flatnonzero(status != DROPPED))
+    counts["tokens"] = int(_lengths(examples).sum())
+    return examples, counts
+
+
+def _lengths(examples: Any) -> np.ndarray:
+    if not len(examples):
+        return np.zeros(0, np.int64)
+    column = examples.data.column("ids")
+    return np.concatenate([np.diff(c.offsets.to_numpy()) for c in column.chunks]) if column.num_chunks else np.zeros(0)
+
+
+def _iter_column(examples: Any, name: str) -> Iterator[np.ndarray]:
+    """A list column, one numpy array per row, streamed from Arrow."""
+    for table in examples.with_format("arrow").iter(batch_size=4096):
+        column = table.column(name)
+        for chunk in column.chunks:
+            offsets, values = chunk.offsets.to_numpy(), chunk.values.to_numpy(zero_copy_only=False)
+            for i in range(len(chunk)):
+                yield values[offsets[i] : offsets[i + 1]]
+
+
+def _blocks(examples: Any, seq_len: int, pad: int, packing: bool, whole: bool) -> Iterator[dict[str, np.ndarray]]:
+    """Blocks from examples in order. `whole`: never split an example across blocks (apps)."""
+    has_weights = "weights" in examples.column_names
+    ids_iter = _iter_column(examples, "ids")
+    weights_iter = _iter_column(examples, "weights") if has_weights else None
+    buf_ids: list[np.ndarray] = []
+    buf_w: list[np.ndarray] = []
+    filled = 0
+
+    def emit(ids_parts, w_parts):
+        ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int32)
+        w = np.concatenate(w_parts) if w_parts else np.zeros(0, np.uint8)
+        out_ids = np.full(seq_len, pad, np.int32)
+        out_w = np.zeros(seq_len, np.uint8)
+        out_ids[: len(ids)] = ids
+        out_w[: len(w)] = w
+        return {"input_ids": out_ids, "loss_weights": out_w}
+
+    for ids in ids_iter:
+        weights = next(weights_iter) if has_weights else np.ones(len(ids), np.uint8)
+        ids = ids.astype(np.int32)
+        weights = weights.astype(np.uint8)
+        if not packing:
+            for start in range(0, len(ids), seq_len):
+                yield emit([ids[start : start + seq_len]], [weights[start : start + seq_len]])
+            continue
+        if whole:
+            if filled + len(ids) > seq_len and filled:
+                yield emit(buf_ids, buf_w)
+                buf_ids, buf_w, filled = [], [], 0
+            buf_ids.append(ids)
+            buf_w.append(weights)
+            filled += len(ids)
+            continue
+        while len(ids):
+            take = seq_len - filled
+            buf_ids.append(ids[:take])
+            buf_w.append(weights[:take])
+            filled += len(ids[:take])
+            ids, weights = ids[take:], weights[take:]
+            if filled == seq_len:
+                yield emit(buf_ids, buf_w)
+                buf_ids, buf_w, filled = [], [], 0
+    if filled:
+        yield emit(buf_ids, buf_w)
+
+
+def pack(examples: Any, fmt: Any, seq_len: int, pad: int, packing: bool, work_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """Examples → a Dataset of blocks, with token counts."""
+    from datasets import Dataset
+
+    features = block_features(seq_len)
+    if not len(examples):
+        empty = {"blocks": 0, "block_tokens": 0, "real_tokens": 0, "padding_tokens": 0, "loss_tokens": 0}
+        return Dataset.from_dict({"input_ids": [], "loss_weights": []}, features=features), empty
+    blocks = Dataset.from_generator(
+        _blocks,
+        gen_kwargs={"examples": examples, "seq_len": seq_len, "pad": pad, "packing": packing, "whole": fmt.type == "apps"},
+        features=features,
+        cache_dir=tempfile.mkdtemp(prefix="pack-", dir=work_dir),
+    )
+    real = int(_lengths(examples).sum())
+    return blocks, {
+        "blocks": len(blocks),
+        "block_tokens": len(blocks) * seq_len,
+        "real_tokens": real,
+        "padding_tokens": len(blocks) * seq_len - real,
+        "loss_tokens": _column_sum(blocks, "loss_weights"),
+    }
+
+
+def _column_sum(ds: Any, name: str) -> int:
+    """Sum of a list column's values, computed in Arrow (nothing materialised per row)."""
+    import pyarrow.compute as pc
+
+    column = ds.data.column(name)
+    return int(sum(pc.sum(chunk.flatten()).as_py() or 0 for chunk in column.chunks))

@@ -1,0 +1,293 @@
+"""The data stage: sources → filters → dedup → split → tokenizer → tokenize → pack, cached by content.
+
+`prepare_data(recipe, out_dir)` writes
+  out_dir/manifest.json   rows in and out of every stage, what each filter removed, duplicates,
+                          tokens, input fingerprints, tokenizer hash, cache key
+  out_dir/documents/      kept documents with their original columns (DatasetDict train/validation)
+  out_dir/tokens/         blocks: input_ids, loss_weights (DatasetDict train/validation)
+  out_dir/tokenizer/      the tokenizer the tokens were made with
+The result is built once per content key (source fingerprints, data spec, tokenizer, seed, data
+code version) under the cache directory and hard-linked into out_dir; a different key rebuilds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..recipe.schema import Recipe
+from .dedup import dedup
+from .filters import apply_filters
+from .pack import pack, tokenize
+from .sources import DataError, expand, fingerprint, read_source
+
+CODE_FILES = ("sources.py", "apps.py", "filters.py", "dedup.py", "pack.py", "stage.py")
+SPLITS = ("train", "validation")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("CCRUN_CACHE", Path.home() / ".cache" / "ccrun")) / "data"
+
+
+def code_version() -> str:
+    """Hash of the data stage's own code: a change to it rebuilds every cached result."""
+    digest = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in CODE_FILES:
+        digest.update((here / name).read_bytes())
+    digest.update((here.parent / "model" / "tokenizer.py").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def tokenizer_hash(tokenizer: Any) -> str:
+    state = tokenizer.backend_tokenizer.to_str() + json.dumps(tokenizer.special_tokens_map, sort_keys=True)
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+def _source_fingerprints(sources: list[Any], where: str) -> list[Any]:
+    """What each source's content is, before reading it (for the cache key)."""
+    out: list[Any] = []
+    for i, source in enumerate(sources):
+        at = f"{where}[{i}]"
+        if source.type in ("jsonl", "parquet"):
+            out.append({str(f): fingerprint(f) for f in expand(source.paths, at)})
+        elif source.type == "apps" and source.path is not None:
+            if not Path(source.path).is_file():
+                raise DataError(f"{at}: no such file {source.path}")
+            out.append(fingerprint(Path(source.path)))
+        elif source.type == "files":
+            root = Path(source.root)
+            if not root.is_dir():
+                raise DataError(f"{at}: {root} is not a directory")
+            digest = hashlib.blake2b(digest_size=16)
+            for pattern in source.include:
+                for p in sorted(root.glob(pattern)):
+                    if p.is_file():
+                        digest.update(p.relative_to(root).as_posix().encode() + b"\0" + fingerprint(p).encode())
+            out.append(digest.hexdigest())
+        else:  # hub datasets: their name and revision say what they are
+            out.append(source.model_dump(mode="json"))
+    return out
+
+
+def cache_key(recipe: Recipe, tokenizer_id: str) -> str:
+    data = recipe.data
+    sources = _source_fingerprints(data.sources, "data.sources")
+    if data.validation is not None and data.validation.sources:
+        sources += _source_fingerprints(data.validation.sources, "data.validation.sources")
+    key = {
+        "data": data.model_dump(mode="json", exclude={"num_proc"}),
+        "sources": sources,
+        "tokenizer": tokenizer_id,
+        "seed": recipe.seed,
+        "code": code_version(),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+# --- the pipeline ---------------------------------------------------------------------------------
+
+
+def _documents(sources: list[Any], where: str, filters: list[Any], dedup_kind: str, num_proc: int | None,
+               work: Path) -> tuple[Any, dict[str, Any]]:
+    from datasets import concatenate_datasets
+
+    parts, infos = [], []
+    for i, source in enumerate(sources):
+        ds, info = read_source(source, f"{where}[{i}]", work)
+        info["source"] = f"{where}[{i}]"
+        infos.append(info)
+        if ds is not None and len(ds):
+            parts.append(ds)
+    if not parts:
+        raise DataError(f"{where}: the sources hold no rows")
+    ds = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+    rows_in = len(ds)
+    ds, filter_report = apply_filters(ds, filters, num_proc)
+    ds, dedup_report = dedup(ds, dedup_kind, num_proc)
+    report = {
+        "sources": infos,
+        "rows": rows_in,
+        "text_bytes": _text_bytes(ds),
+        "filters": filter_report,
+        "after_filters": dedup_report["rows_in"],
+        "dedup": dedup_report,
+        "kept": len(ds),
+    }
+    return ds, report
+
+
+def _text_bytes(ds: Any) -> int:
+    import pyarrow.compute as pc
+
+    column = ds.data.column("text")
+    return int(pc.sum(pc.binary_length(column.cast("binary"))).as_py() or 0) if len(ds) else 0
+
+
+def _split(recipe: Recipe, train: Any, num_proc: int | None, work: Path) -> tuple[Any, Any, dict[str, Any]]:
+    """Train and validation documents: a seeded fraction of the kept rows, or separate sources."""
+    spec = recipe.data.validation
+    if spec is None:
+        return train, None, {"method": "none"}
+    if spec.sources:
+        val, report = _documents(spec.sources, "data.validation.sources", recipe.data.filters,
+                                 recipe.data.dedup.type, num_proc, work)
+        info = {"method": "sources", **report}
+    else:
+        n = len(train)
+        n_val = min(max(1, round(n * spec.fraction)), n - 1) if n > 1 else 0
+        if n_val == 0:
+            raise DataError(f"data.validation.fraction: {n} kept row(s) cannot be split into train and validation")
+        rng = np.random.default_rng([recipe.seed, 0x76616C])  # the "val" stream of the recipe's seed
+        chosen = np.zeros(n, bool)
+        chosen[rng.permutation(n)[:n_val]] = True
+        val = train.select(np.flatnonzero(chosen))
+        train = train.select(np.flatnonzero(~chosen))
+        info = {"method": "fraction", "fraction": spec.fraction}
+    if spec.max_rows is not None and len(val) > spec.max_rows:
+        val = val.select(range(spec.max_rows))
+        info["capped_to"] = spec.max_rows
+    info.update({"train_rows": len(train), "validation_rows": len(val)})
+    return train, val, info
+
+
+def _tokenizer(recipe: Recipe, train_docs: Any, out: Path) -> Any:
+    from ..model.from_recipe import build_tokenizer
+
+    texts = (row["text"] for row in train_docs.select_columns(["text"]))
+    return build_tokenizer(recipe.tokenizer, texts=texts, out_dir=out)
+
+
+def _build(recipe: Recipe, tokenizer: Any, target: Path, num_proc: int | None) -> dict[str, Any]:
+    from datasets import DatasetDict
+
+    data = recipe.data
+    work = Path(tempfile.mkdtemp(prefix="work-", dir=target))
+    docs, doc_report = _documents(data.sources, "data.sources", data.filters, data.dedup.type, num_proc, work)
+    train_docs, val_docs, split_report = _split(recipe, docs, num_proc, work)
+    if tokenizer is None:
+        tokenizer = _tokenizer(recipe, train_docs, target / "tokenizer")
+    else:
+        tokenizer.save_pretrained(str(target / "tokenizer"))
+    documents = {"train": train_docs} if val_docs is None else {"train": train_docs, "validation": val_docs}
+    DatasetDict(documents).save_to_disk(str(target / "documents"))
+    blocks, token_reports = {}, {}
+    for split, ds in documents.items():
+        examples, tok_report = tokenize(ds, tokenizer, data.format, data.seq_len, num_proc)
+        blocks[split], pack_report = pack(examples, data.format, data.seq_len, tokenizer.eos_token_id,
+                                          data.packing, work)
+        token_reports[split] = {"documents": len(ds), **tok_report, **pack_report}
+    if not len(blocks["train"]):
+        raise DataError("data: no training blocks were made (every example was dropped)")
+    DatasetDict(blocks).save_to_disk(str(target / "tokens"))
+    shutil.rmtree(work, ignore_errors=True)
+    return {
+        "documents": doc_report,
+        "split": split_report,
+        "tokens": token_reports,
+        "tokenizer": {
+            "source": recipe.tokenizer.name or "trained",
+            "hash": tokenizer_hash(tokenizer),
+            "vocab_size": len(tokenizer),
+            "eos_token_id": tokenizer.eos_token_id,
+        },
+    }
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-link every file of src into dst (Arrow files are immutable); copy across filesystems."""
+    for root, _dirs, files in os.walk(src):
+        rel = Path(root).relative_to(src)
+        (dst / rel).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            try:
+                os.link(Path(root) / name, dst / rel / name)
+            except OSError:
+                shutil.copy2(Path(root) / name, dst / rel / name)
+
+
+def prepare_data(
+    recipe: Recipe,
+    out_dir: str | os.PathLike,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    num_proc: int | None = None,
+) -> dict[str, Any]:
+    """Run (or reuse) the data stage for `recipe` into `out_dir`; returns the manifest."""
+    if recipe.data is None:
+        raise DataError("the recipe has no data section")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise DataError(f"{out}: exists and is not empty; give a new directory (nothing was overwritten)")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers are processes, not threads
+    procs = num_proc or recipe.data.num_proc or os.cpu_count() or 1
+    procs = procs if procs > 1 else None
+
+    tokenizer = None
+    if recipe.tokenizer.name is not None:
+        from ..model.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(recipe.tokenizer.name, revision=recipe.tokenizer.revision)
+        tokenizer_id = tokenizer_hash(tokenizer)
+    else:
+        tokenizer_id = json.dumps(recipe.tokenizer.model_dump(mode="json"), sort_keys=True)
+    key = cache_key(recipe, tokenizer_id)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    entry = cache / key
+    hit = (entry / "manifest.json").is_file()
+    if not hit:
+        cache.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix=f".build-{key[:12]}-", dir=cache))
+        try:
+            report = _build(recipe, tokenizer, building, procs)
+            manifest = {
+                "cache_key": key,
+                "code_version": code_version(),
+                "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "seed": recipe.seed,
+                "seq_len": recipe.data.seq_len,
+                "format": recipe.data.format.model_dump(mode="json"),
+                "packing": recipe.data.packing,
+                **report,
+            }
+            (building / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            try:
+                os.rename(building, entry)
+            except OSError:  # another process finished the same key first: theirs is as good
+                shutil.rmtree(building, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+    manifest = json.loads((entry / "manifest.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    for part in ("documents", "tokens", "tokenizer"):
+        if (entry / part).exists():
+            _link_tree(entry / part, out / part)
+    manifest["cache"] = {"key": key, "hit": hit, "path": str(entry)}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def describe(manifest: dict[str, Any]) -> str:
+    """One line per stage, for the terminal."""
+    d, t = manifest["documents"], manifest["tokens"]
+    lines = [f"sources: {d['rows']} rows from {len(d['sources'])} source(s)"]
+    for f in d["filters"]:
+        lines.append(f"filter {f['filter']} ({f['type']}): removed {f['removed']} of {f['rows_in']}")
+    lines.append(f"dedup ({d['dedup']['type']}): removed {d['dedup']['duplicates']}, kept {d['kept']}")
+    split = manifest["split"]
+    if split["method"] != "none":
+        lines.append(f"validation ({split['method']}): {split['validation_rows']} rows, train {split['train_rows']}")
+    for name, r in t.items():
+        lines.append(f"{name}: {r['examples']} examples, {r.get('blocks', 0)} blocks of {manifest['seq_len']} tokens, "
+                     f"{r.get('loss_tokens', 0)} loss tokens")
+    lines.append(f"cache {'hit' if manifest['cache']['hit'] else 'miss'}: {manifest['cache']['key'][:12]}")
+    return "\n".join(lines)

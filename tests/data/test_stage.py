@@ -300,3 +300,23 @@ def test_cli_writes_a_new_directory_and_refuses_a_used_one(tmp_path, tokenizer_d
     missing = subprocess.run([sys.executable, "-m", "runner.cli", "data", "r.yaml", "--out", "d2", "--set",
                               "data.sources[0].paths=[gone.jsonl]"], cwd=tmp_path, capture_output=True, text=True)
     assert missing.returncode == 2 and "no file matches" in missing.stderr
+
+
+def test_parquet_and_gzip_sources_concatenate_in_order(tmp_path, tokenizer_dir):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"content": ["p = 1\n", "q = 2\n"], "n": [1, 2]}), tmp_path / "a.parquet")
+    write_jsonl(tmp_path / "b.jsonl.gz", [{"body": "r = 3\n", "n": 3}], compress="gz")
+    data = ("sources: [{type: parquet, paths: [a.parquet], text_field: content},"
+            " {type: jsonl, paths: [b.jsonl.gz], text_field: body}]\nseq_len: 16")
+    manifest = run(tmp_path, recipe(tmp_path, tokenizer_dir, data))
+    docs = load_from_disk(str(tmp_path / "out" / "documents"))["train"]
+    assert list(docs["text"]) == ["p = 1\n", "q = 2\n", "r = 3\n"] and list(docs["n"]) == [1, 2, 3]
+    assert [s["rows"] for s in manifest["documents"]["sources"]] == [2, 1]
+
+
+def test_hub_source_without_network_is_a_clear_error(tmp_path, tokenizer_dir):
+    r = recipe(tmp_path, tokenizer_dir, "sources: [{type: hf, name: ccrun-tests/no-such-dataset}]\nseq_len: 16")
+    with pytest.raises(DataError, match=r"data.sources\[0\]: cannot load 'ccrun-tests/no-such-dataset'"):
+        run(tmp_path, r)

@@ -61,7 +61,7 @@ def read_apps(source: AppsSource, where: str, cache_dir: Path, counts: dict[str,
         path = _download(source, where)
         info = {"hub": source.hub, "split": source.split, "files": {str(path): fingerprint(path)}}
     ds = _stream(
-        _problems, cache_dir, path=path, split=source.split, difficulties=list(source.difficulties),
+        _problems, cache_dir, where, path=path, split=source.split, difficulties=list(source.difficulties),
         on_error=source.on_error, counts=counts,
     )
     return ds, info

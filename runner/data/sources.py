@@ -145,7 +145,7 @@ def read_source(source: Any, where: str, cache_dir: Path) -> tuple[Any, dict[str
     if isinstance(source, JsonlSource):
         files = expand(source.paths, where)
         info["files"] = {str(f): fingerprint(f) for f in files}
-        ds = _stream(jsonl_rows, cache_dir, files=files, text_field=source.text_field, on_error=source.on_error,
+        ds = _stream(jsonl_rows, cache_dir, where, files=files, text_field=source.text_field, on_error=source.on_error,
                      counts=counts)
     elif isinstance(source, ParquetSource):
         from datasets import load_dataset
@@ -169,7 +169,7 @@ def read_source(source: Any, where: str, cache_dir: Path) -> tuple[Any, dict[str
         if not root.is_dir():
             raise DataError(f"{where}: {root} is not a directory")
         info["root"] = str(root)
-        ds = _stream(file_rows, cache_dir, root=root, include=source.include, exclude=source.exclude, counts=counts)
+        ds = _stream(file_rows, cache_dir, where, root=root, include=source.include, exclude=source.exclude, counts=counts)
     elif isinstance(source, AppsSource):
         from .apps import read_apps
 
@@ -182,7 +182,7 @@ def read_source(source: Any, where: str, cache_dir: Path) -> tuple[Any, dict[str
     return ds, info
 
 
-def _stream(generator, cache_dir: Path, **kwargs):
+def _stream(generator, cache_dir: Path, label: str, **kwargs):
     """Rows from a generator straight into Arrow on disk (nothing held in memory); None if it yields none."""
     from datasets import Dataset
 
@@ -199,6 +199,8 @@ def _stream(generator, cache_dir: Path, **kwargs):
                 raise cause from None
             if type(cause).__name__ == "SchemaInferenceError":  # the generator yielded no row
                 return None
+            if type(cause).__name__ in ("ArrowInvalid", "ArrowTypeError", "ArrowNotImplementedError"):
+                raise DataError(f"{label}: rows disagree on a column's type ({cause})") from None
             cause = cause.__cause__ or cause.__context__
         raise
 

@@ -109,14 +109,18 @@ def _documents(sources: list[Any], where: str, filters: list[Any], dedup_kind: s
             parts.append(ds)
     if not parts:
         raise DataError(f"{where}: the sources hold no rows")
-    ds = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
-    rows_in = len(ds)
+    try:
+        ds = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+    except ValueError as exc:
+        raise DataError(f"{where}: the sources' columns do not fit together ({exc})") from None
+    rows_in, bytes_in = len(ds), _text_bytes(ds)
     ds, filter_report = apply_filters(ds, filters, num_proc)
     ds, dedup_report = dedup(ds, dedup_kind, num_proc)
     report = {
         "sources": infos,
         "rows": rows_in,
-        "text_bytes": _text_bytes(ds),
+        "text_bytes": bytes_in,
+        "kept_text_bytes": _text_bytes(ds),
         "filters": filter_report,
         "after_filters": dedup_report["rows_in"],
         "dedup": dedup_report,

@@ -320,3 +320,11 @@ def test_hub_source_without_network_is_a_clear_error(tmp_path, tokenizer_dir):
     r = recipe(tmp_path, tokenizer_dir, "sources: [{type: hf, name: ccrun-tests/no-such-dataset}]\nseq_len: 16")
     with pytest.raises(DataError, match=r"data.sources\[0\]: cannot load 'ccrun-tests/no-such-dataset'"):
         run(tmp_path, r)
+
+
+def test_rows_that_disagree_on_a_type_are_named(tmp_path, tokenizer_dir):
+    # datasets writes in batches of rows; a type that changes after the first batch cannot be stored
+    write_jsonl(tmp_path / "c.jsonl", [{"text": "a", "stars": 5}] * 2500 + [{"text": "b", "stars": "many"}])
+    r = recipe(tmp_path, tokenizer_dir, "sources: [{type: jsonl, paths: [c.jsonl]}]\nseq_len: 16")
+    with pytest.raises(DataError, match=r"data.sources\[0\]: rows disagree on a column's type"):
+        run(tmp_path, r)

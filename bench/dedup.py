@@ -15,6 +15,9 @@ time and memory. Rows are drawn from those files as:
   different  a stdlib file with an identifier renamed, or a comment or a line added (sometimes
              together with same-key edits), so its key differs from its source's.
 
+The corpus depends only on the seed and on the installed stdlib (1,775 files for CPython 3.11.7;
+60,000 rows at 200 lines are about 270 MB of text).
+
 The dataset (`id`, `text`) is saved to a temporary directory and reloaded with `load_from_disk`,
 so both sides read the same memory-mapped Arrow. Caching is disabled (`datasets.disable_caching()`
 and `load_from_cache_file=False`) so neither side is served from a cache. The reference is exactly

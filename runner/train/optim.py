@@ -44,6 +44,8 @@ def schedule(spec: Any, total_steps: int) -> optax.Schedule:
 def _group(path: tuple) -> str:
     """'bias' | 'norm' | 'embedding' | 'weight' for a parameter path like ('blocks', 0, 'ln_1', 'scale')."""
     names = [str(getattr(p, "key", getattr(p, "name", p))) for p in path]
+    if names and names[-1] == "value":  # an nnx Variable's payload
+        names = names[:-1]
     if any(n in ("wte", "wpe") for n in names):
         return "embedding"
     if any(n.startswith("ln_") for n in names):

@@ -1,0 +1,64 @@
+"""The device mesh: axes `data` and `fsdp`. Parameters and optimizer state are sharded over
+`fsdp` (each array along its largest dimension that divides evenly), batches over both axes."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+AXES = ("data", "fsdp")
+
+
+class MeshError(ValueError):
+    """The recipe's mesh does not fit the devices."""
+
+
+def maybe_initialize_distributed() -> None:
+    """Join a multi-process run when the environment describes one (Slurm, TPU pods, or
+    JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID set explicitly)."""
+    explicit = all(k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"))
+    slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    if explicit or slurm or os.environ.get("TPU_WORKER_HOSTNAMES"):
+        jax.distributed.initialize()
+
+
+def make_mesh(spec: Any, devices: list | None = None) -> Mesh:
+    devices = list(jax.devices() if devices is None else devices)
+    n = len(devices)
+    data, fsdp = spec.data, spec.fsdp
+    if data == -1:
+        data = n // fsdp if fsdp > 0 and n % fsdp == 0 else -1
+    elif fsdp == -1:
+        fsdp = n // data if n % data == 0 else -1
+    if data <= 0 or fsdp <= 0 or data * fsdp != n:
+        raise MeshError(f"train.mesh data={spec.data} x fsdp={spec.fsdp} does not fit {n} device(s)")
+    return Mesh(np.array(devices).reshape(data, fsdp), AXES)
+
+
+def _spec_for(shape: tuple[int, ...], fsdp: int) -> PartitionSpec:
+    if fsdp > 1:
+        for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
+            if shape[axis] % fsdp == 0:
+                parts: list[Any] = [None] * len(shape)
+                parts[axis] = "fsdp"
+                return PartitionSpec(*parts)
+    return PartitionSpec()
+
+
+def tree_shardings(tree: Any, mesh: Mesh) -> Any:
+    """A NamedSharding per array leaf: sharded over fsdp where a dimension divides, else replicated."""
+    fsdp = mesh.shape["fsdp"]
+    return jax.tree_util.tree_map(lambda x: NamedSharding(mesh, _spec_for(tuple(x.shape), fsdp)), tree)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """[A, mb, T] micro-batched arrays: each micro-batch split over every device."""
+    return NamedSharding(mesh, PartitionSpec(None, AXES, None))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())

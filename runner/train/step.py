@@ -1,0 +1,97 @@
+"""One jitted train step (gradient accumulation inside, via lax.scan) and an eval step.
+
+The loss is token-weighted cross-entropy: logits[:, :-1] scored against input_ids[:, 1:] with
+loss_weights[:, 1:] (the data stage's weights: 1 on the tokens to learn). Micro-batch losses and
+gradients are summed and divided by the batch's total weight once, so accumulating 4 micro-batches
+of 8 is the same update as one batch of 32.
+
+Parameters travel as a plain dict (fp32); the model is rebuilt from it inside the trace.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+
+class ModelParts(NamedTuple):
+    """A model split for functional training: structure, shapes, and the parameters."""
+
+    graphdef: Any
+    abstract: Any  # nnx.State of ShapeDtypeStructs: a template, never holds arrays
+    params: dict
+
+
+def split(model: nnx.Module) -> ModelParts:
+    graphdef, state = nnx.split(model)
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    return ModelParts(graphdef, abstract, nnx.to_pure_dict(state))
+
+
+def merge(graphdef: Any, abstract: Any, params: dict) -> nnx.Module:
+    state = jax.tree_util.tree_map(lambda x: x, abstract)  # a fresh copy of the template
+    nnx.replace_by_pure_dict(state, params)
+    return nnx.merge(graphdef, state)
+
+
+def weighted_ce(logits: jax.Array, ids: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(sum of weighted token losses, sum of weights). logits [B, T, V] fp32, ids/weights [B, T]."""
+    w = weights[:, 1:].astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1].astype(jnp.float32), ids[:, 1:])
+    return jnp.sum(ce * w), jnp.sum(w)
+
+
+def make_train_step(graphdef: Any, abstract: Any, tx: optax.GradientTransformation, *, dropout: bool,
+                    out_shardings: Any = None):
+    """step(params, opt_state, batch, key) → (params, opt_state, metrics).
+
+    batch: input_ids int32 [A, mb, T] and loss_weights [A, mb, T], A micro-batches of mb sequences.
+    params and opt_state are donated: the caller must use the returned ones.
+    """
+
+    def step(params, opt_state, batch, key):
+        def micro(carry, xs):
+            grad_sum, loss_sum, weight_sum = carry
+            ids, weights, k = xs
+
+            def loss_of(p):
+                model = merge(graphdef, abstract, p)
+                rngs = nnx.Rngs(dropout=k) if dropout else None
+                logits = model(ids, deterministic=not dropout, rngs=rngs)
+                return weighted_ce(logits, ids, weights)
+
+            (s, n), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+            grad_sum = jax.tree_util.tree_map(jnp.add, grad_sum, grads)
+            return (grad_sum, loss_sum + s, weight_sum + n), None
+
+        micro_batches = batch["input_ids"].shape[0]
+        keys = jax.random.split(key, micro_batches)
+        zeros = jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+        init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
+        (grad_sum, loss_sum, weight_sum), _ = jax.lax.scan(
+            micro, init, (batch["input_ids"], batch["loss_weights"], keys)
+        )
+        denom = jnp.maximum(weight_sum, 1.0)
+        grads = jax.tree_util.tree_map(lambda g: g / denom, grad_sum)
+        grad_norm = optax.tree.norm(grads)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        metrics = {"loss": loss_sum / denom, "grad_norm": grad_norm, "tokens": weight_sum}
+        return params, opt_state, metrics
+
+    kwargs = {"out_shardings": out_shardings} if out_shardings is not None else {}
+    return jax.jit(step, donate_argnums=(0, 1), **kwargs)
+
+
+def make_eval_step(graphdef: Any, abstract: Any):
+    """eval(params, input_ids [B, T], loss_weights [B, T]) → (loss sum, weight sum)."""
+
+    def evaluate(params, ids, weights):
+        model = merge(graphdef, abstract, params)
+        return weighted_ce(model(ids), ids, weights)
+
+    return jax.jit(evaluate)

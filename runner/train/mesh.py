@@ -62,3 +62,9 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
+
+
+def place(params: Any, opt_state: Any, mesh: Mesh) -> tuple[Any, Any, tuple[Any, Any]]:
+    """Put parameters and optimizer state on the mesh; returns them and their shardings."""
+    shardings = (tree_shardings(params, mesh), tree_shardings(opt_state, mesh))
+    return jax.device_put(params, shardings[0]), jax.device_put(opt_state, shardings[1]), shardings

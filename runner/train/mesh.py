@@ -60,6 +60,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(None, AXES, None))
 
 
+def rows_sharding(mesh: Mesh) -> NamedSharding:
+    """[B, T] arrays: rows split over every device."""
+    return NamedSharding(mesh, PartitionSpec(AXES, None))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 

@@ -1,0 +1,255 @@
+"""The training loop: seeded data order, logging, validation, checkpoints, exact resume, guards.
+
+`train(recipe, model, tokens, run_dir)` trains `model` on the data stage's blocks and writes
+run_dir/metrics.jsonl (one JSON object per logged step) and run_dir/checkpoints/. Run again on the
+same run_dir, it resumes from the latest checkpoint: the data order and every random key are
+functions of (seed, step), so the resumed run reaches the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from ..model.from_recipe import stream_key
+from ..recipe.schema import Recipe
+from .checkpoint import Checkpoints
+from .mesh import batch_sharding, make_mesh, place, replicated, rows_sharding
+from .optim import optimizer, schedule
+from .step import make_eval_step, make_train_step, split
+
+# Dense bf16 peak FLOP/s by device kind (the sparse figures are twice these: never divide by them).
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
+
+
+class TrainingError(Exception):
+    """Training cannot go on (a non-finite loss, data too small for a batch)."""
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM: a checkpoint was saved; the run can be resumed."""
+
+
+def peak_flops(device_kind: str) -> float | None:
+    return next((v for k, v in PEAK_FLOPS.items() if k in device_kind), None)
+
+
+def flops_per_token(config: Any, seq_len: int) -> float:
+    """PaLM convention: 6N + 12·L·d·T, N without position embeddings (the tied head counted once)."""
+    return 6 * config.num_params(embeddings=False) + 12 * config.n_layer * config.d_model * seq_len
+
+
+def steps_per_epoch(rows: int, batch_size: int) -> int:
+    if rows < batch_size:
+        raise TrainingError(f"train.batch_size {batch_size} is more than the {rows} training blocks")
+    return rows // batch_size
+
+
+def total_steps(spec: Any, rows: int) -> int:
+    if spec.steps is not None:
+        return spec.steps
+    return max(1, math.ceil(spec.epochs * steps_per_epoch(rows, spec.batch_size)))
+
+
+def batch_rows(step: int, rows: int, batch_size: int, seed: int) -> np.ndarray:
+    """Rows of optimizer step `step` (0-based): a seeded permutation per epoch, the tail dropped."""
+    per_epoch = steps_per_epoch(rows, batch_size)
+    epoch, within = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, 0x64617461, epoch]).permutation(rows)  # the "data" stream
+    return np.sort(order[within * batch_size : (within + 1) * batch_size])
+
+
+class MetricsLog:
+    """metrics.jsonl: appended line by line; on resume, cut back to the checkpoint's step."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def truncate_after(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)
+
+    def append(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class _Signals:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no signal handling
+                pass
+        return self
+
+    def _handle(self, signum, _frame):
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _to_device(arrays: dict[str, np.ndarray], accum: int, sharding) -> dict[str, jax.Array]:
+    out = {}
+    for name, value in arrays.items():
+        value = np.asarray(value)
+        value = value.reshape(accum, value.shape[0] // accum, value.shape[1])
+        out[name] = jax.device_put(value, sharding)
+    return out
+
+
+def evaluate(eval_step, params, blocks: Any, batch_size: int, mesh) -> dict[str, float]:
+    """Validation loss (token-weighted mean) and perplexity over every validation block."""
+    total, weight = 0.0, 0.0
+    n = len(blocks)
+    sharding = rows_sharding(mesh)
+    for start in range(0, n, batch_size):
+        rows = blocks[start : start + batch_size]
+        ids, w = np.asarray(rows["input_ids"]), np.asarray(rows["loss_weights"])
+        pad = batch_size - len(ids)  # weight-0 rows: one shape, one compilation
+        if pad:
+            ids = np.concatenate([ids, np.zeros((pad, ids.shape[1]), ids.dtype)])
+            w = np.concatenate([w, np.zeros((pad, w.shape[1]), w.dtype)])
+        s, c = eval_step(params, jax.device_put(ids, sharding), jax.device_put(w, sharding))
+        total, weight = total + float(s), weight + float(c)
+    loss = total / max(weight, 1.0)
+    return {"val/loss": loss, "val/perplexity": math.exp(min(loss, 700.0))}
+
+
+def train(
+    recipe: Recipe,
+    model: Any,
+    tokens: Any,
+    run_dir: str | Path,
+    *,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+) -> dict[str, Any]:
+    """Train (or resume) per recipe.train; returns a summary (steps, final and best metrics)."""
+    spec, run_dir = recipe.train, Path(run_dir)
+    train_blocks = tokens["train"].with_format("numpy")
+    val_blocks = tokens["validation"].with_format("numpy") if "validation" in tokens else None
+    rows, seq_len = len(train_blocks), len(train_blocks[0]["input_ids"])
+    steps = total_steps(spec, rows)
+    lr = schedule(recipe.schedule, steps)
+    tx = optimizer(recipe.optimizer, lr)
+    mesh = make_mesh(spec.mesh)
+    if spec.micro_batch_size % mesh.size:
+        raise TrainingError(f"train.micro_batch_size {spec.micro_batch_size} does not split over {mesh.size} devices")
+
+    parts = split(model)
+    params, opt_state, shardings = place(parts.params, tx.init(parts.params), mesh)
+    train_step = make_train_step(
+        parts.graphdef, parts.abstract, tx, dropout=model.config.resid_dropout > 0 or model.config.attn_dropout > 0
+        or model.config.embd_dropout > 0, out_shardings=(*shardings, replicated(mesh)),
+    )
+    eval_step = make_eval_step(parts.graphdef, parts.abstract)
+    ckpt = Checkpoints(run_dir / "checkpoints", keep_best_by=spec.checkpoint.keep_best_by, mode=spec.checkpoint.mode)
+    metrics_log = MetricsLog(run_dir / "metrics.jsonl")
+    start = 0
+    latest = ckpt.latest_step()
+    if latest is not None:
+        params, opt_state, record = ckpt.restore(latest, params, opt_state)
+        if record.get("seed") != recipe.seed:
+            raise TrainingError(f"checkpoint {latest} was made with seed {record.get('seed')}, the recipe says {recipe.seed}")
+        start = latest
+        metrics_log.truncate_after(latest)
+        log(f"train: resumed from step {latest}")
+
+    device_kind = jax.devices()[0].device_kind
+    peak = peak_flops(device_kind)
+    flops = flops_per_token(model.config, seq_len)
+    dropout_key = stream_key(recipe.seed, "dropout")
+    sharding = batch_sharding(mesh)
+    last_val: dict[str, float] = {}
+    summary: dict[str, Any] = {"steps": steps, "resumed_from": start if latest is not None else None}
+    window_tokens, window_start = 0, time.perf_counter()
+
+    def save(step: int, *, force: bool = False) -> None:
+        record = {"step": step, "seed": recipe.seed}
+        ckpt.save(step, params, opt_state, record, dict(last_val) or None, force=force)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, initial=start, desc="train", unit="step", disable=not sys.stderr.isatty())
+    with _Signals() as signals:
+        for i in range(start, steps):
+            batch = train_blocks[batch_rows(i, rows, spec.batch_size, recipe.seed)]
+            device_batch = _to_device({"input_ids": batch["input_ids"], "loss_weights": batch["loss_weights"]},
+                                      spec.grad_accum_steps, sharding)
+            params, opt_state, m = train_step(params, opt_state, device_batch, jax.random.fold_in(dropout_key, i))
+            step = i + 1  # optimizer updates done
+            window_tokens += spec.batch_size * seq_len
+            bar.update(1)
+            loss = float(m["loss"])
+            if not math.isfinite(loss):
+                ckpt.wait()
+                kept = ckpt.latest_step()
+                raise TrainingError(
+                    f"step {step}: the training loss is {loss}; stopped. "
+                    + (f"The last good checkpoint (step {kept}) is kept in {run_dir / 'checkpoints'}." if kept
+                       else "No checkpoint was saved before it.")
+                )
+            record: dict[str, Any] = {}
+            if step % spec.log_every == 0 or step == steps:
+                elapsed = time.perf_counter() - window_start
+                tokens_per_s = window_tokens / elapsed if elapsed > 0 else None
+                record.update({
+                    "train/loss": loss,
+                    "train/lr": float(lr(i)),
+                    "train/grad_norm": float(m["grad_norm"]),
+                    "train/tokens": float(m["tokens"]),
+                    "throughput/tokens_per_s": tokens_per_s,
+                    "throughput/tokens_per_s_per_device": tokens_per_s / mesh.size if tokens_per_s else None,
+                    "throughput/mfu": (flops * tokens_per_s / (peak * mesh.size)) if peak and tokens_per_s else None,
+                    "throughput/peak_flops_per_device": peak,
+                    "throughput/device_kind": device_kind,
+                })
+                window_tokens, window_start = 0, time.perf_counter()
+            if val_blocks is not None and ((spec.eval_every and step % spec.eval_every == 0) or step == steps):
+                last_val = evaluate(eval_step, params, val_blocks, spec.micro_batch_size, mesh)
+                record.update(last_val)
+            if record:
+                metrics_log.append({"step": step, **record})
+                bar.set_postfix(loss=f"{loss:.4f}")
+            every = spec.checkpoint.every
+            if step == steps or (every and step % every == 0):
+                save(step, force=step == steps)
+            if signals.received is not None:
+                save(step, force=True)
+                ckpt.close()  # waits for the save
+                bar.close()
+                raise Interrupted(f"signal {signals.received} at step {step}: checkpoint saved; the run can be resumed")
+    bar.close()
+    ckpt.wait()
+    summary.update({"final": {"train/loss": loss, **last_val}, "best_step": ckpt.best_step(),
+                    "latest_step": ckpt.latest_step()})
+    ckpt.close()
+    state = nnx.state(model)
+    nnx.replace_by_pure_dict(state, jax.device_get(params))
+    nnx.update(model, state)  # the caller's model now holds the trained weights
+    return summary

@@ -1,0 +1,94 @@
+"""Sampling: greedy is the full forward's argmax, left padding changes nothing, stops cut, seeds repeat."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from runner.evals.sample import Sampling, _filter_logits, complete, cut_at_stop, generate
+from runner.model import GPTConfig, GPTNeo
+from runner.model.hf import build_from_params, flat_params
+
+EOS = 0
+
+
+@pytest.fixture(scope="module")
+def model():
+    config = GPTConfig("gpt-neo", 61, 128, 32, 2, 4, 64, ("global", "local"), window_size=8)
+    m = GPTNeo(config, rngs=nnx.Rngs(0))
+    return build_from_params(config, {k: v * 3 for k, v in flat_params(m).items()})  # less uniform than at init
+
+
+def greedy_by_full_forward(model, prompt, steps):
+    """Recompute the whole sequence for every new token (one fixed-size buffer: one compilation)."""
+    forward = nnx.jit(lambda m, ids, mask: m(ids, attention_mask=mask))
+    size = 32
+    seq = np.zeros((1, size), np.int32)
+    seq[0, : len(prompt)] = prompt
+    n = len(prompt)
+    for _ in range(steps):
+        mask = (np.arange(size) < n)[None].astype(np.int32)
+        nxt = int(np.asarray(forward(model, jnp.asarray(seq), jnp.asarray(mask)))[0, n - 1].argmax())
+        if nxt == EOS:
+            break
+        seq[0, n] = nxt
+        n += 1
+    return seq[0, len(prompt) : n].tolist()
+
+
+PROMPTS = [[1, 2, 3, 4, 5], [7, 8], [9, 10, 11, 12, 13, 14, 15, 16, 17], [42]]
+
+
+def test_greedy_equals_argmax_of_the_full_forward_with_left_padding(model):
+    out = generate(model, PROMPTS, n=1, sampling=Sampling(max_new_tokens=12), eos_id=EOS, batch_size=4)
+    assert [o[0] for o in out] == [greedy_by_full_forward(model, p, 12) for p in PROMPTS]
+    # one at a time (no padding) gives the same
+    alone = [generate(model, [p], n=1, sampling=Sampling(max_new_tokens=12), eos_id=EOS, batch_size=1)[0] for p in PROMPTS]
+    assert alone == out
+
+
+def test_samples_repeat_with_the_seed_and_differ_across_samples(model):
+    s = Sampling(temperature=1.0, top_p=0.95, max_new_tokens=10)
+    a = generate(model, PROMPTS, n=4, sampling=s, eos_id=EOS, seed=7, batch_size=8)
+    b = generate(model, PROMPTS, n=4, sampling=s, eos_id=EOS, seed=7, batch_size=8)
+    c = generate(model, PROMPTS, n=4, sampling=s, eos_id=EOS, seed=8, batch_size=8)
+    assert a == b and a != c
+    assert all(len(samples) == 4 for samples in a)
+    assert len({tuple(x) for x in a[0]}) > 1, "the n samples of a prompt are not copies"
+
+
+def test_top_k_and_top_p_filters():
+    logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
+    assert np.isfinite(np.asarray(_filter_logits(logits, 2, 1.0))).tolist() == [[True, True, False, False]]
+    # nucleus 0.7: 0.5 alone is below 0.7, so 0.3 joins; 0.15 would start at 0.8 > 0.7
+    assert np.isfinite(np.asarray(_filter_logits(logits, 0, 0.7))).tolist() == [[True, True, False, False]]
+    assert np.isfinite(np.asarray(_filter_logits(logits, 0, 0.05))).tolist() == [[True, False, False, False]]
+
+
+def test_max_new_tokens_and_stop_cut():
+    assert cut_at_stop("    return x\ndef g():\n", ["\ndef", "\nclass"]) == "    return x"
+    assert cut_at_stop("no stop here", ["\ndef"]) == "no stop here"
+    assert cut_at_stop("a\nclass B\ndef c", ["\ndef", "\nclass"]) == "a"
+
+
+class CharTokenizer:
+    """A stand-in with the transformers surface `complete` uses: one token per character."""
+
+    eos_token_id = EOS
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [1 + (ord(c) % 60) for c in text]}
+
+    def decode(self, ids):
+        return "".join(chr(ord("a") + (i % 26)) if i % 7 else "\n" for i in ids)
+
+
+def test_complete_cuts_at_stop_sequences(model):
+    tok = CharTokenizer()
+    full = complete(model, tok, ["def f(x):", "x = 1"], n=2, sampling=Sampling(max_new_tokens=40), batch_size=4)
+    stopped = complete(model, tok, ["def f(x):", "x = 1"], n=2, sampling=Sampling(max_new_tokens=40), stop=["\n"],
+                       batch_size=4)
+    for samples_full, samples_stopped in zip(full, stopped, strict=True):
+        for f, s in zip(samples_full, samples_stopped, strict=True):
+            assert "\n" not in s and f.startswith(s)
+            assert s == f.split("\n")[0]

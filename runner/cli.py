@@ -165,14 +165,29 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve and create the run directory; run nothing.")] = False,
     runs_dir: Annotated[Path, typer.Option(help="Root of the run directories.")] = Path("runs"),
 ) -> None:
-    """Run a recipe: data → train → eval into a new run directory under runs/<name>/."""
+    """Run a recipe: data → model → train → evals → final/ in a new run directory under runs/<name>/."""
     from . import run as conductor
 
     loaded = _load(recipe, set_)
+    if dry_run:
+        typer.echo(str(conductor.create_run_dir(loaded, runs_root=runs_dir).path))
+        return
+    from .data import DataError
+    from .model import CheckpointError, TokenizerError
+    from .train import Interrupted, TrainingError
+    from .train.mesh import MeshError, maybe_initialize_distributed
+
+    maybe_initialize_distributed()  # before anything touches a device
+    run_dir = conductor.create_run_dir(loaded, runs_root=runs_dir)
+    typer.echo(f"run directory: {run_dir.path}", err=True)
     try:
-        run_dir = conductor.run(loaded, runs_root=runs_dir, dry_run=dry_run)
-    except conductor.StagesMissing as exc:
-        _fail(f"ccrun run: {exc}", 1)
+        conductor.execute(loaded, run_dir)
+    except (DataError, CheckpointError, TokenizerError, MeshError) as exc:
+        _fail(f"ccrun run: {exc}\n(the run directory keeps what was written: {run_dir.path})", 2)
+    except TrainingError as exc:
+        _fail(f"ccrun run: {exc}\n(run directory: {run_dir.path})", 1)
+    except Interrupted as exc:
+        _fail(f"ccrun run: {exc} ({run_dir.path})", 130)
     typer.echo(str(run_dir.path))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -11,16 +11,8 @@ from .recipe.resolve import recipe_hash, to_yaml
 from .recipe.yamlio import dump
 from .track.rundir import RunDir, atomic_write, git_state, provenance, write_json
 
-# Stage → the package that implements it. Until a package exists, `ccrun run` refuses to run.
-STAGES = {"data": "runner.data", "model": "runner.model", "train": "runner.train", "evals": "runner.evals"}
-
-
 class StagesMissing(Exception):
-    """The pipeline cannot run yet: some stages are not built."""
-
-
-def missing_stages() -> list[str]:
-    return [stage for stage, module in STAGES.items() if importlib.util.find_spec(module) is None]
+    """What a command needs is not there (e.g. a run directory without a model to evaluate)."""
 
 
 def create_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", argv: list[str] | None = None) -> RunDir:
@@ -50,15 +42,75 @@ def create_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", argv: list
     return run
 
 
-def run(loaded: Loaded, *, runs_root: str | Path = "runs", dry_run: bool = False, argv: list[str] | None = None) -> RunDir:
-    if not dry_run:
-        missing = missing_stages() or ["conductor"]  # the stages exist, but nothing calls them yet
-        raise StagesMissing(
-            f"cannot run {loaded.recipe.name}: the {', '.join(missing)} stage{'s are' if len(missing) > 1 else ' is'} "
-            "not built yet, so nothing was run and no run directory was made. "
-            "`ccrun run --dry-run` resolves the recipe and creates its run directory."
-        )
-    return create_run_dir(loaded, runs_root=runs_root, argv=argv)
+def _summary(run: RunDir, **fields) -> None:
+    """summary.json, rewritten as the run goes (status: running → succeeded | failed)."""
+    path = run.file("summary.json")
+    current = json.loads(path.read_text()) if path.exists() else {}
+    current.update(fields)
+    write_json(path, current, overwrite=True)
+
+
+def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
+    """data → model → train → evals → final/ in `run`; returns the summary. A failure marks
+    summary.json `failed` with the error and re-raises, leaving everything written so far."""
+    import time
+
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    recipe = loaded.recipe
+    started = time.time()
+    _summary(run, name=recipe.name, status="running", recipe_hash=recipe_hash(recipe))
+    try:
+        from .model import build_model, load_tokenizer, save_pretrained
+        from .model.from_recipe import build_tokenizer
+
+        tokens = None
+        if recipe.data is not None:
+            from datasets import load_from_disk
+
+            from .data import describe, prepare_data
+
+            manifest = prepare_data(recipe, run.file("data"))
+            for line in describe(manifest).splitlines():
+                log(f"data: {line}")
+            tokens = load_from_disk(str(run.file("data", "tokens")))
+            tokenizer = load_tokenizer(run.file("data", "tokenizer"))
+        else:
+            tokenizer = build_tokenizer(recipe.tokenizer)
+        model = build_model(recipe.model, tokenizer=tokenizer, seed=recipe.seed)
+        c = model.config
+        log(f"model: {recipe.model.arch} {recipe.model.init}, {c.n_layer} layers, d_model {c.d_model}, "
+            f"{c.num_params() / 1e6:.2f}M parameters")
+        results: dict = {}
+        if recipe.train is not None:
+            from .train import train
+
+            summary = train(recipe, model, tokens, run.path, log=log)
+            results["train"] = {k: v for k, v in summary.items() if k != "params"}
+            final = summary["final"]
+            log(f"train: {summary['steps']} steps, loss {final['train/loss']:.4f}"
+                + (f", val loss {final['val/loss']:.4f}" if "val/loss" in final else ""))
+            if any(e.suite == "loss" for e in recipe.evals) and "val/loss" in final:
+                name = next(e.name for e in recipe.evals if e.suite == "loss")
+                loss = {"val/loss": final["val/loss"], "val/perplexity": final["val/perplexity"]}
+                run.file("eval", name).mkdir(parents=True, exist_ok=True)
+                write_json(run.file("eval", name, "results.json"), loss)
+                results[name] = loss
+        save_pretrained(model, run.file("final"))
+        tokenizer.save_pretrained(str(run.file("final")))
+        if any(e.suite != "loss" for e in recipe.evals):
+            from .evals.suites import run_evals
+
+            for name, r in run_evals(recipe, model, tokenizer, run.file("eval")).items():
+                rates = r.get("pass_at_k") or {
+                    k: v for part in r["sampling"] for k, v in part["overall"]["pass_at_k"].items()
+                }
+                results[name] = rates
+                log(f"eval {name}: " + ", ".join(f"pass@{k} {v:.4f}" for k, v in rates.items()))
+        _summary(run, status="succeeded", results=results, wall_time_s=round(time.time() - started, 1))
+        return json.loads(run.file("summary.json").read_text())
+    except BaseException as exc:
+        _summary(run, status="failed", error=f"{type(exc).__name__}: {exc}", wall_time_s=round(time.time() - started, 1))
+        raise
 
 
 def load_for_eval(target: Path, recipe, *, checkpoint: str | None = None):

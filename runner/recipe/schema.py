@@ -114,8 +114,6 @@ class Recipe(Spec):
         warmup = getattr(schedule, "warmup_steps", 0)
         if train.steps is not None and warmup > train.steps:
             yield ("schedule", "warmup_steps"), f"must be <= train.steps ({warmup} > {train.steps})"
-        if train.steps is not None and train.eval_every is not None and train.eval_every > train.steps:
-            yield ("train", "eval_every"), f"must be <= train.steps ({train.eval_every} > {train.steps})"
         has_validation = self.data is not None and self.data.validation is not None
         if train.eval_every is not None and not has_validation:
             yield ("train", "eval_every"), "needs data.validation to compute validation loss"

@@ -164,8 +164,12 @@ def run(
     set_: SetOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve and create the run directory; run nothing.")] = False,
     runs_dir: Annotated[Path, typer.Option(help="Root of the run directories.")] = Path("runs"),
+    sweep_index: Annotated[
+        Optional[int], typer.Option(help="Run only this point of the recipe's sweep (for job arrays).")
+    ] = None,
 ) -> None:
-    """Run a recipe: data → model → train → evals → final/ in a new run directory under runs/<name>/."""
+    """Run a recipe: data → model → train → evals → final/ in a new run directory under runs/<name>/.
+    A recipe with a sweep runs every point of its grid, one after another (or one: --sweep-index)."""
     from . import run as conductor
 
     loaded = _load(recipe, set_)
@@ -178,17 +182,30 @@ def run(
     from .train.mesh import MeshError, maybe_initialize_distributed
 
     maybe_initialize_distributed()  # before anything touches a device
-    run_dir = conductor.create_run_dir(loaded, runs_root=runs_dir)
-    typer.echo(f"run directory: {run_dir.path}", err=True)
-    try:
-        conductor.execute(loaded, run_dir)
-    except (DataError, CheckpointError, TokenizerError, MeshError) as exc:
-        _fail(f"ccrun run: {exc}\n(the run directory keeps what was written: {run_dir.path})", 2)
-    except TrainingError as exc:
-        _fail(f"ccrun run: {exc}\n(run directory: {run_dir.path})", 1)
-    except Interrupted as exc:
-        _fail(f"ccrun run: {exc} ({run_dir.path})", 130)
-    typer.echo(str(run_dir.path))
+    points = conductor.sweep_points(loaded.recipe.sweep)
+    if sweep_index is not None and not 0 <= sweep_index < len(points):
+        raise BadInput(f"--sweep-index: the sweep has {len(points)} points (0..{len(points) - 1})")
+    chosen = [points[sweep_index]] if sweep_index is not None else points
+    table = []
+    for point in chosen:
+        this = loaded
+        if loaded.recipe.sweep:
+            this = _load(recipe, [*(set_ or []), *conductor.point_overrides(point), "sweep=null"])
+            typer.echo("sweep point: " + ", ".join(f"{k}={v!r}" for k, v in point.items()), err=True)
+        run_dir = conductor.create_run_dir(this, runs_root=runs_dir)
+        typer.echo(f"run directory: {run_dir.path}", err=True)
+        try:
+            summary = conductor.execute(this, run_dir)
+        except (DataError, CheckpointError, TokenizerError, MeshError) as exc:
+            _fail(f"ccrun run: {exc}\n(the run directory keeps what was written: {run_dir.path})", 2)
+        except TrainingError as exc:
+            _fail(f"ccrun run: {exc}\n(run directory: {run_dir.path})", 1)
+        except Interrupted as exc:
+            _fail(f"ccrun run: {exc} ({run_dir.path})", 130)
+        table.append((point, summary, run_dir.path))
+        typer.echo(str(run_dir.path))
+    if loaded.recipe.sweep and len(table) > 1:
+        typer.echo(conductor.sweep_table(table), err=True)
 
 
 @app.command()

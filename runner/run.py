@@ -158,3 +158,35 @@ def load_for_eval(target: Path, recipe, *, checkpoint: str | None = None):
     nnx.update(model, state)
     return model, tokenizer
 
+
+def sweep_points(sweep: dict | None) -> list[dict]:
+    """The grid of a sweep, in order (the last key varies fastest); [{}] without a sweep."""
+    import itertools
+
+    if not sweep:
+        return [{}]
+    keys = list(sweep)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(sweep[k] for k in keys))]
+
+
+def point_overrides(point: dict) -> list[str]:
+    """--set arguments for a sweep point (values written so the schema reads them back)."""
+    return [f"{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in point.items()]
+
+
+def sweep_table(rows: list[tuple[dict, dict, Path]]) -> str:
+    """One line per point: its values, status, final losses, pass@k, run directory."""
+    lines = []
+    for point, summary, path in rows:
+        results = summary.get("results", {})
+        final = results.get("train", {}).get("final", {})
+        cells = [", ".join(f"{k}={v}" for k, v in point.items()), summary.get("status", "?")]
+        if "val/loss" in final:
+            cells.append(f"val/loss {final['val/loss']:.4f}")
+        for name, value in results.items():
+            if name not in ("train", "loss") and isinstance(value, dict):
+                cells.append(f"{name} " + " ".join(f"pass@{k} {v:.3f}" for k, v in value.items()))
+        cells.append(str(path))
+        lines.append("  ".join(cells))
+    return "sweep:\n" + "\n".join(f"  {line}" for line in lines)
+

@@ -180,3 +180,20 @@ def test_debug_shows_a_traceback():
 def test_version():
     out = ccrun("--version")
     assert (out.returncode, out.stdout) == (0, f"ccrun {runner.__version__}\n")
+
+
+def test_a_sweep_runs_every_point_into_its_own_directory(tmp_path):
+    args = ["run", "recipes/smoke.yaml", "--runs-dir", str(tmp_path), "--set", "train.steps=20",
+            "--set", "schedule.warmup_steps=5", "--set", "schedule.decay_steps=15", "--set", "evals=[{suite: loss}]",
+            "--set", "sweep={schedule.peak_lr: [1.0e-3, 3.0e-3]}"]
+    out = ccrun(*args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = [Path(line) for line in out.stdout.split()]
+    assert len(runs) == 2 and len(set(runs)) == 2
+    lrs = [yaml.safe_load((r / "resolved.yaml").read_text())["schedule"]["peak_lr"] for r in runs]
+    assert lrs == [1e-3, 3e-3]
+    assert all(yaml.safe_load((r / "resolved.yaml").read_text())["sweep"] is None for r in runs)
+    assert "sweep:\n  schedule.peak_lr=0.001  succeeded  val/loss" in out.stderr
+    one = ccrun(*args, "--sweep-index", "1")
+    assert one.returncode == 0 and len(one.stdout.split()) == 1
+    assert ccrun(*args, "--sweep-index", "2").returncode == 2

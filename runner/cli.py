@@ -176,10 +176,7 @@ def run(
     if dry_run:
         typer.echo(str(conductor.create_run_dir(loaded, runs_root=runs_dir).path))
         return
-    from .data import DataError
-    from .model import CheckpointError, TokenizerError
-    from .train import Interrupted, TrainingError
-    from .train.mesh import MeshError, maybe_initialize_distributed
+    from .train.mesh import maybe_initialize_distributed
 
     maybe_initialize_distributed()  # before anything touches a device
     points = conductor.sweep_points(loaded.recipe.sweep)
@@ -194,18 +191,80 @@ def run(
             typer.echo("sweep point: " + ", ".join(f"{k}={v!r}" for k, v in point.items()), err=True)
         run_dir = conductor.create_run_dir(this, runs_root=runs_dir)
         typer.echo(f"run directory: {run_dir.path}", err=True)
-        try:
-            summary = conductor.execute(this, run_dir)
-        except (DataError, CheckpointError, TokenizerError, MeshError) as exc:
-            _fail(f"ccrun run: {exc}\n(the run directory keeps what was written: {run_dir.path})", 2)
-        except TrainingError as exc:
-            _fail(f"ccrun run: {exc}\n(run directory: {run_dir.path})", 1)
-        except Interrupted as exc:
-            _fail(f"ccrun run: {exc} ({run_dir.path})", 130)
+        summary = _execute_or_fail(conductor, this, run_dir)
         table.append((point, summary, run_dir.path))
         typer.echo(str(run_dir.path))
     if loaded.recipe.sweep and len(table) > 1:
         typer.echo(conductor.sweep_table(table), err=True)
+
+
+def _run_directory(run_dir: Path):
+    from .track.rundir import RunDir
+
+    if not (run_dir / "resolved.yaml").is_file():
+        raise BadInput(f"{run_dir}: not a run directory (no resolved.yaml)")
+    return RunDir(run_dir), _load(run_dir / "resolved.yaml", None)
+
+
+def _execute_or_fail(conductor, loaded, run_dir) -> dict:
+    from .data import DataError
+    from .model import CheckpointError, TokenizerError
+    from .train import Interrupted, TrainingError
+    from .train.mesh import MeshError
+
+    try:
+        return conductor.execute(loaded, run_dir)
+    except (DataError, CheckpointError, TokenizerError, MeshError) as exc:
+        _fail(f"ccrun: {exc}\n(the run directory keeps what was written: {run_dir.path})", 2)
+    except TrainingError as exc:
+        _fail(f"ccrun: {exc}\n(run directory: {run_dir.path})", 1)
+    except Interrupted as exc:
+        _fail(f"ccrun: {exc} ({run_dir.path})", 130)
+    raise AssertionError("unreachable")
+
+
+@app.command()
+def resume(run_dir: Annotated[Path, typer.Argument(help="A run directory.", show_default=False)]) -> None:
+    """Continue an interrupted run in place: finished stages are kept, training resumes from its
+    latest checkpoint (the same weights as an uninterrupted run, bit for bit)."""
+    from . import run as conductor
+
+    run, loaded = _run_directory(run_dir)
+    summary = _execute_or_fail(conductor, loaded, run)
+    typer.echo(f"{summary['status']}: {run.path}")
+
+
+@app.command()
+def reproduce(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.", show_default=False)],
+    runs_dir: Annotated[Optional[Path], typer.Option(help="Root of the new run directory (default: beside it).")] = None,
+) -> None:
+    """Run a run directory's resolved recipe again into a new directory and compare every logged
+    metric. Exit 0 when they match exactly, 1 when they differ."""
+    import json
+
+    from . import run as conductor
+
+    original, loaded = _run_directory(run_dir)
+    root = runs_dir or original.path.parent.parent
+    again = conductor.create_run_dir(loaded, runs_root=root)
+    typer.echo(f"run directory: {again.path}", err=True)
+    _execute_or_fail(conductor, loaded, again)
+
+    def metrics(path: Path) -> list[dict]:
+        if not path.is_file():
+            return []
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [{k: v for k, v in r.items() if not k.startswith("throughput/")} for r in rows]  # timing varies
+
+    a, b = metrics(original.file("metrics.jsonl")), metrics(again.file("metrics.jsonl"))
+    if a == b:
+        typer.echo(f"reproduced: {len(a)} logged steps match exactly ({again.path})")
+        return
+    first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    typer.echo(f"differs from step {a[first]['step'] if first < len(a) else '?'}: {len(a)} vs {len(b)} logged steps "
+               f"({again.path})")
+    raise typer.Exit(1)
 
 
 @app.command()

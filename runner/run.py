@@ -69,9 +69,13 @@ def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
 
             from .data import describe, prepare_data
 
-            manifest = prepare_data(recipe, run.file("data"))
-            for line in describe(manifest).splitlines():
-                log(f"data: {line}")
+            if run.file("data", "manifest.json").is_file():  # resuming: the data stage finished before
+                manifest = json.loads(run.file("data", "manifest.json").read_text())
+                log(f"data: reused ({manifest['cache_key'][:12]})")
+            else:
+                manifest = prepare_data(recipe, run.file("data"))
+                for line in describe(manifest).splitlines():
+                    log(f"data: {line}")
             tokens = load_from_disk(str(run.file("data", "tokens")))
             tokenizer = load_tokenizer(run.file("data", "tokenizer"))
         else:
@@ -98,8 +102,14 @@ def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
         save_pretrained(model, run.file("final"))
         tokenizer.save_pretrained(str(run.file("final")))
         if any(e.suite != "loss" for e in recipe.evals):
+            import shutil
+
             from .evals.suites import run_evals
 
+            for spec in recipe.evals:  # resuming: a suite that did not finish starts over
+                partial = run.file("eval", spec.name)
+                if spec.suite != "loss" and partial.exists() and not (partial / "results.json").is_file():
+                    shutil.rmtree(partial)
             for name, r in run_evals(recipe, model, tokenizer, run.file("eval")).items():
                 rates = r.get("pass_at_k") or {
                     k: v for part in r["sampling"] for k, v in part["overall"]["pass_at_k"].items()

@@ -197,3 +197,46 @@ def test_a_sweep_runs_every_point_into_its_own_directory(tmp_path):
     one = ccrun(*args, "--sweep-index", "1")
     assert one.returncode == 0 and len(one.stdout.split()) == 1
     assert ccrun(*args, "--sweep-index", "2").returncode == 2
+
+
+SHORT = ["--set", "train.steps=30", "--set", "schedule.warmup_steps=5", "--set", "schedule.decay_steps=25",
+         "--set", "train.checkpoint.every=10", "--set", "evals=[{suite: loss}]"]
+
+
+def test_resume_and_reproduce(tmp_path):
+    import os
+    import signal
+    import subprocess as sp
+    import time
+
+    done = ccrun("run", "recipes/smoke.yaml", "--runs-dir", str(tmp_path / "a"), *SHORT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reference = Path(done.stdout.strip())
+    # A run killed after its first checkpoint, then resumed in place.
+    proc = sp.Popen([sys.executable, "-m", "runner.cli", "run", "recipes/smoke.yaml", "--runs-dir", str(tmp_path / "b"),
+                     *SHORT], cwd=ROOT, stdout=sp.PIPE, stderr=sp.PIPE, text=True,
+                    env={**os.environ, "CCRUN_TEST_STEP_SLEEP": "0.2"})
+    deadline = time.time() + 240
+    killed = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list((tmp_path / "b").glob("smoke/*/checkpoints/10"))
+        if found:
+            proc.send_signal(signal.SIGKILL)
+            killed = found[0].parent.parent
+            break
+        time.sleep(0.05)
+    proc.communicate()
+    assert killed is not None, "the run finished before it could be killed"
+    assert json.loads((killed / "summary.json").read_text())["status"] == "running"
+    resumed = ccrun("resume", str(killed))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from step" in resumed.stderr and "data: reused" in resumed.stderr
+    from safetensors.numpy import load_file
+
+    a, b = load_file(str(reference / "final" / "model.safetensors")), load_file(str(killed / "final" / "model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), "bitwise the same weights"
+    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 30
+    again = ccrun("reproduce", str(reference), "--runs-dir", str(tmp_path / "c"))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.startswith("reproduced: ")

@@ -112,6 +112,10 @@ def run_evals(recipe: Any, model: Any, tokenizer: Any, out_dir: str | Path, *, w
     for spec in recipe.evals:
         if spec.suite == "loss":
             continue  # computed with the training data by the training stage
+        done = Path(out_dir) / spec.name / "results.json"
+        if done.is_file():  # already evaluated (a resumed run): keep it
+            out[spec.name] = json.loads(done.read_text())
+            continue
         run = run_humaneval if spec.suite == "humaneval" else run_apps
         scored, results = run(spec, model, tokenizer, sandbox, seed=recipe.seed, workers=workers)
         target = Path(out_dir) / spec.name

@@ -184,6 +184,8 @@ def train(
     peak = peak_flops(device_kind)
     flops = flops_per_token(model.config, seq_len)
     dropout_key = stream_key(recipe.seed, "dropout")
+    # Tests slow the loop down (seconds per step) to interrupt a whole `ccrun run` at a known point.
+    pause = float(os.environ.get("CCRUN_TEST_STEP_SLEEP") or 0)
     sharding = batch_sharding(mesh)
     last_val: dict[str, float] = {}
     summary: dict[str, Any] = {"steps": steps, "resumed_from": start if latest is not None else None}
@@ -203,6 +205,8 @@ def train(
                                       spec.grad_accum_steps, sharding)
             params, opt_state, m = train_step(params, opt_state, device_batch, jax.random.fold_in(dropout_key, i))
             step = i + 1  # optimizer updates done
+            if pause:
+                time.sleep(pause)
             window_tokens += spec.batch_size * seq_len
             bar.update(1)
             loss = float(m["loss"])

@@ -268,6 +268,31 @@ def reproduce(
 
 
 @app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories.", show_default=False)],
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write their loss curves to this PNG.")] = None,
+) -> None:
+    """Runs side by side: summary metrics (losses, pass@k, tokens/s, wall time), then the recipe
+    differences between the first run and each other one."""
+    from .recipe.diff import differences, render
+    from .recipe.resolve import resolved_dict
+    from .track.compare import plot as draw
+    from .track.compare import run_row, table
+
+    for run in runs:
+        if not (run / "resolved.yaml").is_file():
+            raise BadInput(f"{run}: not a run directory (no resolved.yaml)")
+    typer.echo(table(runs, [run_row(r) for r in runs]), nl=False)
+    first = resolved_dict(_load(runs[0] / "resolved.yaml", None).recipe)
+    for other in runs[1:]:
+        found = differences(first, resolved_dict(_load(other / "resolved.yaml", None).recipe))
+        typer.echo("")
+        typer.echo(render(found, runs[0].name, other.name, "text"), nl=False)
+    if plot is not None:
+        typer.echo(f"plot: {draw(runs, plot)}")
+
+
+@app.command()
 def data(
     recipe: Annotated[Path, typer.Argument(help="Recipe file.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="New directory for manifest.json, documents/, tokens/.")],

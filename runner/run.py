@@ -99,6 +99,11 @@ def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
                 run.file("eval", name).mkdir(parents=True, exist_ok=True)
                 write_json(run.file("eval", name, "results.json"), loss)
                 results[name] = loss
+        if recipe.train is not None:
+            from .track.compare import plot
+
+            plot([run.path], run.file("plots", "loss.png"))
+            plot([run.path], run.file("plots", "lr.png"), metric="train/lr")
         save_pretrained(model, run.file("final"))
         tokenizer.save_pretrained(str(run.file("final")))
         if any(e.suite != "loss" for e in recipe.evals):

@@ -97,6 +97,7 @@ def test_smoke_recipe_runs_end_to_end(tmp_path):
     assert run.parent == tmp_path / "smoke"
     for name in ("recipe.yaml", "overrides.yaml", "resolved.yaml", "provenance.json", "metrics.jsonl", "summary.json",
                  "data/manifest.json", "final/config.json", "final/model.safetensors", "final/tokenizer.json",
+                 "plots/loss.png", "plots/lr.png",
                  "eval/loss/results.json", "eval/humaneval/samples.jsonl", "eval/humaneval/results.json"):
         assert (run / name).is_file(), name
     assert (run / "checkpoints" / "60").is_dir()
@@ -240,3 +241,20 @@ def test_resume_and_reproduce(tmp_path):
     again = ccrun("reproduce", str(reference), "--runs-dir", str(tmp_path / "c"))
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.startswith("reproduced: ")
+
+
+def test_compare_two_runs(tmp_path):
+    made = []
+    for lr in ("1.0e-3", "3.0e-3"):
+        out = ccrun("run", "recipes/smoke.yaml", "--runs-dir", str(tmp_path), *SHORT, "--set", f"schedule.peak_lr={lr}")
+        assert out.returncode == 0, out.stderr[-2000:]
+        made.append(out.stdout.strip())
+    shown = ccrun("compare", *made, "--plot", str(tmp_path / "curves.png"))
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].split()[0] == "metric" and any(line.startswith("val/loss") for line in lines)
+    assert any(line.startswith("schedule.peak_lr") and "0.001" in line and "0.003" in line for line in lines)
+    png = (tmp_path / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    bad = ccrun("compare", str(tmp_path))
+    assert bad.returncode == 2 and "not a run directory" in bad.stderr

@@ -59,6 +59,14 @@ def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
     recipe = loaded.recipe
     started = time.time()
     _summary(run, name=recipe.name, status="running", recipe_hash=recipe_hash(recipe))
+    from .recipe.resolve import resolved_dict
+    from .track.wandb import Tracker
+
+    provenance_file = run.file("provenance.json")
+    prov = json.loads(provenance_file.read_text()) if provenance_file.is_file() else {}
+    config = {**resolved_dict(recipe), "ccrun": {"recipe_hash": recipe_hash(recipe), "version": prov.get("ccrun_version"),
+                                                 "git_sha": (prov.get("git") or {}).get("sha")}}
+    tracker = Tracker(recipe, run.path, config=config, job_type="train" if recipe.train else "eval", log=log)
     try:
         from .model import build_model, load_tokenizer, save_pretrained
         from .model.from_recipe import build_tokenizer
@@ -88,7 +96,7 @@ def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
         if recipe.train is not None:
             from .train import train
 
-            summary = train(recipe, model, tokens, run.path, log=log)
+            summary = train(recipe, model, tokens, run.path, log=log, on_metrics=tracker.metrics)
             results["train"] = {k: v for k, v in summary.items() if k != "params"}
             final = summary["final"]
             log(f"train: {summary['steps']} steps, loss {final['train/loss']:.4f}"
@@ -122,9 +130,12 @@ def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
                 results[name] = rates
                 log(f"eval {name}: " + ", ".join(f"pass@{k} {v:.4f}" for k, v in rates.items()))
         _summary(run, status="succeeded", results=results, wall_time_s=round(time.time() - started, 1))
+        tracker.results(results)
+        tracker.finish()
         return json.loads(run.file("summary.json").read_text())
     except BaseException as exc:
         _summary(run, status="failed", error=f"{type(exc).__name__}: {exc}", wall_time_s=round(time.time() - started, 1))
+        tracker.finish(exit_code=1)
         raise
 
 

@@ -108,6 +108,9 @@ def test_smoke_recipe_runs_end_to_end(tmp_path):
     assert losses[-1] < losses[0]
     for stage in ("data: dedup (variables)", "model: gpt-neo scratch", "train: 60 steps", "eval humaneval: pass@1"):
         assert stage in out.stderr
+    (log,) = run.glob("wandb/offline-run-*/run-*.wandb")  # W&B offline: the recipe hash and the metrics
+    assert summary["recipe_hash"].encode() in log.read_bytes() and b"train/loss" in log.read_bytes()
+    assert (run / "wandb_id").is_file()
     model = transformers.AutoModelForCausalLM.from_pretrained(run / "final")  # the export loads in PyTorch
     assert model.config.n_layer == 2 if hasattr(model.config, "n_layer") else model.config.num_layers == 2
 
@@ -258,3 +261,17 @@ def test_compare_two_runs(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     bad = ccrun("compare", str(tmp_path))
     assert bad.returncode == 2 and "not a run directory" in bad.stderr
+
+
+def test_wandb_online_without_network_goes_offline_and_says_why(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update({"WANDB_DIR": str(tmp_path), "HOME": str(tmp_path)})  # no key anywhere
+    out = subprocess.run([sys.executable, "-m", "runner.cli", "run", "recipes/smoke.yaml", "--runs-dir", str(tmp_path),
+                          *SHORT, "--set", "logging.wandb.mode=online"], cwd=ROOT, capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "wandb: online logging is off (" in out.stderr and "logging offline instead" in out.stderr
+    run = Path(out.stdout.strip())
+    assert json.loads((run / "summary.json").read_text())["status"] == "succeeded"

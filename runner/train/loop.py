@@ -148,6 +148,7 @@ def train(
     run_dir: str | Path,
     *,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    on_metrics: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) per recipe.train; returns a summary (steps, final and best metrics)."""
     spec, run_dir = recipe.train, Path(run_dir)
@@ -239,6 +240,8 @@ def train(
                 record.update(last_val)
             if record:
                 metrics_log.append({"step": step, **record})
+                if on_metrics is not None:
+                    on_metrics({"step": step, **record})
                 bar.set_postfix(loss=f"{loss:.4f}")
             every = spec.checkpoint.every
             if step == steps or (every and step % every == 0):

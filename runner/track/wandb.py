@@ -1,0 +1,79 @@
+"""Weights & Biases: the resolved recipe as config, every metrics.jsonl record as a step, eval
+results in the summary. W&B never stops a run: if it cannot start online (no key, no network) the
+run goes on offline, and if it cannot start at all, local logs carry on after one warning."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+
+class Tracker:
+    def __init__(self, recipe: Any, run_dir: Path, *, config: dict[str, Any], job_type: str,
+                 log=lambda line: print(line, file=sys.stderr, flush=True)):
+        self.run = None
+        self.log_line = log
+        spec = recipe.logging.wandb
+        if spec.mode == "disabled":
+            return
+        id_file = run_dir / "wandb_id"
+        kwargs = dict(
+            project=spec.project, entity=spec.entity, group=spec.group or recipe.name, tags=list(spec.tags),
+            notes=spec.notes, name=run_dir.name, dir=str(run_dir), config=config, job_type=job_type,
+            resume="allow",
+        )
+        try:
+            import wandb
+
+            run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(6)
+            id_file.write_text(run_id + "\n")  # reused on resume: the same W&B run continues
+            settings = wandb.Settings(silent=True, init_timeout=60)
+            try:
+                self.run = wandb.init(id=run_id, mode=spec.mode, settings=settings, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - online without key or network: go offline
+                if spec.mode != "online":
+                    raise
+                log(f"wandb: online logging is off ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                    "logging offline instead (`wandb sync` uploads it later)")
+                self.run = wandb.init(id=run_id, mode="offline", settings=settings, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - never let W&B stop a run
+            log(f"wandb: off for this run ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                "metrics.jsonl has everything")
+            self.run = None
+
+    def metrics(self, record: dict[str, Any]) -> None:
+        if self.run is None:
+            return
+        values = {k: v for k, v in record.items() if k != "step" and isinstance(v, int | float) and v is not None}
+        try:
+            self.run.log(values, step=int(record["step"]))
+        except Exception as exc:  # noqa: BLE001
+            self._off(exc)
+
+    def results(self, results: dict[str, Any]) -> None:
+        if self.run is None:
+            return
+        try:
+            for name, value in results.items():
+                if isinstance(value, dict):
+                    for k, v in value.items():
+                        if isinstance(v, int | float):
+                            key = f"{name}/pass@{k}" if name not in ("train", "loss") and str(k).isdigit() else f"{name}/{k}"
+                            self.run.summary[key] = v
+        except Exception as exc:  # noqa: BLE001
+            self._off(exc)
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.finish(exit_code=exit_code)
+        except Exception as exc:  # noqa: BLE001
+            self._off(exc)
+        self.run = None
+
+    def _off(self, exc: Exception) -> None:
+        self.log_line(f"wandb: off for the rest of this run ({type(exc).__name__}: {exc})")
+        self.run = None

@@ -275,3 +275,15 @@ def test_wandb_online_without_network_goes_offline_and_says_why(tmp_path):
     assert "wandb: online logging is off (" in out.stderr and "logging offline instead" in out.stderr
     run = Path(out.stdout.strip())
     assert json.loads((run / "summary.json").read_text())["status"] == "succeeded"
+
+
+def test_two_launches_at_once_make_two_directories(tmp_path):
+    import subprocess as sp
+
+    procs = [sp.Popen([sys.executable, "-m", "runner.cli", "run", "recipes/smoke.yaml", "--dry-run", "--runs-dir",
+                       str(tmp_path)], cwd=ROOT, stdout=sp.PIPE, stderr=sp.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    dirs = {out.strip() for out, _ in outs}
+    assert len(dirs) == 3 and all(Path(d).parent == tmp_path / "smoke" for d in dirs)
+    assert all((Path(d) / "resolved.yaml").is_file() for d in dirs)

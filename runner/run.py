@@ -11,6 +11,7 @@ from .recipe.resolve import recipe_hash, to_yaml
 from .recipe.yamlio import dump
 from .track.rundir import RunDir, atomic_write, git_state, provenance, write_json
 
+
 class StagesMissing(Exception):
     """What a command needs is not there (e.g. a run directory without a model to evaluate)."""
 
@@ -48,6 +49,18 @@ def _summary(run: RunDir, **fields) -> None:
     current = json.loads(path.read_text()) if path.exists() else {}
     current.update(fields)
     write_json(path, current, overwrite=True)
+
+
+def _record_devices(run: RunDir) -> None:
+    """Add the devices to provenance.json once jax is up (the dry run never imports it)."""
+    import jax
+
+    path = run.file("provenance.json")
+    prov = json.loads(path.read_text())
+    prov["devices"] = [{"id": d.id, "platform": d.platform, "kind": d.device_kind, "process": d.process_index}
+                       for d in jax.devices()]
+    prov["process_count"] = jax.process_count()
+    write_json(path, prov, overwrite=True)
 
 
 def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
@@ -89,6 +102,7 @@ def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
         else:
             tokenizer = build_tokenizer(recipe.tokenizer)
         model = build_model(recipe.model, tokenizer=tokenizer, seed=recipe.seed)
+        _record_devices(run)
         c = model.config
         log(f"model: {recipe.model.arch} {recipe.model.init}, {c.n_layer} layers, d_model {c.d_model}, "
             f"{c.num_params() / 1e6:.2f}M parameters")

@@ -103,6 +103,8 @@ def test_smoke_recipe_runs_end_to_end(tmp_path):
     assert (run / "checkpoints" / "60").is_dir()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "succeeded" and summary["results"]["train"]["steps"] == 60
+    devices = json.loads((run / "provenance.json").read_text())["devices"]
+    assert devices and devices[0]["platform"] == "cpu"
     losses = [json.loads(line)["train/loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
               if "train/loss" in line]
     assert losses[-1] < losses[0]

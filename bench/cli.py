@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from common import machine  # bench/common.py (this script's directory is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +58,7 @@ def main() -> None:
         "ccrun_validate_s": round(o, 4),
         "ratio": round(o / b, 2),
         "target_ratio": 2.5,
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": machine(),
     }
     print(f"import pydantic, yaml     {b * 1000:7.1f} ms (median of {args.runs})")
     print(f"ccrun validate {len(recipes):2d} files {o * 1000:7.1f} ms  ({o / b:.2f}x)")

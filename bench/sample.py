@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import tempfile
-import time
+from common import machine, median_seconds  # bench/common.py (this script's directory is on sys.path)
 
 
 def main() -> None:
@@ -64,15 +61,7 @@ def main() -> None:
     ref = run_theirs()[:, args.prompt :].tolist()
     same = mine == ref
 
-    def timed(fn):
-        times = []
-        for _ in range(args.runs):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
-    t_ours, t_theirs = timed(run_ours), timed(run_theirs)
+    t_ours, t_theirs = median_seconds(run_ours, args.runs), median_seconds(run_theirs, args.runs)
     tokens = args.batch * args.new
     result = {
         "bench": "sample",
@@ -87,7 +76,7 @@ def main() -> None:
         "target_speedup": 2.0,
         "device": jax.devices()[0].device_kind,
         "torch_threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "machine": machine(),
     }
     print(f"ccrun sampler        {t_ours * 1000:8.1f} ms  {tokens / t_ours:8.0f} tok/s")
     print(f"transformers generate {t_theirs * 1000:8.1f} ms  {tokens / t_theirs:8.0f} tok/s  identical: {same}")

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import tempfile
-import time
+from common import machine, median_seconds  # bench/common.py (this script's directory is on sys.path)
 
 
 def main() -> None:
@@ -79,15 +76,7 @@ def main() -> None:
 
     first_ours, first_theirs = ours(), reference()  # warm-up (and compile); the first losses agree
 
-    def timed(fn):
-        times = []
-        for _ in range(args.runs):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
-    t_ours, t_theirs = timed(ours), timed(reference)
+    t_ours, t_theirs = median_seconds(ours, args.runs), median_seconds(reference, args.runs)
     tokens = args.batch * args.seq
     result = {
         "bench": "train_step",
@@ -102,7 +91,7 @@ def main() -> None:
         "target_speedup": 1.5,
         "device": jax.devices()[0].device_kind,
         "torch_threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "machine": machine(),
         "versions": {"jax": jax.__version__, "torch": torch.__version__},
     }
     print(f"ccrun (jit step)         {t_ours * 1000:8.1f} ms  {tokens / t_ours:8.0f} tok/s  first loss {first_ours:.4f}")

@@ -52,14 +52,14 @@ def read_apps(source: AppsSource, where: str, cache_dir: Path, counts: dict[str,
     """APPS problems of `source.split` and `source.difficulties`: local JSON Lines or the hub's file."""
     from .sources import _stream
 
+    info: dict[str, Any] = {}
     if source.path is not None:
         path = Path(source.path)
         if not path.is_file():
             raise DataError(f"{where}: no such file {path}")
-        info: dict[str, Any] = {"files": {str(path): fingerprint(path)}}
-    else:
+    else:  # a local path was fingerprinted before reading; the hub's file only now
         path = _download(source, where)
-        info = {"hub": source.hub, "split": source.split, "files": {str(path): fingerprint(path)}}
+        info["files"] = {str(path): fingerprint(path)}
     ds = _stream(
         _problems, cache_dir, where, path=path, split=source.split, difficulties=list(source.difficulties),
         on_error=source.on_error, counts=counts,

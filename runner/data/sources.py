@@ -113,45 +113,68 @@ def jsonl_rows(files: list[Path], text_field: str, on_error: str, counts: dict[s
             stream.close()
 
 
-def file_rows(root: Path, include: list[str], exclude: list[str], counts: dict[str, Any]) -> Iterator[dict]:
-    """One row per file under root: text, path (relative to root), extension, size (bytes).
-    Sets counts["fingerprint"] to a hash of every path and content read."""
+def file_paths(root: Path, include: list[str], exclude: list[str]) -> list[Path]:
+    """The files a `files` source reads: matching an include pattern, no exclude pattern, in order."""
     paths: dict[Path, None] = {}
     for pattern in include:
         for p in sorted(root.glob(pattern)):
             if p.is_file() and not any(p.relative_to(root).match(x) for x in exclude):
                 paths[p] = None
-    digest = hashlib.blake2b(digest_size=16)
-    for path in paths:
+    return list(paths)
+
+
+def file_rows(root: Path, include: list[str], exclude: list[str], counts: dict[str, Any]) -> Iterator[dict]:
+    """One row per file under root: text, path (relative to root), extension, size (bytes)."""
+    for path in file_paths(root, include, exclude):
         data = path.read_bytes()
-        rel = path.relative_to(root).as_posix()
-        digest.update(rel.encode() + b"\0" + hashlib.blake2b(data, digest_size=16).digest())
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             counts["undecodable_files"] = counts.get("undecodable_files", 0) + 1
             continue
-        yield {"text": text, "path": rel, "extension": path.suffix, "size": len(data)}
-    counts["fingerprint"] = digest.hexdigest()
+        yield {"text": text, "path": path.relative_to(root).as_posix(), "extension": path.suffix, "size": len(data)}
+
+
+def fingerprint_source(source: Any, where: str) -> dict[str, Any]:
+    """What a source's content is, known before reading it: the cache key's part and the
+    manifest's record of the inputs. Each file is hashed once per run, here."""
+    if isinstance(source, (JsonlSource, ParquetSource)):
+        return {"files": {str(f): fingerprint(f) for f in expand(source.paths, where)}}
+    if isinstance(source, FilesSource):
+        root = Path(source.root)
+        if not root.is_dir():
+            raise DataError(f"{where}: {root} is not a directory")
+        digest = hashlib.blake2b(digest_size=16)
+        for p in file_paths(root, source.include, source.exclude):
+            digest.update(p.relative_to(root).as_posix().encode() + b"\0" + fingerprint(p).encode())
+        return {"root": str(root), "fingerprint": digest.hexdigest()}
+    if isinstance(source, AppsSource) and source.path is not None:
+        if not Path(source.path).is_file():
+            raise DataError(f"{where}: no such file {source.path}")
+        return {"files": {source.path: fingerprint(Path(source.path))}}
+    if isinstance(source, AppsSource):  # the hub's file: fingerprinted once downloaded (read_apps)
+        return {"hub": source.hub, "split": source.split}
+    # a hub dataset: its name, config, split and revision say what it is
+    return {"dataset": {"name": source.name, "config": source.config, "split": source.split,
+                        "revision": source.revision}}
 
 
 # --- sources → datasets ------------------------------------------------------------------------
 
 
 def read_source(source: Any, where: str, cache_dir: Path) -> tuple[Any, dict[str, Any]]:
-    """(dataset with a `text` column or None when empty, manifest entry: files, fingerprints, counts)."""
+    """(dataset with a `text` column or None when empty, manifest entry: rows and counts; the
+    fingerprints come from `fingerprint_source`)."""
     counts: dict[str, int] = {}
     info: dict[str, Any] = {"type": source.type}
     if isinstance(source, JsonlSource):
         files = expand(source.paths, where)
-        info["files"] = {str(f): fingerprint(f) for f in files}
         ds = _stream(jsonl_rows, cache_dir, where, files=files, text_field=source.text_field, on_error=source.on_error,
                      counts=counts)
     elif isinstance(source, ParquetSource):
         from datasets import load_dataset
 
         files = expand(source.paths, where)
-        info["files"] = {str(f): fingerprint(f) for f in files}
         try:
             ds = load_dataset("parquet", data_files=[str(f) for f in files], split="train", cache_dir=str(cache_dir))
         except Exception as exc:
@@ -162,13 +185,10 @@ def read_source(source: Any, where: str, cache_dir: Path) -> tuple[Any, dict[str
             ds = ds.rename_column(source.text_field, "text")
     elif isinstance(source, HfSource):
         ds = _read_hf(source, where, cache_dir)
-        info["dataset"] = {"name": source.name, "config": source.config, "split": source.split,
-                           "revision": source.revision}
     elif isinstance(source, FilesSource):
         root = Path(source.root)
         if not root.is_dir():
             raise DataError(f"{where}: {root} is not a directory")
-        info["root"] = str(root)
         ds = _stream(file_rows, cache_dir, where, root=root, include=source.include, exclude=source.exclude, counts=counts)
     elif isinstance(source, AppsSource):
         from .apps import read_apps

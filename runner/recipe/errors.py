@@ -149,7 +149,7 @@ def message_for(error: dict[str, Any], root: type[BaseModel], data: Any, path: P
         parent = path[:-1]
         try:
             annotation, _ = walk.type_at(root, data, parent) if parent else (root, [])
-            model = walk.pick_model(annotation, _get_at(data, parent))
+            model = walk.pick_model(annotation, walk.value_at(data, parent))
         except walk.UnknownPath:
             model = None
         names = list(model.model_fields) if model is not None else []
@@ -188,13 +188,6 @@ def message_for(error: dict[str, Any], root: type[BaseModel], data: Any, path: P
     return f"{message[0].lower()}{message[1:]} (got {got(value)})"
 
 
-def _get_at(data: Any, path: Path) -> Any:
-    node = data
-    for part in path:
-        node = walk._get(node, part)
-    return node
-
-
 def problems_from(
     exc: ValidationError,
     root: type[BaseModel],
@@ -209,7 +202,7 @@ def problems_from(
         if skip_missing and error["type"] in ("missing", "union_tag_not_found"):
             continue
         path = data_path(error["loc"], data)
-        if error["type"] in ("union_tag_invalid", "union_tag_not_found") and isinstance(_get_at(data, path), dict):
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found") and isinstance(walk.value_at(data, path), dict):
             path = (*path, (error.get("ctx") or {}).get("discriminator", "'type'").strip("'"))  # point at the tag
         cause = (error.get("ctx") or {}).get("error")
         if isinstance(cause, Problems):

@@ -251,7 +251,7 @@ def apply_override(tree: _Tree, arg: str) -> tuple[str, Any]:
 def _resolve_paths(tree: _Tree, relative_to: FsPath | None) -> None:
     """Relative paths resolve against the directory of the file that wrote them (cwd for --set)."""
     for path, kind in list(walk.iter_path_fields(Recipe, tree.data)):
-        value = _get(tree.data, path)
+        value = walk.value_at(tree.data, path)
         if kind is PathKind.HUB_OR_LOCAL and not looks_local(value):
             continue
         loc = tree.values.get(path)
@@ -270,13 +270,6 @@ def _source_file(loc: Loc | None, files: list[FsPath]) -> FsPath | None:
         if display_path(f) == loc.file:
             return f
     return None
-
-
-def _get(data: Any, path: Path) -> Any:
-    node = data
-    for part in path:
-        node = node[part]
-    return node
 
 
 # --- validation -----------------------------------------------------------------------------

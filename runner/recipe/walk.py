@@ -160,6 +160,14 @@ def type_at(root: type[BaseModel], data: Any, path: Path) -> tuple[Any, list[Any
     return annotation, metadata
 
 
+def value_at(data: Any, path: Path) -> Any:
+    """The value at `path` in recipe data, or None where the path does not exist."""
+    node = data
+    for key in path:
+        node = _get(node, key)
+    return node
+
+
 def _get(node: Any, key: str | int) -> Any:
     if isinstance(node, dict):
         return node.get(key)

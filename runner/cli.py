@@ -426,6 +426,48 @@ def eval_(
     typer.echo(str(out))
 
 
+@app.command()
+def serve(
+    source: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR|HF_DIR", help="A run directory, or a Hugging Face model directory.",
+                             show_default=False)
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8080,
+    checkpoint: Annotated[
+        Optional[str], typer.Option(help="Serve a run's checkpoint: best or latest (default: its final/ export).")
+    ] = None,
+    max_batch: Annotated[int, typer.Option(min=1, help="Requests decoded together at most (1: no batching).")] = 8,
+    batch_wait_ms: Annotated[
+        float, typer.Option(min=0.0, help="How long a lone request waits for others to share its batch.")
+    ] = 5.0,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="The most tokens one request may ask for.")] = 1024,
+) -> None:
+    """Serve a model over HTTP: Hugging Face Inference API text generation at /models/NAME (the Code
+    Clippy VS Code extension), OpenAI completions at /v1/completions, a problem-solver page at /."""
+    if checkpoint not in (None, "best", "latest"):
+        raise BadInput(f"--checkpoint: best or latest (got {checkpoint!r})")
+    if not source.is_dir():
+        raise BadInput(f"{source}: no such directory (a run directory or a Hugging Face model directory)")
+    is_run = (source / "resolved.yaml").is_file()
+    if checkpoint is not None and not is_run:
+        raise BadInput("--checkpoint applies to a run directory")
+    from .serve import ServeError, listen, open_hf, open_run
+    from .serve import serve as run_server
+
+    try:
+        sock = listen(host, port)  # before the slow load: a busy port fails at once
+    except ServeError as exc:
+        raise BadInput(str(exc)) from None
+    try:
+        served = open_run(source, _load(source / "resolved.yaml", None).recipe, checkpoint=checkpoint) if is_run \
+            else open_hf(source)
+    except ServeError as exc:
+        sock.close()
+        raise BadInput(str(exc)) from None
+    run_server(served, sock, max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_new_tokens=max_new_tokens)
+
+
 def _version(value: bool) -> None:
     if value:
         from . import __version__

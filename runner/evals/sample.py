@@ -108,11 +108,15 @@ def generate(
     batch_size: int = 32,
     is_done: Callable[[list[int]], bool] | None = None,
     progress: Callable[[int], None] | None = None,
+    row_done: Callable[[int, int, list[int]], bool] | None = None,
+    chunk: int = CHUNK,
 ) -> list[list[list[int]]]:
     """Token completions [prompt][sample] (without the prompt; up to and excluding EOS).
 
     `batch_size` counts sequences decoded together (prompts x n); `is_done(tokens)` lets the
     caller end a row early (stop sequences); `progress(k)` is told when k prompts are finished.
+    `row_done(prompt_index, sample_index, tokens)` is `is_done` told whose row it is (each request
+    of a served batch has its own stops and deadline); both are asked every `chunk` tokens.
     """
     config = model.config
     graphdef, state = nnx.split(model)
@@ -142,17 +146,20 @@ def generate(
         out = jnp.full((B, sampling.max_new_tokens), eos_id, jnp.int32)
         start = 0
         while start < sampling.max_new_tokens:
-            steps = min(CHUNK, sampling.max_new_tokens - start)
+            steps = min(chunk, sampling.max_new_tokens - start)
             cache, token, done, out, taken = _decode(graphdef, state, cache, token, done, out, jnp.int32(start),
                                                      batch_key, sampling=sampling, steps=steps, eos=eos_id)
             start += int(taken)
             host_done = np.array(done)  # a writable copy
-            if is_done is not None:
+            if is_done is not None or row_done is not None:
                 tokens = np.asarray(out[:, :start])
                 for r in np.flatnonzero(~host_done):
                     row = tokens[r]
                     cut = np.flatnonzero(row == eos_id)
-                    if is_done(row[: cut[0]].tolist() if len(cut) else row.tolist()):
+                    row = row[: cut[0]].tolist() if len(cut) else row.tolist()
+                    if (is_done is not None and is_done(row)) or (
+                        row_done is not None and row_done(first + r // n, r % n, row)
+                    ):
                         host_done[r] = True
                 done = jnp.asarray(host_done)
             if host_done.all():

@@ -63,6 +63,18 @@ def _record_devices(run: RunDir) -> None:
     write_json(path, prov, overwrite=True)
 
 
+def _recipe_files(loaded: Loaded, run: RunDir) -> dict[str, Path]:
+    """The files a run came from, named for the recipe artifact: the extends chain relative to
+    the directory they share, then the run directory's overrides.yaml and resolved.yaml."""
+    import os
+
+    files = [Path(f).resolve() for f in loaded.files]
+    common = Path(os.path.commonpath([f.parent for f in files])) if files else Path("/")
+    named = {f"recipe/{f.relative_to(common).as_posix()}": f for f in files}
+    named.update({name: run.file(name) for name in ("overrides.yaml", "resolved.yaml")})
+    return named
+
+
 def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
     """data → model → train → evals → final/ in `run`; returns the summary. A failure marks
     summary.json `failed` with the error and re-raises, leaving everything written so far."""
@@ -80,6 +92,7 @@ def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
     config = {**resolved_dict(recipe), "ccrun": {"recipe_hash": recipe_hash(recipe), "version": prov.get("ccrun_version"),
                                                  "git_sha": (prov.get("git") or {}).get("sha")}}
     tracker = Tracker(recipe, run.path, config=config, job_type="train" if recipe.train else "eval", log=log)
+    tracker.recipe_artifact(recipe.name, _recipe_files(loaded, run), metadata=config["ccrun"])
     try:
         from .model import build_model, load_tokenizer, save_pretrained
         from .model.from_recipe import build_tokenizer
@@ -145,6 +158,7 @@ def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
                 log(f"eval {name}: " + ", ".join(f"pass@{k} {v:.4f}" for k, v in rates.items()))
         _summary(run, status="succeeded", results=results, wall_time_s=round(time.time() - started, 1))
         tracker.results(results)
+        tracker.eval_tables(run.file("eval"))
         tracker.finish()
         return json.loads(run.file("summary.json").read_text())
     except BaseException as exc:

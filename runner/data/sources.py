@@ -113,6 +113,19 @@ def jsonl_rows(files: list[Path], text_field: str, on_error: str, counts: dict[s
             stream.close()
 
 
+def files_root(source: Any, where: str) -> Path:
+    """The directory a `files` source reads: its root, or this interpreter's standard library."""
+    if source.stdlib:
+        import sysconfig
+
+        root = Path(sysconfig.get_paths()["stdlib"])
+    else:
+        root = Path(source.root)
+    if not root.is_dir():
+        raise DataError(f"{where}: {root} is not a directory")
+    return root
+
+
 def file_paths(root: Path, include: list[str], exclude: list[str]) -> list[Path]:
     """The files a `files` source reads: matching an include pattern, no exclude pattern, in order."""
     paths: dict[Path, None] = {}
@@ -141,9 +154,7 @@ def fingerprint_source(source: Any, where: str) -> dict[str, Any]:
     if isinstance(source, (JsonlSource, ParquetSource)):
         return {"files": {str(f): fingerprint(f) for f in expand(source.paths, where)}}
     if isinstance(source, FilesSource):
-        root = Path(source.root)
-        if not root.is_dir():
-            raise DataError(f"{where}: {root} is not a directory")
+        root = files_root(source, where)
         digest = hashlib.blake2b(digest_size=16)
         for p in file_paths(root, source.include, source.exclude):
             digest.update(p.relative_to(root).as_posix().encode() + b"\0" + fingerprint(p).encode())
@@ -186,9 +197,7 @@ def read_source(source: Any, where: str, cache_dir: Path) -> tuple[Any, dict[str
     elif isinstance(source, HfSource):
         ds = _read_hf(source, where, cache_dir)
     elif isinstance(source, FilesSource):
-        root = Path(source.root)
-        if not root.is_dir():
-            raise DataError(f"{where}: {root} is not a directory")
+        root = files_root(source, where)
         ds = _stream(file_rows, cache_dir, where, root=root, include=source.include, exclude=source.exclude, counts=counts)
     elif isinstance(source, AppsSource):
         from .apps import read_apps

@@ -56,11 +56,22 @@ class FilesSource(Spec):
     """Source files in a directory tree: one row per file, with text, path, extension and size."""
 
     type: Literal["files"] = Field(description="Files under a local directory.")
-    root: LocalPath = Field(description="Directory to read, relative to this file.")
+    root: LocalPath | None = Field(default=None, description="Directory to read, relative to this file.")
+    stdlib: bool = Field(
+        default=False,
+        description="Read the running Python's standard library directory instead of a root "
+        "(source code present on every machine; the manifest fingerprints what was read).",
+    )
     include: list[str] = Field(
         default=["**/*"], min_length=1, description="Glob patterns (relative to root) of files to read."
     )
     exclude: list[str] = Field(default=[], description="Glob patterns of files to skip.")
+
+    def check(self) -> Iterator[tuple[Path, str]]:
+        if self.stdlib and self.root is not None:
+            yield ("root",), "give a root or stdlib: true, not both"
+        elif not self.stdlib and self.root is None:
+            yield (), "a files source needs a root (or stdlib: true)"
 
 
 class AppsSource(Spec):

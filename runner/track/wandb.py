@@ -1,9 +1,11 @@
-"""Weights & Biases: the resolved recipe as config, every metrics.jsonl record as a step, eval
-results in the summary. W&B never stops a run: if it cannot start online (no key, no network) the
+"""Weights & Biases: the resolved recipe as config, the recipe files as an artifact, every
+metrics.jsonl record as a step, eval results in the summary and every scored sample as a table. W&B never stops a run: if it cannot start online (no key, no network) the
 run goes on offline, and if it cannot start at all, local logs carry on after one warning."""
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -65,6 +67,51 @@ class Tracker:
         except Exception as exc:  # noqa: BLE001
             self._off(exc)
 
+    def recipe_artifact(self, name: str, files: dict[str, Path], *, metadata: dict[str, Any]) -> None:
+        """The recipe files (the extends chain as written, overrides, the resolved form) as one
+        artifact of type `recipe`, so a W&B run links to exactly what it ran."""
+        if self.run is None:
+            return
+        try:
+            import wandb
+
+            artifact = wandb.Artifact(f"recipe-{re.sub(r'[^A-Za-z0-9_.-]', '-', name)}", type="recipe",
+                                      metadata=metadata)
+            for arcname, path in files.items():
+                if Path(path).is_file():
+                    artifact.add_file(str(path), name=arcname)
+            self.run.log_artifact(artifact)
+        except Exception as exc:  # noqa: BLE001
+            self._off(exc)
+
+    def eval_tables(self, eval_dir: Path) -> None:
+        """eval/<name>/samples.jsonl as the table `eval/<name>/samples` (one row per completion with
+        its verdict), and APPS accuracies in the summary."""
+        if self.run is None or not eval_dir.is_dir():
+            return
+        try:
+            import wandb
+
+            tables = {}
+            for samples in sorted(eval_dir.glob("*/samples.jsonl")):
+                name = samples.parent.name
+                rows = [json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines() if line.strip()]
+                columns = list(dict.fromkeys(k for row in rows for k in row))
+                data = [[_cell(row.get(c)) for c in columns] for row in rows]
+                tables[f"eval/{name}/samples"] = wandb.Table(columns=columns, data=data)
+                results = samples.parent / "results.json"
+                parts = json.loads(results.read_text()).get("sampling", []) if results.is_file() else []
+                for i, part in enumerate(parts):
+                    overall = part.get("overall", {})
+                    for key in ("strict_accuracy", "test_case_average"):
+                        if key in overall:
+                            suffix = f"[{i}]" if len(parts) > 1 else ""
+                            self.run.summary[f"{name}/{key}{suffix}"] = overall[key]
+            if tables:
+                self.run.log(tables)  # one step after the last training step
+        except Exception as exc:  # noqa: BLE001
+            self._off(exc)
+
     def finish(self, exit_code: int = 0) -> None:
         if self.run is None:
             return
@@ -77,3 +124,8 @@ class Tracker:
     def _off(self, exc: Exception) -> None:
         self.log_line(f"wandb: off for the rest of this run ({type(exc).__name__}: {exc})")
         self.run = None
+
+
+def _cell(value: Any) -> Any:
+    """A table cell: scalars as they are, anything nested as JSON text."""
+    return value if value is None or isinstance(value, str | int | float | bool) else json.dumps(value)

@@ -143,3 +143,20 @@ def test_cli_eval_samples_apps(tmp_path):
                          text=True)
     assert out.returncode == 0, out.stderr
     assert "apps: 2 samples; pass@1 0.5000, strict_accuracy 0.5000" in out.stdout
+
+
+def test_shipped_apps_problems_are_solved_by_their_solutions(sandbox):
+    """tests/fixtures/apps-smoke.jsonl (the smoke recipe's APPS suite): every reference solution
+    passes every test, and a wrong program passes none of the standard-input ones."""
+    rows = [json.loads(line) for line in (ROOT / "tests" / "fixtures" / "apps-smoke.jsonl").read_text().splitlines()]
+    problems = problems_by_id(rows)
+    assert {p["difficulty"] for p in rows} == {"introductory", "interview", "competition"}
+    assert any("fn_name" in json.loads(p["input_output"]) for p in rows)
+    samples = [{"task_id": str(p["problem_id"]), "completion": s} for p in rows for s in json.loads(p["solutions"])]
+    samples += [{"task_id": str(p["problem_id"]), "completion": "print(0)\n"} for p in rows]
+    scored, summary = score_apps(samples, problems, sandbox, timeout_s=4.0, workers=2)
+    n_right = len(samples) - len(rows)
+    for s in scored[:n_right]:
+        assert s["results"] and all(r is True for r in s["results"]), s
+    for s, p in zip(scored[n_right:], rows, strict=True):
+        assert not all(r is True for r in s["results"]), p["problem_id"]

@@ -219,6 +219,14 @@ CASES = {
         "bad.yaml:6:37: evals[0].sampling[0].n_samples: greedy decoding (temperature 0) gives one distinct "
         "completion; set n_samples: 1\n",
     ),
+    "files-source-root-and-stdlib": bad(
+        BASE + "data: {sources: [{type: files, root: src, stdlib: true}]}\n",
+        "bad.yaml:3:38: data.sources[0].root: give a root or stdlib: true, not both\n",
+    ),
+    "files-source-without-root": bad(
+        BASE + "data: {sources: [{type: files, include: ['*.py']}]}\n",
+        "bad.yaml:3:18: data.sources[0]: a files source needs a root (or stdlib: true)\n",
+    ),
     "train-without-optimizer": bad(
         BASE + DATA + SCHED + TRAIN,
         "bad.yaml:5:1: optimizer: required when the recipe has a train section\n",

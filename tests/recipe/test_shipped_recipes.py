@@ -1,6 +1,7 @@
 """Every shipped recipe validates, round-trips through its resolved form, and says what the seed says."""
 
 import math
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -114,8 +115,13 @@ def test_smoke_is_small_offline_and_scratch():
     assert r.model.init == "scratch" and r.tokenizer.train is not None
     assert r.logging.wandb.mode == "offline"
     assert r.model.config.n_layer <= 4 and r.train.steps <= 500
-    root = Path(r.data.sources[0].root)
-    assert root.is_dir() and any(root.glob("**/*.py")), "the smoke corpus is present on every machine"
+    source = r.data.sources[0]
+    assert source.stdlib and source.root is None, "the smoke corpus (the stdlib) is present on every machine"
+    root = Path(sysconfig.get_paths()["stdlib"])
+    assert len([p for pattern in source.include for p in root.glob(pattern)]) > 50
+    (apps,) = [e for e in r.evals if e.suite == "apps"]
+    assert Path(apps.path).is_file() and "tests/fixtures" in apps.path, "APPS problems shipped with the tests"
+    assert r.train.steps >= 200, "a few hundred steps"
 
 
 def test_humaneval_defaults_are_the_codex_protocol_even_when_unwritten(tmp_path):

@@ -176,9 +176,10 @@ def run(
     if dry_run:
         typer.echo(str(conductor.create_run_dir(loaded, runs_root=runs_dir).path))
         return
-    from .train.mesh import maybe_initialize_distributed
+    from .train.mesh import is_primary
 
-    maybe_initialize_distributed()  # before anything touches a device
+    _distributed()  # before anything touches a device
+    primary = is_primary()  # under jax.distributed only process 0 creates and writes the run directory
     points = conductor.sweep_points(loaded.recipe.sweep)
     if sweep_index is not None and not 0 <= sweep_index < len(points):
         raise BadInput(f"--sweep-index: the sweep has {len(points)} points (0..{len(points) - 1})")
@@ -188,13 +189,16 @@ def run(
         this = loaded
         if loaded.recipe.sweep:
             this = _load(recipe, [*(set_ or []), *conductor.point_overrides(point), "sweep=null"])
-            typer.echo("sweep point: " + ", ".join(f"{k}={v!r}" for k, v in point.items()), err=True)
-        run_dir = conductor.create_run_dir(this, runs_root=runs_dir)
-        typer.echo(f"run directory: {run_dir.path}", err=True)
+            if primary:
+                typer.echo("sweep point: " + ", ".join(f"{k}={v!r}" for k, v in point.items()), err=True)
+        run_dir = conductor.shared_run_dir(this, runs_root=runs_dir)
+        if primary:
+            typer.echo(f"run directory: {run_dir.path}", err=True)
         summary = _execute_or_fail(conductor, this, run_dir)
         table.append((point, summary, run_dir.path))
-        typer.echo(str(run_dir.path))
-    if loaded.recipe.sweep and len(table) > 1:
+        if primary:
+            typer.echo(str(run_dir.path))
+    if primary and loaded.recipe.sweep and len(table) > 1:
         typer.echo(conductor.sweep_table(table), err=True)
 
 
@@ -204,6 +208,16 @@ def _run_directory(run_dir: Path):
     if not (run_dir / "resolved.yaml").is_file():
         raise BadInput(f"{run_dir}: not a run directory (no resolved.yaml)")
     return RunDir(run_dir), _load(run_dir / "resolved.yaml", None)
+
+
+def _distributed() -> None:
+    """Join a multi-process run if the environment describes one (bad settings: exit 2)."""
+    from .train.mesh import MeshError, maybe_initialize_distributed
+
+    try:
+        maybe_initialize_distributed()
+    except MeshError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def _execute_or_fail(conductor, loaded, run_dir) -> dict:
@@ -216,7 +230,7 @@ def _execute_or_fail(conductor, loaded, run_dir) -> dict:
         return conductor.execute(loaded, run_dir)
     except (DataError, CheckpointError, TokenizerError, MeshError) as exc:
         _fail(f"ccrun: {exc}\n(the run directory keeps what was written: {run_dir.path})", 2)
-    except TrainingError as exc:
+    except (TrainingError, conductor.FollowerError) as exc:
         _fail(f"ccrun: {exc}\n(run directory: {run_dir.path})", 1)
     except Interrupted as exc:
         _fail(f"ccrun: {exc} ({run_dir.path})", 130)
@@ -228,10 +242,13 @@ def resume(run_dir: Annotated[Path, typer.Argument(help="A run directory.", show
     """Continue an interrupted run in place: finished stages are kept, training resumes from its
     latest checkpoint (the same weights as an uninterrupted run, bit for bit)."""
     from . import run as conductor
+    from .train.mesh import is_primary
 
     run, loaded = _run_directory(run_dir)
+    _distributed()
     summary = _execute_or_fail(conductor, loaded, run)
-    typer.echo(f"{summary['status']}: {run.path}")
+    if is_primary():
+        typer.echo(f"{summary['status']}: {run.path}")
 
 
 @app.command()
@@ -244,12 +261,17 @@ def reproduce(
     import json
 
     from . import run as conductor
+    from .train.mesh import is_primary
 
     original, loaded = _run_directory(run_dir)
+    _distributed()
     root = runs_dir or original.path.parent.parent
-    again = conductor.create_run_dir(loaded, runs_root=root)
-    typer.echo(f"run directory: {again.path}", err=True)
+    again = conductor.shared_run_dir(loaded, runs_root=root)
+    if is_primary():
+        typer.echo(f"run directory: {again.path}", err=True)
     _execute_or_fail(conductor, loaded, again)
+    if not is_primary():
+        return  # process 0 compares and reports
 
     def metrics(path: Path) -> list[dict]:
         if not path.is_file():
@@ -452,8 +474,7 @@ def serve(
     is_run = (source / "resolved.yaml").is_file()
     if checkpoint is not None and not is_run:
         raise BadInput("--checkpoint applies to a run directory")
-    from .serve import ServeError, listen, open_hf, open_run
-    from .serve import serve as run_server
+    from .serve.source import ServeError, listen, open_hf, open_run
 
     try:
         sock = listen(host, port)  # before the slow load: a busy port fails at once
@@ -465,6 +486,8 @@ def serve(
     except ServeError as exc:
         sock.close()
         raise BadInput(str(exc)) from None
+    from .serve.app import serve as run_server
+
     run_server(served, sock, max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_new_tokens=max_new_tokens)
 
 

@@ -43,6 +43,25 @@ def create_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", argv: list
     return run
 
 
+def shared_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs") -> RunDir:
+    """`create_run_dir` on process 0; every other process of a jax.distributed run gets the
+    same directory (without writing to it)."""
+    from .train.mesh import broadcast_text, is_primary
+
+    if not is_primary():
+        path = broadcast_text(None)
+        if not path:
+            raise FollowerError("process 0 could not create the run directory (its output says why)")
+        return RunDir(Path(path))
+    try:
+        run = create_run_dir(loaded, runs_root=runs_root)
+    except BaseException:
+        broadcast_text("")
+        raise
+    broadcast_text(str(run.path))
+    return run
+
+
 def _summary(run: RunDir, **fields) -> None:
     """summary.json, rewritten as the run goes (status: running → succeeded | failed)."""
     path = run.file("summary.json")
@@ -80,6 +99,10 @@ def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
     summary.json `failed` with the error and re-raises, leaving everything written so far."""
     import time
 
+    from .train.mesh import broadcast_flag, is_primary
+
+    if not is_primary():
+        return _follow(loaded, run)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     recipe = loaded.recipe
     started = time.time()
@@ -103,18 +126,28 @@ def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
 
             from .data import describe, prepare_data
 
-            if run.file("data", "manifest.json").is_file():  # resuming: the data stage finished before
-                manifest = json.loads(run.file("data", "manifest.json").read_text())
-                log(f"data: reused ({manifest['cache_key'][:12]})")
-            else:
-                manifest = prepare_data(recipe, run.file("data"))
-                for line in describe(manifest).splitlines():
-                    log(f"data: {line}")
+            try:
+                if run.file("data", "manifest.json").is_file():  # resuming: the data stage finished before
+                    manifest = json.loads(run.file("data", "manifest.json").read_text())
+                    log(f"data: reused ({manifest['cache_key'][:12]})")
+                else:
+                    manifest = prepare_data(recipe, run.file("data"))
+                    for line in describe(manifest).splitlines():
+                        log(f"data: {line}")
+            except BaseException:
+                broadcast_flag(False)  # the other processes stop too
+                raise
+            broadcast_flag(True)  # the other processes read the data this one wrote
             tokens = load_from_disk(str(run.file("data", "tokens")))
             tokenizer = load_tokenizer(run.file("data", "tokenizer"))
         else:
             tokenizer = build_tokenizer(recipe.tokenizer)
-        model = build_model(recipe.model, tokenizer=tokenizer, seed=recipe.seed)
+        try:
+            model = build_model(recipe.model, tokenizer=tokenizer, seed=recipe.seed)
+        except BaseException:
+            broadcast_flag(False)
+            raise
+        broadcast_flag(True)
         _record_devices(run)
         c = model.config
         log(f"model: {recipe.model.arch} {recipe.model.init}, {c.n_layer} layers, d_model {c.d_model}, "
@@ -165,6 +198,40 @@ def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
         _summary(run, status="failed", error=f"{type(exc).__name__}: {exc}", wall_time_s=round(time.time() - started, 1))
         tracker.finish(exit_code=1)
         raise
+
+
+class FollowerError(RuntimeError):
+    """Process 0 of a multi-process run failed before training; this process stops too."""
+
+
+def _follow(loaded: Loaded, run: RunDir) -> dict:
+    """A process other than 0 under jax.distributed: it computes its part of training and writes
+    only its checkpoint shards; process 0 writes everything else (run directory files, metrics,
+    W&B, final/, evals). The collective calls mirror `execute`'s, in the same order."""
+    from datasets import load_from_disk
+
+    from .model import build_model, load_tokenizer
+    from .model.from_recipe import build_tokenizer
+    from .train.mesh import broadcast_flag
+
+    recipe = loaded.recipe
+    tokens = None
+    if recipe.data is not None:
+        if not broadcast_flag(True):
+            raise FollowerError("process 0 failed in the data stage (its output says why)")
+        tokens = load_from_disk(str(run.file("data", "tokens")))
+        tokenizer = load_tokenizer(run.file("data", "tokenizer"))
+    else:
+        tokenizer = build_tokenizer(recipe.tokenizer)
+    model = build_model(recipe.model, tokenizer=tokenizer, seed=recipe.seed)
+    if not broadcast_flag(True):
+        raise FollowerError("process 0 failed to build the model (its output says why)")
+    if recipe.train is None:
+        return {"status": "follower"}
+    from .train import train
+
+    summary = train(recipe, model, tokens, run.path)
+    return {"status": "follower", "results": {"train": {k: v for k, v in summary.items() if k != "params"}}}
 
 
 def load_for_eval(target: Path, recipe, *, checkpoint: str | None = None):

@@ -25,7 +25,7 @@ from flax import nnx
 from ..model.from_recipe import stream_key
 from ..recipe.schema import Recipe
 from .checkpoint import Checkpoints
-from .mesh import batch_sharding, make_mesh, place, replicated, rows_sharding
+from .mesh import batch_sharding, is_primary, make_mesh, place, replicated, rows_sharding, to_host
 from .optim import optimizer, schedule
 from .step import make_eval_step, make_train_step, split
 
@@ -170,7 +170,12 @@ def train(
     )
     eval_step = make_eval_step(parts.graphdef, parts.abstract)
     ckpt = Checkpoints(run_dir / "checkpoints", keep_best_by=spec.checkpoint.keep_best_by, mode=spec.checkpoint.mode)
+    # Several processes: all of them compute and save their checkpoint shards; process 0 alone
+    # writes metrics.jsonl, logs and reports metrics.
+    primary = is_primary()
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
+    if not primary:
+        log, on_metrics = (lambda line: None), None
     start = 0
     latest = ckpt.latest_step()
     if latest is not None:
@@ -178,7 +183,8 @@ def train(
         if record.get("seed") != recipe.seed:
             raise TrainingError(f"checkpoint {latest} was made with seed {record.get('seed')}, the recipe says {recipe.seed}")
         start = latest
-        metrics_log.truncate_after(latest)
+        if primary:
+            metrics_log.truncate_after(latest)
         log(f"train: resumed from step {latest}")
 
     device_kind = jax.devices()[0].device_kind
@@ -198,7 +204,7 @@ def train(
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=steps, initial=start, desc="train", unit="step", disable=not sys.stderr.isatty())
+    bar = tqdm(total=steps, initial=start, desc="train", unit="step", disable=not (primary and sys.stderr.isatty()))
     with _Signals() as signals:
         for i in range(start, steps):
             batch = train_blocks[batch_rows(i, rows, spec.batch_size, recipe.seed)]
@@ -238,7 +244,7 @@ def train(
             if val_blocks is not None and ((spec.eval_every and step % spec.eval_every == 0) or step == steps):
                 last_val = evaluate(eval_step, params, val_blocks, spec.micro_batch_size, mesh)
                 record.update(last_val)
-            if record:
+            if record and primary:
                 metrics_log.append({"step": step, **record})
                 if on_metrics is not None:
                     on_metrics({"step": step, **record})
@@ -257,6 +263,6 @@ def train(
                     "latest_step": ckpt.latest_step()})
     ckpt.close()
     state = nnx.state(model)
-    nnx.replace_by_pure_dict(state, jax.device_get(params))
+    nnx.replace_by_pure_dict(state, to_host(params))
     nnx.update(model, state)  # the caller's model now holds the trained weights
     return summary

@@ -5,13 +5,7 @@ VS Code extension works by pointing its model URL here; OpenAI completions serve
 that. Requests that arrive together are decoded together (`batcher.Batcher`) with the evals'
 sampler. GET / is a problem-solver page using the APPS prompt of training.
 
-  source.py   what is served (run directory or HF directory) and the listening socket
+  source.py   what is served (run directory or HF directory) and the listening socket (light imports)
   api.py      request bodies;  errors.py  clear 422 messages
   batcher.py  dynamic batching on one model thread;  app.py  the routes and uvicorn
 """
-
-from .app import build_app, serve
-from .batcher import Batcher
-from .source import Served, ServeError, listen, open_hf, open_run
-
-__all__ = ["Batcher", "ServeError", "Served", "build_app", "listen", "open_hf", "open_run", "serve"]

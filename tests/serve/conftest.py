@@ -1,0 +1,63 @@
+"""One tiny model saved as a Hugging Face directory, served once for the whole package: uvicorn in a
+thread of this process on a free loopback port, so tests share compiled shapes and can reach the
+server's batcher (to count batches, or to make one request fail)."""
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def hf_dir(tmp_path_factory) -> Path:
+    from flax import nnx
+
+    from runner.model import GPTConfig, GPTNeo, save_pretrained, train_tokenizer
+    from runner.model.hf import build_from_params, flat_params
+
+    out = tmp_path_factory.mktemp("tiny-clippy")
+    texts = [p.read_text() for p in sorted((ROOT / "runner").rglob("*.py"))]
+    tok = train_tokenizer(texts, vocab_size=320, out_dir=out)
+    config = GPTConfig("gpt-neo", len(tok), 256, 32, 2, 4, 64, ("global", "local"), window_size=32,
+                       eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
+    model = GPTNeo(config, rngs=nnx.Rngs(0))
+    # weights less uniform than at init, so greedy text varies instead of repeating one token
+    save_pretrained(build_from_params(config, {k: v * 3 for k, v in flat_params(model).items()}), out)
+    return out
+
+
+@dataclass
+class Running:
+    url: str
+    served: object  # runner.serve.Served
+    batcher: object  # runner.serve.Batcher
+
+
+@pytest.fixture(scope="session")
+def server(hf_dir):
+    import uvicorn
+
+    from runner.serve.app import build_app
+    from runner.serve.batcher import Batcher
+    from runner.serve.source import listen, open_hf
+
+    served = open_hf(hf_dir)
+    # a generous window, so requests sent together in a test surely share a batch
+    batcher = Batcher(served.model, served.tokenizer, max_batch=8, wait_s=0.05)
+    sock = listen("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    uv = uvicorn.Server(uvicorn.Config(build_app(served, batcher, max_new_tokens=512), log_level="warning"))
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not uv.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.02)
+    yield Running(f"http://127.0.0.1:{port}", served, batcher)
+    uv.should_exit = True
+    thread.join(timeout=30)
+    sock.close()

@@ -291,27 +291,42 @@ def reproduce(
 
 @app.command()
 def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Run directories.", show_default=False)],
+    runs: Annotated[list[str], typer.Argument(help="Run directories; with --wandb, W&B run names or ids.",
+                                              show_default=False)],
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write their loss curves to this PNG.")] = None,
+    wandb: Annotated[Optional[str], typer.Option("--wandb", metavar="ENTITY/PROJECT",
+                                                 help="Read the runs from W&B's public API.")] = None,
 ) -> None:
     """Runs side by side: summary metrics (losses, pass@k, tokens/s, wall time), then the recipe
     differences between the first run and each other one."""
     from .recipe.diff import differences, render
     from .recipe.resolve import resolved_dict
+    from .track.compare import CompareError, local_run, table, wandb_runs
     from .track.compare import plot as draw
-    from .track.compare import run_row, table
 
-    for run in runs:
-        if not (run / "resolved.yaml").is_file():
-            raise BadInput(f"{run}: not a run directory (no resolved.yaml)")
-    typer.echo(table(runs, [run_row(r) for r in runs]), nl=False)
-    first = resolved_dict(_load(runs[0] / "resolved.yaml", None).recipe)
-    for other in runs[1:]:
-        found = differences(first, resolved_dict(_load(other / "resolved.yaml", None).recipe))
+    if wandb is not None:
+        if wandb.count("/") != 1 or not all(wandb.split("/")):
+            raise BadInput(f"--wandb: expected ENTITY/PROJECT (got {wandb!r})")
+        try:
+            views = wandb_runs(wandb, runs)
+        except CompareError as exc:
+            _fail(f"ccrun compare: {exc}", 1)
+    else:
+        for run in runs:
+            if not (Path(run) / "resolved.yaml").is_file():
+                raise BadInput(f"{run}: not a run directory (no resolved.yaml)")
+        views = [local_run(Path(r), resolved_dict(_load(Path(r) / "resolved.yaml", None).recipe)) for r in runs]
+    typer.echo(table(views), nl=False)
+    for other in views[1:]:
+        if views[0].recipe is None or other.recipe is None:
+            typer.echo(f"\n(no recipe logged for {views[0].name if views[0].recipe is None else other.name}: "
+                       "recipe differences not shown)")
+            continue
+        found = differences(views[0].recipe, other.recipe)
         typer.echo("")
-        typer.echo(render(found, runs[0].name, other.name, "text"), nl=False)
+        typer.echo(render(found, views[0].name, other.name, "text"), nl=False)
     if plot is not None:
-        typer.echo(f"plot: {draw(runs, plot)}")
+        typer.echo(f"plot: {draw(views, plot)}")
 
 
 @app.command()

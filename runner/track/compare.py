@@ -1,17 +1,41 @@
-"""Compare runs: their summary metrics side by side, their recipe differences, their curves."""
+"""Compare runs: their summary metrics side by side, their recipe differences, their curves.
+
+A run comes from a run directory or from W&B's public API (`ccrun compare --wandb ENTITY/PROJECT`);
+either way it becomes a `RunView` (name, summary row, resolved recipe, logged metrics), so the
+table, the recipe diff and the plot are the same code for both.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SUMMARY_KEYS = ("status", "val/loss", "train/loss", "tokens_per_s", "wall_time_s")
+# Curves read back from W&B (each its own history scan: a scan returns rows holding all its keys).
+CURVES = ("train/loss", "val/loss", "train/lr", "throughput/tokens_per_s")
+
+
+class CompareError(Exception):
+    """A run to compare cannot be found or read."""
+
+
+@dataclass
+class RunView:
+    name: str
+    row: dict[str, Any]
+    recipe: dict[str, Any] | None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def _median_speed(metrics: list[dict[str, Any]]) -> float | None:
+    speeds = sorted(m["throughput/tokens_per_s"] for m in metrics if m.get("throughput/tokens_per_s"))
+    return speeds[len(speeds) // 2] if speeds else None  # median of the logged windows
 
 
 def run_row(run_dir: Path) -> dict[str, Any]:
@@ -23,9 +47,9 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     for key in ("train/loss", "val/loss"):
         if key in final:
             row[key] = final[key]
-    speeds = [m["throughput/tokens_per_s"] for m in read_metrics(run_dir) if m.get("throughput/tokens_per_s")]
-    if speeds:
-        row["tokens_per_s"] = sorted(speeds)[len(speeds) // 2]  # median of the logged windows
+    speed = _median_speed(read_metrics(run_dir))
+    if speed:
+        row["tokens_per_s"] = speed
     for name, value in results.items():
         if name not in ("train", "loss") and isinstance(value, dict):
             for k, v in value.items():
@@ -35,9 +59,69 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     return row
 
 
-def table(runs: list[Path], rows: list[dict[str, Any]]) -> str:
+def local_run(run_dir: Path, recipe: dict[str, Any] | None) -> RunView:
+    return RunView(run_dir.name, run_row(run_dir), recipe, read_metrics(run_dir))
+
+
+# W&B run states → the words summary.json uses
+_STATES = {"finished": "succeeded", "failed": "failed", "crashed": "failed", "running": "running",
+           "killed": "failed", "preempted": "failed"}
+
+
+def wandb_view(run: Any) -> RunView:
+    """A W&B public-API run as a RunView: the same row keys as a run directory's, the resolved
+    recipe from its config (ccrun logs it there), the curves from its history."""
+    summary = dict(run.summary)
+    row: dict[str, Any] = {"status": _STATES.get(run.state, run.state)}
+    for key in ("train/loss", "val/loss"):
+        if isinstance(summary.get(key), int | float):
+            row[key] = summary[key]
+    by_step: dict[int, dict[str, Any]] = {}
+    for key in CURVES:
+        for record in run.scan_history(keys=["_step", key]):
+            if record.get(key) is not None:
+                by_step.setdefault(int(record["_step"]), {"step": int(record["_step"])})[key] = record[key]
+    metrics = [by_step[s] for s in sorted(by_step)]
+    speed = _median_speed(metrics)
+    if speed:
+        row["tokens_per_s"] = speed
+    for key in sorted(summary):
+        if "/pass@" in key and isinstance(summary[key], int | float):
+            row[key] = summary[key]
+    if isinstance(summary.get("_runtime"), int | float):
+        row["wall_time_s"] = summary["_runtime"]
+    config = {k: v for k, v in dict(run.config).items() if k != "ccrun"}
+    return RunView(run.name or run.id, row, config or None, metrics)
+
+
+def wandb_runs(project: str, refs: list[str], *, api: Any = None) -> list[RunView]:
+    """Runs of ENTITY/PROJECT by id or by name (ccrun names a W&B run after its run directory)."""
+    if api is None:
+        try:
+            import wandb
+
+            api = wandb.Api(timeout=30)
+        except Exception as exc:  # noqa: BLE001 - no key, no network: say so
+            raise CompareError(f"W&B: cannot reach the API ({type(exc).__name__}: {exc})") from None
+    views = []
+    for ref in refs:
+        try:
+            found = list(api.runs(project, filters={"display_name": ref}))
+            if not found:
+                found = [api.run(f"{project}/{ref}")]
+        except Exception as exc:  # noqa: BLE001
+            raise CompareError(f"W&B: no run {ref!r} in {project} ({type(exc).__name__}: {exc})") from None
+        if len(found) > 1:
+            raise CompareError(f"W&B: {len(found)} runs in {project} are named {ref!r}; give a run id: "
+                               + ", ".join(r.id for r in found))
+        views.append(wandb_view(found[0]))
+    return views
+
+
+def table(views: list[RunView], rows: list[dict[str, Any]] | None = None) -> str:
+    rows = [v.row for v in views] if rows is None else rows
     keys = list(dict.fromkeys(k for row in rows for k in row))
-    header = ["metric", *[r.name for r in runs]]
+    header = ["metric", *[v.name for v in views]]
 
     def cell(v: Any) -> str:
         if isinstance(v, float):
@@ -49,7 +133,7 @@ def table(runs: list[Path], rows: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [header, *body]) + "\n"
 
 
-def plot(runs: list[Path], out: Path, *, metric: str = "loss") -> Path:
+def plot(runs: list[RunView | Path], out: Path, *, metric: str = "loss") -> Path:
     """One PNG of every run's curve against step: `loss` (training, and validation dashed) or any
     logged metric such as `train/lr`."""
     import matplotlib
@@ -59,15 +143,15 @@ def plot(runs: list[Path], out: Path, *, metric: str = "loss") -> Path:
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for run in runs:
-        metrics = read_metrics(run)
+        view = run if isinstance(run, RunView) else RunView(run.name, {}, None, read_metrics(run))
         key = "train/loss" if metric == "loss" else metric
-        points = [(m["step"], m[key]) for m in metrics if m.get(key) is not None]
+        points = [(m["step"], m[key]) for m in view.metrics if m.get(key) is not None]
         if not points:
             continue
-        line = ax.plot(*zip(*points, strict=True), label=f"{run.name} {key}")[0]
-        val = [(m["step"], m["val/loss"]) for m in metrics if "val/loss" in m] if metric == "loss" else []
+        line = ax.plot(*zip(*points, strict=True), label=f"{view.name} {key}")[0]
+        val = [(m["step"], m["val/loss"]) for m in view.metrics if "val/loss" in m] if metric == "loss" else []
         if val:
-            ax.plot(*zip(*val, strict=True), "--", color=line.get_color(), label=f"{run.name} val/loss")
+            ax.plot(*zip(*val, strict=True), "--", color=line.get_color(), label=f"{view.name} val/loss")
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
     ax.legend(fontsize="small")

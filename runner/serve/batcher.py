@@ -3,7 +3,7 @@
 HTTP handlers put a `Job` on the queue and await its future, so the event loop never decodes. The
 thread takes the oldest job and the queued jobs that share its sampling settings and sample count
 (static arguments of the jitted sampler: only they can share a batch), up to `max_batch`
-sequences, waiting up to `wait_s` for companions while the batch is not full, and runs
+requests, waiting up to `wait_s` for companions while the batch is not full, and runs
 `generate` once for all of them. Batch sizes are rounded up to powers of two, so a handful of
 shapes compile. Each job keeps its own stop sequences and deadline (checked between chunks).
 """
@@ -104,7 +104,7 @@ class Batcher:
                 self._queue.clear()
                 return None
             key = self._queue[0].key
-            cap = max(1, self.max_batch // key[1])  # prompts per batch
+            cap = self.max_batch  # requests per batch (each decodes its n samples)
             end = time.monotonic() + self.wait_s
             while sum(j.key == key for j in self._queue) < cap and not self._closed:
                 left = end - time.monotonic()
@@ -161,7 +161,7 @@ class Batcher:
             seed = self._stats["batches"]  # a fresh draw per batch; greedy does not depend on it
         tokens = self._generate(
             self.model, prompts, n=n, sampling=sampling, eos_id=self.tokenizer.eos_token_id, seed=seed,
-            batch_size=min(self.max_batch, _pow2(len(group) * n)) if n <= self.max_batch else n,
+            batch_size=min(_pow2(len(group)), self.max_batch) * n,  # sequences: a few padded shapes
             row_done=row_done if watch else None, chunk=self.chunk,
         )
         results = []

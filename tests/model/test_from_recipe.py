@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_smoke_recipe_builds_a_scratch_model_on_a_trained_tokenizer(tmp_path):
     recipe = load_recipe(ROOT / "recipes" / "smoke.yaml").recipe
-    texts = [p.read_text() for p in sorted(Path(recipe.data.sources[0].root).rglob("*.py"))]
+    texts = [p.read_text() for p in sorted((ROOT / "runner").rglob("*.py"))]
     tok = build_tokenizer(recipe.tokenizer, texts=texts, out_dir=tmp_path / "tok")
     assert len(tok) == recipe.tokenizer.train.vocab_size
     model = build_model(recipe.model, tokenizer=tok, seed=recipe.seed)

@@ -185,13 +185,15 @@ def run(
         raise BadInput(f"--sweep-index: the sweep has {len(points)} points (0..{len(points) - 1})")
     chosen = [points[sweep_index]] if sweep_index is not None else points
     table = []
+    group = conductor.sweep_group(loaded.recipe) if loaded.recipe.sweep else None
     for point in chosen:
-        this = loaded
+        this, sweep = loaded, None
         if loaded.recipe.sweep:
+            sweep = {"group": group, "index": points.index(point), "point": point}
             this = _load(recipe, [*(set_ or []), *conductor.point_overrides(point), "sweep=null"])
             if primary:
                 typer.echo("sweep point: " + ", ".join(f"{k}={v!r}" for k, v in point.items()), err=True)
-        run_dir = conductor.shared_run_dir(this, runs_root=runs_dir)
+        run_dir = conductor.shared_run_dir(this, runs_root=runs_dir, sweep=sweep)
         if primary:
             typer.echo(f"run directory: {run_dir.path}", err=True)
         summary = _execute_or_fail(conductor, this, run_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -16,12 +17,16 @@ class StagesMissing(Exception):
     """What a command needs is not there (e.g. a run directory without a model to evaluate)."""
 
 
-def create_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", argv: list[str] | None = None) -> RunDir:
-    """Resolve and claim a fresh run directory holding what was asked and what it meant."""
+def create_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", argv: list[str] | None = None,
+                   sweep: dict | None = None) -> RunDir:
+    """Resolve and claim a fresh run directory holding what was asked and what it meant. A sweep
+    point ({"group", "index", "point"}) names the directory after its values and is kept in sweep.json."""
     recipe = loaded.recipe
     assert recipe is not None, "fragments do not run"
     digest = recipe_hash(recipe)
-    run = RunDir.create(runs_root, recipe.name, digest)
+    run = RunDir.create(runs_root, recipe.name, digest, label=point_label(sweep["point"]) if sweep else None)
+    if sweep:
+        write_json(run.file("sweep.json"), sweep)
     git = git_state(loaded.files[0].parent) or git_state(Path(__file__).resolve().parent)
     # Provenance first: whatever happens next, the directory says how it came to be.
     write_json(
@@ -43,7 +48,7 @@ def create_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", argv: list
     return run
 
 
-def shared_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs") -> RunDir:
+def shared_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", sweep: dict | None = None) -> RunDir:
     """`create_run_dir` on process 0; every other process of a jax.distributed run gets the
     same directory (without writing to it)."""
     from .train.mesh import broadcast_text, is_primary
@@ -54,7 +59,7 @@ def shared_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs") -> RunDir:
             raise FollowerError("process 0 could not create the run directory (its output says why)")
         return RunDir(Path(path))
     try:
-        run = create_run_dir(loaded, runs_root=runs_root)
+        run = create_run_dir(loaded, runs_root=runs_root, sweep=sweep)
     except BaseException:
         broadcast_text("")
         raise
@@ -114,7 +119,11 @@ def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
     prov = json.loads(provenance_file.read_text()) if provenance_file.is_file() else {}
     config = {**resolved_dict(recipe), "ccrun": {"recipe_hash": recipe_hash(recipe), "version": prov.get("ccrun_version"),
                                                  "git_sha": (prov.get("git") or {}).get("sha")}}
-    tracker = Tracker(recipe, run.path, config=config, job_type="train" if recipe.train else "eval", log=log)
+    sweep = json.loads(run.file("sweep.json").read_text()) if run.file("sweep.json").is_file() else None
+    if sweep:
+        config["ccrun"]["sweep"] = sweep
+    tracker = Tracker(recipe, run.path, config=config, job_type="train" if recipe.train else "eval", log=log,
+                      group=sweep["group"] if sweep else None, tags=["sweep"] if sweep else [])
     tracker.recipe_artifact(recipe.name, _recipe_files(loaded, run), metadata=config["ccrun"])
     try:
         from .model import build_model, load_tokenizer, save_pretrained
@@ -288,6 +297,18 @@ def sweep_points(sweep: dict | None) -> list[dict]:
         return [{}]
     keys = list(sweep)
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(sweep[k] for k in keys))]
+
+
+def point_label(point: dict) -> str:
+    """A sweep point as a directory-name suffix: `peak_lr=0.001,seed=1` (last key segment=value)."""
+    text = ",".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in point.items())
+    return re.sub(r"[^A-Za-z0-9_.=,+-]", "_", text)[:80]
+
+
+def sweep_group(recipe) -> str:
+    """The W&B group of a sweep's points: the recipe name and the hash of the recipe with its
+    sweep, the same in every job of a job array."""
+    return f"{recipe.name}-sweep-{recipe_hash(recipe)[:8]}"
 
 
 def point_overrides(point: dict) -> list[str]:

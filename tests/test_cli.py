@@ -214,8 +214,16 @@ def test_a_sweep_runs_every_point_into_its_own_directory(tmp_path):
     assert lrs == [1e-3, 3e-3]
     assert all(yaml.safe_load((r / "resolved.yaml").read_text())["sweep"] is None for r in runs)
     assert "sweep:\n  schedule.peak_lr=0.001  succeeded  val/loss" in out.stderr
+    assert [r.name.split("-", 3)[-1] for r in runs] == ["peak_lr=0.001", "peak_lr=0.003"]  # named by the point
+    sweeps = [json.loads((r / "sweep.json").read_text()) for r in runs]
+    assert [s["index"] for s in sweeps] == [0, 1] and sweeps[0]["point"] == {"schedule.peak_lr": 1e-3}
+    group = sweeps[0]["group"]
+    assert group.startswith("smoke-sweep-") and sweeps[1]["group"] == group
+    for r in runs:  # grouped together in W&B
+        assert group.encode() in next(r.glob("wandb/offline-run-*/run-*.wandb")).read_bytes()
     one = ccrun(*args, "--sweep-index", "1")
     assert one.returncode == 0 and len(one.stdout.split()) == 1
+    assert json.loads((Path(one.stdout.strip()) / "sweep.json").read_text())["group"] == group  # a job array's point
     assert ccrun(*args, "--sweep-index", "2").returncode == 2
 
 

@@ -70,12 +70,13 @@ class RunDir:
     path: Path
 
     @classmethod
-    def create(cls, runs_root: str | os.PathLike, name: str, recipe_hash: str, now: dt.datetime | None = None) -> RunDir:
-        """Claim a fresh directory runs_root/name/<utc time>-<hash8>[-N]."""
+    def create(cls, runs_root: str | os.PathLike, name: str, recipe_hash: str, now: dt.datetime | None = None,
+               label: str | None = None) -> RunDir:
+        """Claim a fresh directory runs_root/name/<utc time>-<hash8>[-label][-N]."""
         now = now or dt.datetime.now(dt.timezone.utc)
         parent = Path(runs_root) / name
         parent.mkdir(parents=True, exist_ok=True)
-        stem = f"{now:%Y%m%d-%H%M%S}-{recipe_hash[:8]}"
+        stem = f"{now:%Y%m%d-%H%M%S}-{recipe_hash[:8]}" + (f"-{label}" if label else "")
         for n in range(1, 10_000):
             candidate = parent / (stem if n == 1 else f"{stem}-{n}")
             try:

@@ -14,7 +14,8 @@ from typing import Any
 
 class Tracker:
     def __init__(self, recipe: Any, run_dir: Path, *, config: dict[str, Any], job_type: str,
-                 log=lambda line: print(line, file=sys.stderr, flush=True)):
+                 log=lambda line: print(line, file=sys.stderr, flush=True), group: str | None = None,
+                 tags: list[str] = ()):
         self.run = None
         self.log_line = log
         spec = recipe.logging.wandb
@@ -22,7 +23,8 @@ class Tracker:
             return
         id_file = run_dir / "wandb_id"
         kwargs = dict(
-            project=spec.project, entity=spec.entity, group=spec.group or recipe.name, tags=list(spec.tags),
+            project=spec.project, entity=spec.entity, group=spec.group or group or recipe.name,
+            tags=list(dict.fromkeys([*spec.tags, *tags])),
             notes=spec.notes, name=run_dir.name, dir=str(run_dir), config=config, job_type=job_type,
             resume="allow",
         )

@@ -59,3 +59,15 @@ def test_eval_refuses_a_recipe_without_generation_suites(tmp_path):
     (tmp_path / "r.yaml").write_text("name: x\nmodel: {arch: gpt2, checkpoint: gpt2}\n")
     out = ccrun(tmp_path, "eval", "r.yaml")
     assert out.returncode == 2 and "no humaneval or apps suite" in out.stderr
+
+
+def test_run_of_a_recipe_without_train_evaluates_only(workdir):
+    out = ccrun(workdir, "run", "r.yaml", "--runs-dir", "runs")
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = workdir / out.stdout.strip().splitlines()[-1]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "succeeded" and "train" not in summary["results"]
+    assert set(summary["results"]) == {"humaneval", "apps"}
+    assert not (run / "metrics.jsonl").exists() and not (run / "checkpoints").exists() and not (run / "data").exists()
+    assert (run / "eval" / "humaneval" / "results.json").is_file() and (run / "eval" / "apps" / "results.json").is_file()
+    assert "eval humaneval: pass@1" in out.stderr and "train:" not in out.stderr

@@ -17,6 +17,15 @@ class MeshError(ValueError):
     """The recipe's mesh does not fit the devices."""
 
 
+_distributed = False  # set once jax.distributed is initialised by this module
+
+
+def _multi_process() -> bool:
+    """Several processes? Answered without starting a JAX backend in a single-process run (the
+    data stage forks workers and should do so before JAX starts its threads)."""
+    return _distributed and jax.process_count() > 1
+
+
 def maybe_initialize_distributed() -> None:
     """Join a multi-process run when the environment describes one (Slurm, TPU pods, or
     JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID set explicitly)."""
@@ -32,17 +41,21 @@ def maybe_initialize_distributed() -> None:
         jax.distributed.initialize(os.environ["JAX_COORDINATOR_ADDRESS"], num_processes=count, process_id=index)
     elif slurm or os.environ.get("TPU_WORKER_HOSTNAMES"):
         jax.distributed.initialize()
+    else:
+        return
+    global _distributed
+    _distributed = True
 
 
 def is_primary() -> bool:
     """Process 0 of a multi-process run (or the only process): the one that writes the run
     directory's files, logs and W&B. Every process computes; only it records."""
-    return jax.process_index() == 0
+    return not _multi_process() or jax.process_index() == 0
 
 
 def broadcast_text(text: str | None, *, size: int = 4096) -> str:
     """Process 0's `text` on every process (e.g. the run directory it created); others pass None."""
-    if jax.process_count() == 1:
+    if not _multi_process():
         assert text is not None
         return text
     from jax.experimental import multihost_utils
@@ -59,7 +72,7 @@ def broadcast_text(text: str | None, *, size: int = 4096) -> str:
 
 def broadcast_flag(flag: bool) -> bool:
     """Process 0's flag on every process (e.g. whether its data stage succeeded)."""
-    if jax.process_count() == 1:
+    if not _multi_process():
         return flag
     from jax.experimental import multihost_utils
 
@@ -68,7 +81,7 @@ def broadcast_flag(flag: bool) -> bool:
 
 def to_host(tree: Any) -> Any:
     """Arrays as numpy on every process, however they are sharded (across processes too)."""
-    if jax.process_count() == 1:
+    if not _multi_process():
         return jax.device_get(tree)
     from jax.experimental import multihost_utils
 

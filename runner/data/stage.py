@@ -26,10 +26,11 @@ import numpy as np
 from ..recipe.schema import Recipe
 from .dedup import dedup
 from .filters import apply_filters
+from .metadata import join_metadata, metadata_fingerprint, read_metadata
 from .pack import pack, tokenize
 from .sources import DataError, fingerprint_source, read_source
 
-CODE_FILES = ("sources.py", "apps.py", "filters.py", "dedup.py", "pack.py", "stage.py")
+CODE_FILES = ("sources.py", "apps.py", "metadata.py", "filters.py", "dedup.py", "pack.py", "stage.py")
 SPLITS = ("train", "validation")
 
 
@@ -59,6 +60,8 @@ def source_fingerprints(recipe: Recipe) -> dict[str, list[dict[str, Any]]]:
     if data.validation is not None and data.validation.sources:
         where = "data.validation.sources"
         out[where] = [fingerprint_source(s, f"{where}[{i}]") for i, s in enumerate(data.validation.sources)]
+    if data.metadata is not None:
+        out["data.metadata"] = [metadata_fingerprint(data.metadata)]
     return out
 
 
@@ -77,7 +80,8 @@ def cache_key(recipe: Recipe, tokenizer_id: str, fingerprints: dict[str, list[di
 
 
 def _documents(sources: list[Any], where: str, fingerprints: list[dict[str, Any]], filters: list[Any],
-               dedup_kind: str, num_proc: int | None, work: Path) -> tuple[Any, dict[str, Any]]:
+               dedup_kind: str, num_proc: int | None, work: Path,
+               metadata: tuple[Any, dict, dict] | None = None) -> tuple[Any, dict[str, Any]]:
     from datasets import concatenate_datasets
 
     parts, infos = [], []
@@ -93,12 +97,17 @@ def _documents(sources: list[Any], where: str, fingerprints: list[dict[str, Any]
     except ValueError as exc:
         raise DataError(f"{where}: the sources' columns do not fit together ({exc})") from None
     rows_in, bytes_in = len(ds), _text_bytes(ds)
+    joined = None
+    if metadata is not None:
+        spec, table, info = metadata
+        ds, joined = join_metadata(ds, spec, table, info, where, num_proc)
     ds, filter_report = apply_filters(ds, filters, num_proc)
     ds, dedup_report = dedup(ds, dedup_kind, num_proc)
     report = {
         "sources": infos,
         "rows": rows_in,
         "text_bytes": bytes_in,
+        **({"metadata": joined} if joined is not None else {}),
         "kept_text_bytes": _text_bytes(ds),
         "filters": filter_report,
         "after_filters": dedup_report["rows_in"],
@@ -116,7 +125,7 @@ def _text_bytes(ds: Any) -> int:
 
 
 def _split(recipe: Recipe, train: Any, fingerprints: dict[str, list[dict[str, Any]]], num_proc: int | None,
-           work: Path) -> tuple[Any, Any, dict[str, Any]]:
+           work: Path, metadata: tuple[Any, dict, dict] | None = None) -> tuple[Any, Any, dict[str, Any]]:
     """Train and validation documents: a seeded fraction of the kept rows, or separate sources."""
     spec = recipe.data.validation
     if spec is None:
@@ -124,7 +133,7 @@ def _split(recipe: Recipe, train: Any, fingerprints: dict[str, list[dict[str, An
     if spec.sources:
         where = "data.validation.sources"
         val, report = _documents(spec.sources, where, fingerprints[where], recipe.data.filters,
-                                 recipe.data.dedup.type, num_proc, work)
+                                 recipe.data.dedup.type, num_proc, work, metadata)
         info = {"method": "sources", **report}
     else:
         n = len(train)
@@ -157,9 +166,13 @@ def _build(recipe: Recipe, tokenizer: Any, fingerprints: dict[str, list[dict[str
 
     data = recipe.data
     work = Path(tempfile.mkdtemp(prefix="work-", dir=target))
+    metadata = None
+    if data.metadata is not None:
+        table, info = read_metadata(data.metadata)
+        metadata = (data.metadata, table, {**fingerprints["data.metadata"][0], **info})
     docs, doc_report = _documents(data.sources, "data.sources", fingerprints["data.sources"], data.filters,
-                                  data.dedup.type, num_proc, work)
-    train_docs, val_docs, split_report = _split(recipe, docs, fingerprints, num_proc, work)
+                                  data.dedup.type, num_proc, work, metadata)
+    train_docs, val_docs, split_report = _split(recipe, docs, fingerprints, num_proc, work, metadata)
     if tokenizer is None:
         tokenizer = _tokenizer(recipe, train_docs, target / "tokenizer")
     else:
@@ -268,6 +281,10 @@ def describe(manifest: dict[str, Any]) -> str:
     """One line per stage, for the terminal."""
     d, t = manifest["documents"], manifest["tokens"]
     lines = [f"sources: {d['rows']} rows from {len(d['sources'])} source(s)"]
+    if "metadata" in d:
+        m = d["metadata"]
+        lines.append(f"metadata: {m['repositories']} repositories; {m['matched']} of {m['rows_in']} rows matched on "
+                     f"{m['on']}" + (f", {m['dropped']} without metadata dropped" if m["dropped"] else ""))
     for f in d["filters"]:
         lines.append(f"filter {f['filter']} ({f['type']}): removed {f['removed']} of {f['rows_in']}")
     lines.append(f"dedup ({d['dedup']['type']}): removed {d['dedup']['duplicates']}, kept {d['kept']}")

@@ -267,10 +267,36 @@ class ValidationSpec(Spec):
             yield ("fraction",), "give exactly one of fraction or sources"
 
 
+class MetadataJoin(Spec):
+    """Repository metadata joined onto every document before the filters, e.g. a SEART GitHub Search
+    export (the Code Clippy corpus holds only repo_name and stars; its commits, licence, fork and
+    size criteria come from SEART). Keys match case-insensitively."""
+
+    paths: list[LocalPath] = Field(
+        min_length=1, description="CSV or JSON Lines files (plain or .gz), or glob patterns, relative to this file."
+    )
+    key: str = Field(default="name", min_length=1, description="Metadata column with the key (SEART: name, owner/repo).")
+    on: str = Field(default="repo_name", min_length=1, description="Document column matched against the key.")
+    columns: dict[str, str] = Field(
+        default={"commits": "commits", "license": "license", "fork": "isFork", "size": "size"},
+        min_length=1,
+        description="Document column to add (or replace) ← metadata column it comes from. "
+        "Default: SEART's commits, license, isFork and size under the names the filters read.",
+    )
+    missing: Literal["drop", "keep", "fail"] = Field(
+        default="drop",
+        description="Documents whose key is not in the metadata: drop them (counted in the manifest), keep them "
+        "with empty columns (the filters then drop them), or fail naming one.",
+    )
+
+
 class DataSpec(Spec):
     """Training data: sources → filters → dedup → format → tokenize → pack into seq_len blocks."""
 
     sources: list[Source] = Field(min_length=1, description="Where the documents come from, read in this order.")
+    metadata: MetadataJoin | None = Field(
+        default=None, description="Repository metadata joined onto the documents before the filters."
+    )
     filters: list[Filter] = Field(default=[], description="Row filters, applied in order.")
     dedup: Dedup = Field(default={"type": "none"}, validate_default=True, description="Deduplication after filtering.")
     format: Format = Field(default={"type": "clm"}, validate_default=True, description="How rows become examples.")

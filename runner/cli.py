@@ -51,25 +51,11 @@ def validate(
     set_: SetOption = None,
 ) -> None:
     """Check recipes: every problem, located as file:line:col. Fragments (recipes/base) get key and type checks."""
-    from .recipe.errors import RecipeError
-    from .recipe.resolve import recipe_hash
+    from .entry import validate_files
 
-    failed = False
-    for path in recipes:
-        try:
-            loaded = _load(path, set_, allow_fragment=True)
-        except RecipeError as exc:
-            if _state["debug"]:
-                traceback.print_exc()
-            typer.echo(str(exc), err=True)
-            failed = True
-            continue
-        if loaded.fragment:
-            typer.echo(f"ok  {path}  (fragment: keys and types checked)")
-        else:
-            typer.echo(f"ok  {path}  {loaded.recipe.name}  {recipe_hash(loaded.recipe)[:8]}")
-    if failed:
-        raise typer.Exit(2)
+    code = validate_files(recipes, set_ or (), debug=_state["debug"])
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -45,6 +45,31 @@ def test_recipe_commands_import_no_heavy_library(argv, tmp_path):
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
 
 
+@pytest.mark.parametrize("argv", [
+    ["validate", "recipes/smoke.yaml", "recipes/base/logging.yaml"],
+    ["validate", "recipes/smoke.yaml", "--set", "train.steps=5", "recipes/apps-125m.yaml"],
+    ["validate", "-s", "train.steps=5", "--set=seed=3", "recipes/smoke.yaml"],
+    ["validate", "missing.yaml", "recipes"],
+    ["validate", "--", "recipes/smoke.yaml"],
+    ["validate", "--help"],
+    ["validate"],
+    ["validate", "--debug", "missing.yaml"],
+])
+def test_the_console_script_answers_validate_as_the_full_command_line_does(argv):
+    """`ccrun` (runner.entry) answers a plain validate without typer; anything else goes to runner.cli.
+    Either way: the same output and exit code."""
+    fast = subprocess.run([sys.executable, "-m", "runner.entry", *argv], cwd=ROOT, capture_output=True, text=True)
+    full = ccrun(*argv)
+    assert (fast.returncode, fast.stdout, fast.stderr) == (full.returncode, full.stdout, full.stderr)
+
+
+def test_the_validate_fast_path_imports_no_typer():
+    probe = ("import sys\nfrom runner.entry import main\ntry:\n    main(['validate', 'recipes/smoke.yaml'])\n"
+             "except SystemExit as e:\n    print(e.code, sorted(m for m in sys.modules if m.split('.')[0] in ('typer', 'click')))\n")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.splitlines()[-1] == "0 []", out.stdout + out.stderr
+
+
 def test_validate_reports_ok_recipes_and_fragments():
     out = ccrun("validate", "recipes/smoke.yaml", "recipes/base/logging.yaml")
     assert out.returncode == 0, out.stderr

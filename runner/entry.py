@@ -1,0 +1,84 @@
+"""The `ccrun` console script. `ccrun validate FILE... [--set KEY=VALUE]...` is answered here,
+without importing typer or building the command-line app (that costs about as much as the
+validation itself, and validate runs in editors and pre-commit hooks); everything else, including
+`validate --help` and any option this module does not know, goes to `runner.cli`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def validate_files(paths: Sequence[str | Path], overrides: Sequence[str], *, debug: bool = False) -> int:
+    """Check recipes, printing one `ok` line per good file and every problem of the others;
+    returns the exit code (0 all good, 2 any problem). Shared by both ways in."""
+    from .recipe.errors import RecipeError
+    from .recipe.load import load_recipe
+    from .recipe.resolve import recipe_hash
+
+    failed = False
+    for path in paths:
+        try:
+            loaded = load_recipe(path, overrides, allow_fragment=True)
+        except RecipeError as exc:
+            if debug:
+                traceback.print_exc()
+            print(str(exc), file=sys.stderr)
+            failed = True
+            continue
+        if loaded.fragment:
+            print(f"ok  {path}  (fragment: keys and types checked)")
+        else:
+            print(f"ok  {path}  {loaded.recipe.name}  {recipe_hash(loaded.recipe)[:8]}")
+    sys.stdout.flush()
+    return 2 if failed else 0
+
+
+def fast_validate_args(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
+    """(files, overrides) when argv is a plain `validate` this module can answer; otherwise None."""
+    if not argv or argv[0] != "validate":
+        return None
+    files: list[str] = []
+    overrides: list[str] = []
+    args = iter(argv[1:])
+    for arg in args:
+        if arg in ("--set", "-s"):
+            value = next(args, None)
+            if value is None:
+                return None
+            overrides.append(value)
+        elif arg.startswith("--set="):
+            overrides.append(arg.removeprefix("--set="))
+        elif arg == "--":
+            files.extend(args)
+        elif arg.startswith("-") and arg != "-":
+            return None  # --help, --debug, unknown options: the full command line answers
+        else:
+            files.append(arg)
+    return (files, overrides) if files else None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    fast = fast_validate_args(args)
+    if fast is None:
+        from .cli import main as full
+
+        full(args)
+        return
+    # Pydantic's plugin discovery scans every installed distribution's entry points; a process
+    # that only validates recipes has no use for plugins.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    try:
+        code = validate_files(*fast)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

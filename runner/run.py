@@ -170,12 +170,11 @@ def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
             final = summary["final"]
             log(f"train: {summary['steps']} steps, loss {final['train/loss']:.4f}"
                 + (f", val loss {final['val/loss']:.4f}" if "val/loss" in final else ""))
-            if any(e.suite == "loss" for e in recipe.evals) and "val/loss" in final:
-                name = next(e.name for e in recipe.evals if e.suite == "loss")
-                loss = {"val/loss": final["val/loss"], "val/perplexity": final["val/perplexity"]}
-                run.file("eval", name).mkdir(parents=True, exist_ok=True)
-                write_json(run.file("eval", name, "results.json"), loss)
-                results[name] = loss
+        for spec in (e for e in recipe.evals if e.suite == "loss"):
+            results[spec.name] = loss = _loss_suite(recipe, spec, model, tokens, results.get("train"))
+            run.file("eval", spec.name).mkdir(parents=True, exist_ok=True)
+            write_json(run.file("eval", spec.name, "results.json"), loss, overwrite=True)
+            log(f"eval {spec.name}: val loss {loss['val/loss']:.4f}, perplexity {loss['val/perplexity']:.2f}")
         if recipe.train is not None:
             from .track.compare import plot
 
@@ -207,6 +206,18 @@ def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
         _summary(run, status="failed", error=f"{type(exc).__name__}: {exc}", wall_time_s=round(time.time() - started, 1))
         tracker.finish(exit_code=1)
         raise
+
+
+def _loss_suite(recipe, spec, model, tokens, trained: dict | None) -> dict:
+    """A loss suite's results: the training's last validation when it measured the same thing
+    (all validation blocks, in micro-batches), else a pass of its own over the validation blocks."""
+    final = (trained or {}).get("final", {})
+    same = spec.max_batches is None and spec.batch_size in (None, recipe.train.micro_batch_size if recipe.train else None)
+    if same and "val/loss" in final:
+        return {"val/loss": final["val/loss"], "val/perplexity": final["val/perplexity"], "from": "training"}
+    from .train.loop import loss_eval
+
+    return {**loss_eval(recipe, spec, model, tokens["validation"]), "from": "eval"}
 
 
 class FollowerError(RuntimeError):
@@ -326,7 +337,7 @@ def sweep_table(rows: list[tuple[dict, dict, Path]]) -> str:
         if "val/loss" in final:
             cells.append(f"val/loss {final['val/loss']:.4f}")
         for name, value in results.items():
-            if name not in ("train", "loss") and isinstance(value, dict):
+            if name != "train" and isinstance(value, dict) and "val/loss" not in value:
                 cells.append(f"{name} " + " ".join(f"pass@{k} {v:.3f}" for k, v in value.items()))
         cells.append(str(path))
         lines.append("  ".join(cells))

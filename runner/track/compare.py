@@ -51,9 +51,13 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     if speed:
         row["tokens_per_s"] = speed
     for name, value in results.items():
-        if name not in ("train", "loss") and isinstance(value, dict):
-            for k, v in value.items():
-                row[f"{name}/pass@{k}"] = v
+        if name == "train" or not isinstance(value, dict):
+            continue
+        if "val/loss" in value:  # a loss suite (an eval-only run has no training loss to show)
+            row.setdefault("val/loss", value["val/loss"])
+            continue
+        for k, v in value.items():
+            row[f"{name}/pass@{k}"] = v
     if "wall_time_s" in summary:
         row["wall_time_s"] = summary["wall_time_s"]
     return row

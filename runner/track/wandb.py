@@ -64,7 +64,7 @@ class Tracker:
                 if isinstance(value, dict):
                     for k, v in value.items():
                         if isinstance(v, int | float):
-                            key = f"{name}/pass@{k}" if name not in ("train", "loss") and str(k).isdigit() else f"{name}/{k}"
+                            key = f"{name}/pass@{k}" if name != "train" and str(k).isdigit() else f"{name}/{k}"
                             self.run.summary[key] = v
         except Exception as exc:  # noqa: BLE001
             self._off(exc)

@@ -141,6 +141,24 @@ def evaluate(eval_step, params, blocks: Any, batch_size: int, mesh) -> dict[str,
     return {"val/loss": loss, "val/perplexity": math.exp(min(loss, 700.0))}
 
 
+def loss_eval(recipe: Recipe, spec: Any, model: Any, blocks: Any) -> dict[str, float]:
+    """The loss suite: validation loss and perplexity of `model` over `blocks`, in batches of
+    spec.batch_size rows (default train.micro_batch_size, or 8), at most spec.max_batches of them.
+    Runs data-parallel over this process's own devices (after training, the model is on the host)."""
+    from ..recipe.schema_train import MeshSpec
+    from .mesh import tree_shardings
+
+    mesh = make_mesh(MeshSpec(), devices=jax.local_devices())
+    size = spec.batch_size or (recipe.train.micro_batch_size if recipe.train else 8)
+    size = math.ceil(size / mesh.size) * mesh.size  # rows split evenly over the devices
+    if spec.max_batches is not None:
+        blocks = blocks.select(range(min(len(blocks), spec.max_batches * size)))
+    parts = split(model)
+    params = jax.device_put(parts.params, tree_shardings(parts.params, mesh))
+    out = evaluate(make_eval_step(parts.graphdef, parts.abstract), params, blocks.with_format("numpy"), size, mesh)
+    return {**out, "rows": len(blocks), "batch_size": size}
+
+
 def train(
     recipe: Recipe,
     model: Any,

@@ -5,8 +5,9 @@
 - The n samples of a prompt share one prefill: its cache rows are repeated n times.
 - Decoding runs `lax.while_loop` chunks of `CHUNK` tokens inside jit; between chunks the host
   checks stop sequences on the decoded text and ends the batch early when every row is done.
-- Greedy (temperature 0), temperature, top-k and top-p; every random draw comes from
-  (seed, batch, step), so the same call gives the same completions.
+- Greedy (temperature 0), temperature, top-k and top-p, passed as traced values: every sampling
+  setting runs the same compiled programs. Every random draw comes from (seed, batch, step), so
+  the same call gives the same completions.
 """
 
 from __future__ import annotations
@@ -36,44 +37,54 @@ class Sampling:
     max_new_tokens: int = 128
 
 
-def _filter_logits(logits: jax.Array, top_k: int, top_p: float) -> jax.Array:
-    """logits [B, V] with everything outside the top-k / nucleus set to -inf."""
-    if top_k:
-        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
-        logits = jnp.where(logits < kth, -jnp.inf, logits)
-    if top_p < 1.0:
-        order = jnp.argsort(-logits, axis=-1)
-        sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
-        probs = jax.nn.softmax(sorted_logits, axis=-1)
-        # keep a token if the mass before it is < top_p (the first token is always kept)
-        before = jnp.cumsum(probs, axis=-1) - probs
-        keep_sorted = before < top_p
-        keep = jnp.zeros_like(keep_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(keep_sorted)
-        logits = jnp.where(keep, logits, -jnp.inf)
-    return logits
+def _filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
+    """logits [B, V] with everything outside the top-k set (k = 0: no limit; ties with the k-th
+    kept) and outside the nucleus (top_p = 1: no limit) set to -inf. k and p are traced values."""
+    V = logits.shape[-1]
+    order = jnp.argsort(-logits, axis=-1)  # stable: equal logits keep their index order
+    sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+    kth = jnp.take(sorted_logits, jnp.clip(top_k, 1, V) - 1, axis=-1)[:, None]
+    in_k = (top_k <= 0) | (sorted_logits >= kth)
+    sorted_logits = jnp.where(in_k, sorted_logits, -jnp.inf)
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    # keep a token if the mass before it is < top_p (the first token is always kept)
+    before = jnp.cumsum(probs, axis=-1) - probs
+    keep_sorted = in_k & ((top_p >= 1.0) | (before < top_p))
+    keep = jnp.zeros_like(keep_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(keep_sorted)
+    return jnp.where(keep, logits, -jnp.inf)
 
 
-def _choose(logits: jax.Array, key: jax.Array, sampling: Sampling) -> jax.Array:
-    """Next token per row, int32 [B]."""
-    if sampling.temperature == 0.0:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    logits = _filter_logits(logits / sampling.temperature, sampling.top_k, sampling.top_p)
-    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+def _choose(logits: jax.Array, key: jax.Array, knobs: jax.Array) -> jax.Array:
+    """Next token per row, int32 [B]. knobs = [temperature, top_p, top_k] as traced values, so
+    every sampling setting runs the same compiled program (temperature 0: greedy)."""
+    temperature, top_p, top_k = knobs[0], knobs[1], knobs[2].astype(jnp.int32)
+
+    def sample(logits):
+        scaled = logits / temperature
+        scaled = jax.lax.cond((top_k > 0) | (top_p < 1.0), lambda x: _filter_logits(x, top_k, top_p),
+                              lambda x: x, scaled)
+        return jax.random.categorical(key, scaled, axis=-1).astype(jnp.int32)
+
+    return jax.lax.cond(temperature == 0.0, lambda x: jnp.argmax(x, axis=-1).astype(jnp.int32), sample, logits)
 
 
-@partial(jax.jit, static_argnames=("graphdef", "repeat", "max_len", "sampling"))
-def _prefill(graphdef, state, ids, mask, key, *, repeat: int, max_len: int, sampling: Sampling):
+def _knobs(sampling: Sampling) -> jax.Array:
+    return jnp.asarray([sampling.temperature, sampling.top_p, float(sampling.top_k)], jnp.float32)
+
+
+@partial(jax.jit, static_argnames=("graphdef", "repeat", "max_len"))
+def _prefill(graphdef, state, ids, mask, key, knobs, *, repeat: int, max_len: int):
     """Prefill [Bp, P] prompts, repeat each row's cache `repeat` times, choose the first tokens."""
     model = nnx.merge(graphdef, state)
     cache = model.init_cache(ids.shape[0], max_len)
     logits, cache = model.extend(ids, cache, attention_mask=mask)
     cache = jax.tree_util.tree_map(lambda x: jnp.repeat(x, repeat, axis=0) if x.ndim else x, cache)
     last = jnp.repeat(logits[:, -1], repeat, axis=0)  # [B, V]
-    return _choose(last, key, sampling), cache
+    return _choose(last, key, knobs), cache
 
 
-@partial(jax.jit, static_argnames=("graphdef", "sampling", "steps", "eos"), donate_argnames=("cache",))
-def _decode(graphdef, state, cache, token, done, out, start, key, *, sampling: Sampling, steps: int, eos: int):
+@partial(jax.jit, static_argnames=("graphdef", "steps", "eos"), donate_argnames=("cache",))
+def _decode(graphdef, state, cache, token, done, out, start, key, knobs, *, steps: int, eos: int):
     """Decode up to `steps` tokens: write them into out[:, start + i]; rows that emit EOS stop."""
     model = nnx.merge(graphdef, state)
 
@@ -86,7 +97,7 @@ def _decode(graphdef, state, cache, token, done, out, start, key, *, sampling: S
         out = jax.lax.dynamic_update_slice(out, jnp.where(done, eos, token)[:, None], (0, start + i))
         done = done | (token == eos)
         logits, cache = model.extend(token[:, None], cache)
-        nxt = _choose(logits[:, -1], jax.random.fold_in(key, start + i), sampling)
+        nxt = _choose(logits[:, -1], jax.random.fold_in(key, start + i), knobs)
         return i + 1, cache, nxt, done, out
 
     i, cache, token, done, out = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), cache, token, done, out))
@@ -122,6 +133,7 @@ def generate(
     graphdef, state = nnx.split(model)
     per_batch = max(1, batch_size // n)  # prompts per batch
     key = stream_key(seed, "sample")
+    knobs = _knobs(sampling)
     results: list[list[list[int]]] = []
     room = config.max_positions - sampling.max_new_tokens
     if room < 1:
@@ -139,8 +151,8 @@ def generate(
                 mask[r, P - len(p) :] = 1
         mask[rows:, -1] = 1  # padding rows: one dummy token so attention has something to see
         batch_key = jax.random.fold_in(key, b)
-        token, cache = _prefill(graphdef, state, jnp.asarray(ids), jnp.asarray(mask), batch_key, repeat=n,
-                                max_len=P + sampling.max_new_tokens, sampling=sampling)
+        token, cache = _prefill(graphdef, state, jnp.asarray(ids), jnp.asarray(mask), batch_key, knobs, repeat=n,
+                                max_len=P + sampling.max_new_tokens)
         B = per_batch * n
         done = jnp.asarray(np.arange(B) >= rows * n)  # padding rows start done
         out = jnp.full((B, sampling.max_new_tokens), eos_id, jnp.int32)
@@ -148,7 +160,7 @@ def generate(
         while start < sampling.max_new_tokens:
             steps = min(chunk, sampling.max_new_tokens - start)
             cache, token, done, out, taken = _decode(graphdef, state, cache, token, done, out, jnp.int32(start),
-                                                     batch_key, sampling=sampling, steps=steps, eos=eos_id)
+                                                     batch_key, knobs, steps=steps, eos=eos_id)
             start += int(taken)
             host_done = np.array(done)  # a writable copy
             if is_done is not None or row_done is not None:

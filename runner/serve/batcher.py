@@ -2,7 +2,7 @@
 
 HTTP handlers put a `Job` on the queue and await its future, so the event loop never decodes. The
 thread takes the oldest job and the queued jobs that share its sampling settings and sample count
-(static arguments of the jitted sampler: only they can share a batch), up to `max_batch`
+(the sampler takes one setting per batch; changing it compiles nothing new), up to `max_batch`
 requests, waiting up to `wait_s` for companions while the batch is not full, and runs
 `generate` once for all of them. Batch sizes are rounded up to powers of two, so a handful of
 shapes compile. Each job keeps its own stop sequences and deadline (checked between chunks).

@@ -65,6 +65,28 @@ def test_top_k_and_top_p_filters():
     assert np.isfinite(np.asarray(_filter_logits(logits, 0, 0.05))).tolist() == [[True, False, False, False]]
 
 
+def test_ties_with_the_kth_logit_are_kept_and_both_filters_combine():
+    logits = jnp.log(jnp.asarray([[0.4, 0.2, 0.2, 0.1, 0.1], [0.1, 0.2, 0.3, 0.15, 0.25]]))
+    assert np.isfinite(np.asarray(_filter_logits(logits, 2, 1.0))).tolist() == [
+        [True, True, True, False, False], [False, False, True, False, True]]
+    # top-k 3, then the nucleus 0.5 of what is left (renormalised): row 1 is 0.5/0.25/0.25, so the
+    # second token starts at 0.5 and goes; row 2 is 0.4/0.33/0.27, so 0.3 and 0.25 stay
+    assert np.isfinite(np.asarray(_filter_logits(logits, 3, 0.5))).tolist() == [
+        [True, False, False, False, False], [False, False, True, False, True]]
+
+
+def test_every_sampling_setting_runs_one_compiled_decoder(model):
+    """temperature, top_p and top_k are traced values: changing them compiles nothing new."""
+    from runner.evals.sample import _decode, _prefill
+
+    generate(model, PROMPTS, n=2, sampling=Sampling(max_new_tokens=8), eos_id=EOS, batch_size=8)
+    sizes = (_decode._cache_size(), _prefill._cache_size())
+    outs = [generate(model, PROMPTS, n=2, sampling=Sampling(t, p, k, 8), eos_id=EOS, batch_size=8)
+            for t, p, k in [(0.8, 0.95, 0), (1.0, 1.0, 5), (0.3, 0.5, 2)]]
+    assert (_decode._cache_size(), _prefill._cache_size()) == sizes
+    assert len({str(o) for o in outs}) == 3
+
+
 def test_max_new_tokens_and_stop_cut():
     assert cut_at_stop("    return x\ndef g():\n", ["\ndef", "\nclass"]) == "    return x"
     assert cut_at_stop("no stop here", ["\ndef"]) == "no stop here"

@@ -5,8 +5,8 @@
 - The n samples of a prompt share one prefill: its cache rows are repeated n times.
 - Decoding runs `lax.while_loop` chunks of `CHUNK` tokens inside jit; between chunks the host
   checks stop sequences on the decoded text and ends the batch early when every row is done.
-- Greedy (temperature 0), temperature, top-k and top-p, passed as traced values: every sampling
-  setting runs the same compiled programs. Every random draw comes from (seed, batch, step), so
+- Greedy (temperature 0), temperature, top-k and top-p, passed as traced values per row: every
+  sampling setting, and every mix of settings in one batch, runs the same compiled programs. Every random draw comes from (seed, batch, step), so
   the same call gives the same completions.
 """
 
@@ -37,13 +37,17 @@ class Sampling:
     max_new_tokens: int = 128
 
 
-def _filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
+def _filter_logits(logits: jax.Array, top_k: Any, top_p: Any) -> jax.Array:
     """logits [B, V] with everything outside the top-k set (k = 0: no limit; ties with the k-th
-    kept) and outside the nucleus (top_p = 1: no limit) set to -inf. k and p are traced values."""
+    kept) and outside the nucleus (top_p = 1: no limit) set to -inf. k and p are traced values,
+    one for every row or one per row ([B])."""
     V = logits.shape[-1]
+    top_k = jnp.reshape(jnp.asarray(top_k), (-1, 1))  # [B or 1, 1]
+    top_p = jnp.reshape(jnp.asarray(top_p, jnp.float32), (-1, 1))
     order = jnp.argsort(-logits, axis=-1)  # stable: equal logits keep their index order
     sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
-    kth = jnp.take(sorted_logits, jnp.clip(top_k, 1, V) - 1, axis=-1)[:, None]
+    index = jnp.broadcast_to(jnp.clip(top_k, 1, V) - 1, (logits.shape[0], 1))
+    kth = jnp.take_along_axis(sorted_logits, index, axis=-1)
     in_k = (top_k <= 0) | (sorted_logits >= kth)
     sorted_logits = jnp.where(in_k, sorted_logits, -jnp.inf)
     probs = jax.nn.softmax(sorted_logits, axis=-1)
@@ -55,21 +59,28 @@ def _filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax
 
 
 def _choose(logits: jax.Array, key: jax.Array, knobs: jax.Array) -> jax.Array:
-    """Next token per row, int32 [B]. knobs = [temperature, top_p, top_k] as traced values, so
-    every sampling setting runs the same compiled program (temperature 0: greedy)."""
-    temperature, top_p, top_k = knobs[0], knobs[1], knobs[2].astype(jnp.int32)
+    """Next token per row, int32 [B]. knobs [B, 3] = (temperature, top_p, top_k) per row, traced,
+    so every mix of sampling settings runs the same compiled program (temperature 0: greedy)."""
+    temperature, top_p, top_k = knobs[:, 0], knobs[:, 1], knobs[:, 2].astype(jnp.int32)
+    greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
     def sample(logits):
-        scaled = logits / temperature
-        scaled = jax.lax.cond((top_k > 0) | (top_p < 1.0), lambda x: _filter_logits(x, top_k, top_p),
+        scaled = logits / jnp.where(temperature > 0, temperature, 1.0)[:, None]
+        scaled = jax.lax.cond(jnp.any((top_k > 0) | (top_p < 1.0)), lambda x: _filter_logits(x, top_k, top_p),
                               lambda x: x, scaled)
-        return jax.random.categorical(key, scaled, axis=-1).astype(jnp.int32)
+        drawn = jax.random.categorical(key, scaled, axis=-1).astype(jnp.int32)
+        return jnp.where(temperature > 0, drawn, greedy)
 
-    return jax.lax.cond(temperature == 0.0, lambda x: jnp.argmax(x, axis=-1).astype(jnp.int32), sample, logits)
+    return jax.lax.cond(jnp.all(temperature == 0.0), lambda x: greedy, sample, logits)
 
 
-def _knobs(sampling: Sampling) -> jax.Array:
-    return jnp.asarray([sampling.temperature, sampling.top_p, float(sampling.top_k)], jnp.float32)
+def _knobs(settings: Sequence[Sampling], repeat: int, rows: int) -> jax.Array:
+    """[rows * repeat, 3]: each setting's knobs repeated for its n samples; padding rows greedy."""
+    table = np.zeros((rows * repeat, 3), np.float32)
+    table[:, 1] = 1.0
+    for i, s in enumerate(settings):
+        table[i * repeat : (i + 1) * repeat] = (s.temperature, s.top_p, float(s.top_k))
+    return jnp.asarray(table)
 
 
 @partial(jax.jit, static_argnames=("graphdef", "repeat", "max_len"))
@@ -113,7 +124,7 @@ def generate(
     prompts: Sequence[Sequence[int]],
     *,
     n: int,
-    sampling: Sampling,
+    sampling: Sampling | Sequence[Sampling],
     eos_id: int,
     seed: int = 0,
     batch_size: int = 32,
@@ -128,12 +139,18 @@ def generate(
     caller end a row early (stop sequences); `progress(k)` is told when k prompts are finished.
     `row_done(prompt_index, sample_index, tokens)` is `is_done` told whose row it is (each request
     of a served batch has its own stops and deadline); both are asked every `chunk` tokens.
+    `sampling` is one setting for every prompt, or one per prompt (with one max_new_tokens).
     """
     config = model.config
     graphdef, state = nnx.split(model)
     per_batch = max(1, batch_size // n)  # prompts per batch
     key = stream_key(seed, "sample")
-    knobs = _knobs(sampling)
+    settings = [sampling] * len(prompts) if isinstance(sampling, Sampling) else list(sampling)
+    if len(settings) != len(prompts):
+        raise ValueError(f"{len(settings)} sampling settings for {len(prompts)} prompts")
+    if len({s.max_new_tokens for s in settings}) > 1:
+        raise ValueError("the prompts of one call share max_new_tokens")
+    sampling = settings[0] if settings else Sampling()
     results: list[list[list[int]]] = []
     room = config.max_positions - sampling.max_new_tokens
     if room < 1:
@@ -151,6 +168,7 @@ def generate(
                 mask[r, P - len(p) :] = 1
         mask[rows:, -1] = 1  # padding rows: one dummy token so attention has something to see
         batch_key = jax.random.fold_in(key, b)
+        knobs = _knobs(settings[first : first + per_batch], n, per_batch)
         token, cache = _prefill(graphdef, state, jnp.asarray(ids), jnp.asarray(mask), batch_key, knobs, repeat=n,
                                 max_len=P + sampling.max_new_tokens)
         B = per_batch * n

@@ -1,8 +1,8 @@
 """Dynamic batching: requests that arrive together are decoded together, by one thread that owns the model.
 
 HTTP handlers put a `Job` on the queue and await its future, so the event loop never decodes. The
-thread takes the oldest job and the queued jobs that share its sampling settings and sample count
-(the sampler takes one setting per batch; changing it compiles nothing new), up to `max_batch`
+thread takes the oldest job and the queued jobs that share its sample count and max_new_tokens
+(the shape of the decode; temperature, top_p and top_k are per row and may differ), up to `max_batch`
 requests, waiting up to `wait_s` for companions while the batch is not full, and runs
 `generate` once for all of them. Batch sizes are rounded up to powers of two, so a handful of
 shapes compile. Each job keeps its own stop sequences and deadline (checked between chunks).
@@ -31,8 +31,9 @@ class Job:
     future: Future = field(default_factory=Future)
 
     @property
-    def key(self) -> tuple[Sampling, int]:
-        return self.sampling, self.n
+    def key(self) -> tuple[int, int]:
+        """Jobs with the same key can share a batch: the same samples per prompt and token budget."""
+        return self.n, self.sampling.max_new_tokens
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,8 @@ class Batcher:
                 job.future.set_result(result)
 
     def _decode(self, group: list[Job]) -> list[Result]:
-        sampling, n = group[0].key
+        n = group[0].n
+        sampling = group[0].sampling  # max_new_tokens is the group's; the other knobs are per job
         room = self.model.config.max_positions - sampling.max_new_tokens
         if room < 1:
             raise ValueError(f"max_new_tokens {sampling.max_new_tokens} leaves no room for a prompt")
@@ -160,8 +162,8 @@ class Batcher:
         with self._cond:
             seed = self._stats["batches"]  # a fresh draw per batch; greedy does not depend on it
         tokens = self._generate(
-            self.model, prompts, n=n, sampling=sampling, eos_id=self.tokenizer.eos_token_id, seed=seed,
-            batch_size=min(_pow2(len(group)), self.max_batch) * n,  # sequences: a few padded shapes
+            self.model, prompts, n=n, sampling=[j.sampling for j in group], eos_id=self.tokenizer.eos_token_id,
+            seed=seed, batch_size=min(_pow2(len(group)), self.max_batch) * n,  # sequences: a few padded shapes
             row_done=row_done if watch else None, chunk=self.chunk,
         )
         results = []

@@ -87,6 +87,19 @@ def test_every_sampling_setting_runs_one_compiled_decoder(model):
     assert len({str(o) for o in outs}) == 3
 
 
+def test_one_setting_per_prompt_in_one_batch(model):
+    greedy, hot = Sampling(max_new_tokens=10), Sampling(temperature=1.0, top_k=4, max_new_tokens=10)
+    mixed = generate(model, PROMPTS, n=2, sampling=[greedy, hot, greedy, hot], eos_id=EOS, seed=3, batch_size=8)
+    alone = generate(model, PROMPTS, n=1, sampling=greedy, eos_id=EOS, batch_size=8)
+    for i in (0, 2):  # greedy rows decoded beside sampled ones: exactly their greedy completion
+        assert mixed[i] == [alone[i][0]] * 2
+    assert mixed[1][0] != mixed[1][1] or mixed[3][0] != mixed[3][1]
+    with pytest.raises(ValueError, match="share max_new_tokens"):
+        generate(model, PROMPTS[:2], n=1, sampling=[greedy, Sampling(max_new_tokens=5)], eos_id=EOS)
+    with pytest.raises(ValueError, match="3 sampling settings for 4 prompts"):
+        generate(model, PROMPTS, n=1, sampling=[greedy] * 3, eos_id=EOS)
+
+
 def test_max_new_tokens_and_stop_cut():
     assert cut_at_stop("    return x\ndef g():\n", ["\ndef", "\nclass"]) == "    return x"
     assert cut_at_stop("no stop here", ["\ndef"]) == "no stop here"

@@ -177,6 +177,24 @@ def test_requests_that_arrive_together_are_decoded_together(server):
     assert [a.json()[0]["generated_text"] for a in answers] == [greedy(server, p) for p in prompts]
 
 
+def test_requests_with_different_sampling_settings_share_a_batch(server):
+    """temperature, top_p and top_k are per row: greedy and sampled requests decode together, and
+    the greedy ones still get exactly their greedy completion."""
+    prompts = [f"class C{i}:" for i in range(6)]
+    sampled = {"max_new_tokens": 16, "do_sample": True, "temperature": 0.9, "top_k": 5, "top_p": 0.9}
+    bodies = [{"inputs": p, "parameters": {**(GREEDY16 if i % 2 == 0 else sampled), "return_full_text": False}}
+              for i, p in enumerate(prompts)]
+    post(server, "/models/ccrun", bodies[1])
+    before = httpx.get(server.url + "/health").json()["batching"]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(lambda b: post(server, "/models/ccrun", b), bodies))
+    after = httpx.get(server.url + "/health").json()["batching"]
+    assert all(a.status_code == 200 for a in answers)
+    assert after["batches"] - before["batches"] < len(bodies) and after["shared_batch"] > before["shared_batch"]
+    texts = [a.json()[0]["generated_text"] for a in answers]
+    assert [texts[i] for i in (0, 2, 4)] == [greedy(server, prompts[i]) for i in (0, 2, 4)]
+
+
 def test_a_long_document_is_cut_from_the_left_keeping_the_cursor_end(server):
     s = server.served
     document = (ROOT / "runner" / "cli.py").read_text()

@@ -84,7 +84,13 @@ def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024) -
         size = request.headers.get("content-length")
         if size is not None and size.isdigit() and int(size) > MAX_BODY:
             raise RequestError([("", f"the body is {int(size)} bytes; at most {MAX_BODY}")], status=413)
-        return parse(await request.body(), model)
+        chunks, total = [], 0
+        async for chunk in request.stream():  # a chunked upload has no Content-Length: count as it comes
+            total += len(chunk)
+            if total > MAX_BODY:
+                raise RequestError([("", f"the body is over {MAX_BODY} bytes")], status=413)
+            chunks.append(chunk)
+        return parse(b"".join(chunks), model)
 
     async def generate(text: str, sampling: Sampling, n: int, stop: tuple[str, ...] = (),
                        max_time: float | None = None) -> Result:

@@ -242,3 +242,17 @@ def test_solve_prompts_with_the_apps_prompt_of_training(server):
     assert out["solutions"] == [greedy(server, out["prompt"])]
     plain = post(server, "/v1/solve", {"question": question, "max_new_tokens": 16}).json()
     assert plain["prompt"] == apps_prompt(question, None, None) and "Use Standard Input format" in plain["prompt"]
+
+
+def test_an_oversized_body_is_refused_with_or_without_content_length(server):
+    big = b'{"inputs": "' + b"x" * (9 * 1024 * 1024) + b'"}'
+    r = httpx.post(server.url + "/models/x", content=big, timeout=60)
+    assert r.status_code == 413 and "at most" in r.json()["error"]
+
+    def chunks():  # a generator body goes out chunked, with no Content-Length
+        for start in range(0, len(big), 1 << 20):
+            yield big[start : start + (1 << 20)]
+
+    r = httpx.post(server.url + "/models/x", content=chunks(), timeout=60)
+    assert r.status_code == 413 and "over" in r.json()["error"]
+    assert httpx.get(server.url + "/health").json()["status"] == "ok"

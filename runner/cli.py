@@ -442,11 +442,11 @@ def eval_(
         _fail(f"ccrun eval: {exc}", 1)
     if not target.is_dir():
         out = conductor.create_run_dir(loaded, runs_root=runs_dir).path / "eval"
-    from .evals.suites import run_evals
+    from .evals.suites import pass_rates, run_evals
 
     results = run_evals(recipe, model, tokenizer, out, workers=workers)
     for name, r in results.items():
-        rates = r.get("pass_at_k") or {k: v for s in r["sampling"] for k, v in s["overall"]["pass_at_k"].items()}
+        rates = pass_rates(r)
         typer.echo(f"{name}: {r['problems']} problems; " + ", ".join(f"pass@{k} {v:.4f}" for k, v in rates.items()))
     typer.echo(str(out))
 

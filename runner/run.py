@@ -10,6 +10,7 @@ from pathlib import Path
 from .recipe.load import Loaded
 from .recipe.resolve import recipe_hash, to_yaml
 from .recipe.yamlio import dump
+from .track.compare import generation_rates
 from .track.rundir import RunDir, atomic_write, git_state, provenance, write_json
 
 
@@ -87,6 +88,15 @@ def _record_devices(run: RunDir) -> None:
     write_json(path, prov, overwrite=True)
 
 
+def _data_outputs(run: RunDir):
+    """(token blocks, tokenizer) the data stage wrote into the run directory."""
+    from datasets import load_from_disk
+
+    from .model import load_tokenizer
+
+    return load_from_disk(str(run.file("data", "tokens"))), load_tokenizer(run.file("data", "tokenizer"))
+
+
 def _recipe_files(loaded: Loaded, run: RunDir) -> dict[str, Path]:
     """The files a run came from, named for the recipe artifact: the extends chain relative to
     the directory they share, then the run directory's overrides.yaml and resolved.yaml."""
@@ -126,13 +136,11 @@ def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
                       group=sweep["group"] if sweep else None, tags=["sweep"] if sweep else [])
     tracker.recipe_artifact(recipe.name, _recipe_files(loaded, run), metadata=config["ccrun"])
     try:
-        from .model import build_model, load_tokenizer, save_pretrained
+        from .model import build_model, save_pretrained
         from .model.from_recipe import build_tokenizer
 
         tokens = None
         if recipe.data is not None:
-            from datasets import load_from_disk
-
             from .data import describe, prepare_data
 
             try:
@@ -147,8 +155,7 @@ def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
                 broadcast_flag(False)  # the other processes stop too
                 raise
             broadcast_flag(True)  # the other processes read the data this one wrote
-            tokens = load_from_disk(str(run.file("data", "tokens")))
-            tokenizer = load_tokenizer(run.file("data", "tokenizer"))
+            tokens, tokenizer = _data_outputs(run)
         else:
             tokenizer = build_tokenizer(recipe.tokenizer)
         try:
@@ -185,17 +192,14 @@ def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
         if any(e.suite != "loss" for e in recipe.evals):
             import shutil
 
-            from .evals.suites import run_evals
+            from .evals.suites import pass_rates, run_evals
 
             for spec in recipe.evals:  # resuming: a suite that did not finish starts over
                 partial = run.file("eval", spec.name)
                 if spec.suite != "loss" and partial.exists() and not (partial / "results.json").is_file():
                     shutil.rmtree(partial)
             for name, r in run_evals(recipe, model, tokenizer, run.file("eval")).items():
-                rates = r.get("pass_at_k") or {
-                    k: v for part in r["sampling"] for k, v in part["overall"]["pass_at_k"].items()
-                }
-                results[name] = rates
+                results[name] = rates = pass_rates(r)
                 log(f"eval {name}: " + ", ".join(f"pass@{k} {v:.4f}" for k, v in rates.items()))
         _summary(run, status="succeeded", results=results, wall_time_s=round(time.time() - started, 1))
         tracker.results(results)
@@ -228,9 +232,7 @@ def _follow(loaded: Loaded, run: RunDir) -> dict:
     """A process other than 0 under jax.distributed: it computes its part of training and writes
     only its checkpoint shards; process 0 writes everything else (run directory files, metrics,
     W&B, final/, evals). The collective calls mirror `execute`'s, in the same order."""
-    from datasets import load_from_disk
-
-    from .model import build_model, load_tokenizer
+    from .model import build_model
     from .model.from_recipe import build_tokenizer
     from .train.mesh import broadcast_flag
 
@@ -239,8 +241,7 @@ def _follow(loaded: Loaded, run: RunDir) -> dict:
     if recipe.data is not None:
         if not broadcast_flag(True):
             raise FollowerError("process 0 failed in the data stage (its output says why)")
-        tokens = load_from_disk(str(run.file("data", "tokens")))
-        tokenizer = load_tokenizer(run.file("data", "tokenizer"))
+        tokens, tokenizer = _data_outputs(run)
     else:
         tokenizer = build_tokenizer(recipe.tokenizer)
     model = build_model(recipe.model, tokenizer=tokenizer, seed=recipe.seed)
@@ -336,9 +337,8 @@ def sweep_table(rows: list[tuple[dict, dict, Path]]) -> str:
         cells = [", ".join(f"{k}={v}" for k, v in point.items()), summary.get("status", "?")]
         if "val/loss" in final:
             cells.append(f"val/loss {final['val/loss']:.4f}")
-        for name, value in results.items():
-            if name != "train" and isinstance(value, dict) and "val/loss" not in value:
-                cells.append(f"{name} " + " ".join(f"pass@{k} {v:.3f}" for k, v in value.items()))
+        for name, rates in generation_rates(results):
+            cells.append(f"{name} " + " ".join(f"pass@{k} {v:.3f}" for k, v in rates.items()))
         cells.append(str(path))
         lines.append("  ".join(cells))
     return "sweep:\n" + "\n".join(f"  {line}" for line in lines)

@@ -96,6 +96,11 @@ def run_apps(spec: AppsEval, model: Any, tokenizer: Any, sandbox: Any, *, seed: 
     return scored_all, results
 
 
+def pass_rates(result: dict[str, Any]) -> dict[Any, float]:
+    """pass@k of a suite's results.json: HumanEval's combined table, or APPS's per sampling setting."""
+    return result.get("pass_at_k") or {k: v for part in result["sampling"] for k, v in part["overall"]["pass_at_k"].items()}
+
+
 def run_evals(recipe: Any, model: Any, tokenizer: Any, out_dir: str | Path, *, workers: int = 2,
               sandbox: Any = None) -> dict[str, Any]:
     """Every generation suite of the recipe into out_dir/<name>/; returns {name: results}."""

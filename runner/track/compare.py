@@ -38,6 +38,12 @@ def _median_speed(metrics: list[dict[str, Any]]) -> float | None:
     return speeds[len(speeds) // 2] if speeds else None  # median of the logged windows
 
 
+def generation_rates(results: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
+    """(suite name, pass@k) of a summary's generation suites: not train, not a loss suite."""
+    return [(name, value) for name, value in results.items()
+            if name != "train" and isinstance(value, dict) and "val/loss" not in value]
+
+
 def run_row(run_dir: Path) -> dict[str, Any]:
     """What a run achieved, flat: status, final losses, pass@k per suite, throughput, wall time."""
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
@@ -50,13 +56,11 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     speed = _median_speed(read_metrics(run_dir))
     if speed:
         row["tokens_per_s"] = speed
-    for name, value in results.items():
-        if name == "train" or not isinstance(value, dict):
-            continue
-        if "val/loss" in value:  # a loss suite (an eval-only run has no training loss to show)
+    for value in results.values():  # a loss suite: an eval-only run has no training loss to show
+        if isinstance(value, dict) and "val/loss" in value:
             row.setdefault("val/loss", value["val/loss"])
-            continue
-        for k, v in value.items():
+    for name, rates in generation_rates(results):
+        for k, v in rates.items():
             row[f"{name}/pass@{k}"] = v
     if "wall_time_s" in summary:
         row["wall_time_s"] = summary["wall_time_s"]

@@ -61,12 +61,13 @@ def _norm(key: Any) -> str:
     return str(key).strip().lower()
 
 
-def read_metadata(spec: Any) -> tuple[dict[str, tuple], dict[str, Any]]:
-    """{normalised key: values in spec.columns order}, and counts for the manifest."""
+def read_metadata(spec: Any, files: list[str]) -> tuple[dict[str, tuple], dict[str, Any]]:
+    """{normalised key: values in spec.columns order}, and counts for the manifest. `files` are
+    the ones `metadata_fingerprint` hashed (the cache key holds what is read)."""
     wanted = list(spec.columns.values())
     table: dict[str, tuple] = {}
     rows = repeated = 0
-    for path in expand(spec.paths, "data.metadata.paths"):
+    for path in map(Path, files):
         header, reader = _rows(path)
         if header is not None:
             missing = [c for c in [spec.key, *wanted] if c not in header]

@@ -168,8 +168,9 @@ def _build(recipe: Recipe, tokenizer: Any, fingerprints: dict[str, list[dict[str
     work = Path(tempfile.mkdtemp(prefix="work-", dir=target))
     metadata = None
     if data.metadata is not None:
-        table, info = read_metadata(data.metadata)
-        metadata = (data.metadata, table, {**fingerprints["data.metadata"][0], **info})
+        (fingerprint,) = fingerprints["data.metadata"]
+        table, info = read_metadata(data.metadata, list(fingerprint["files"]))
+        metadata = (data.metadata, table, {**fingerprint, **info})
     docs, doc_report = _documents(data.sources, "data.sources", fingerprints["data.sources"], data.filters,
                                   data.dedup.type, num_proc, work, metadata)
     train_docs, val_docs, split_report = _split(recipe, docs, fingerprints, num_proc, work, metadata)

@@ -6,8 +6,8 @@
 - Decoding runs `lax.while_loop` chunks of `CHUNK` tokens inside jit; between chunks the host
   checks stop sequences on the decoded text and ends the batch early when every row is done.
 - Greedy (temperature 0), temperature, top-k and top-p, passed as traced values per row: every
-  sampling setting, and every mix of settings in one batch, runs the same compiled programs. Every random draw comes from (seed, batch, step), so
-  the same call gives the same completions.
+  sampling setting, and every mix of settings in one batch, runs the same compiled programs.
+  Every random draw comes from (seed, batch, step), so the same call gives the same completions.
 """
 
 from __future__ import annotations
@@ -128,17 +128,16 @@ def generate(
     eos_id: int,
     seed: int = 0,
     batch_size: int = 32,
-    is_done: Callable[[list[int]], bool] | None = None,
     progress: Callable[[int], None] | None = None,
     row_done: Callable[[int, int, list[int]], bool] | None = None,
     chunk: int = CHUNK,
 ) -> list[list[list[int]]]:
     """Token completions [prompt][sample] (without the prompt; up to and excluding EOS).
 
-    `batch_size` counts sequences decoded together (prompts x n); `is_done(tokens)` lets the
-    caller end a row early (stop sequences); `progress(k)` is told when k prompts are finished.
-    `row_done(prompt_index, sample_index, tokens)` is `is_done` told whose row it is (each request
-    of a served batch has its own stops and deadline); both are asked every `chunk` tokens.
+    `batch_size` counts sequences decoded together (prompts x n); `progress(k)` is told when k
+    prompts are finished. `row_done(prompt_index, sample_index, tokens)` lets the caller end a row
+    early (stop sequences; each request of a served batch has its own stops and deadline); it is
+    asked every `chunk` tokens.
     `sampling` is one setting for every prompt, or one per prompt (with one max_new_tokens).
     """
     config = model.config
@@ -181,15 +180,13 @@ def generate(
                                                      batch_key, knobs, steps=steps, eos=eos_id)
             start += int(taken)
             host_done = np.array(done)  # a writable copy
-            if is_done is not None or row_done is not None:
+            if row_done is not None:
                 tokens = np.asarray(out[:, :start])
                 for r in np.flatnonzero(~host_done):
                     row = tokens[r]
                     cut = np.flatnonzero(row == eos_id)
                     row = row[: cut[0]].tolist() if len(cut) else row.tolist()
-                    if (is_done is not None and is_done(row)) or (
-                        row_done is not None and row_done(first + r // n, r % n, row)
-                    ):
+                    if row_done(first + r // n, r % n, row):
                         host_done[r] = True
                 done = jnp.asarray(host_done)
             if host_done.all():
@@ -232,10 +229,10 @@ def complete(
     """Text completions [prompt][sample], each without the prompt and cut at the first stop sequence."""
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
 
-    def is_done(tokens: list[int]) -> bool:
+    def stopped(_prompt: int, _sample: int, tokens: list[int]) -> bool:
         text = tokenizer.decode(tokens)
         return any(s in text for s in stop)
 
     tokens = generate(model, encoded, n=n, sampling=sampling, eos_id=tokenizer.eos_token_id, seed=seed,
-                      batch_size=batch_size, is_done=is_done if stop else None, progress=progress)
+                      batch_size=batch_size, row_done=stopped if stop else None, progress=progress)
     return [[cut_at_stop(tokenizer.decode(t), stop) for t in samples] for samples in tokens]

@@ -1,6 +1,7 @@
 """Weights & Biases: the resolved recipe as config, the recipe files as an artifact, every
-metrics.jsonl record as a step, eval results in the summary and every scored sample as a table. W&B never stops a run: if it cannot start online (no key, no network) the
-run goes on offline, and if it cannot start at all, local logs carry on after one warning."""
+metrics.jsonl record as a step, eval results in the summary and every scored sample as a table.
+W&B never stops a run: if it cannot start online (no key, no network) the run goes on offline,
+and if it cannot start at all, local logs carry on after one warning."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import re
 import secrets
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from typing import Any
 class Tracker:
     def __init__(self, recipe: Any, run_dir: Path, *, config: dict[str, Any], job_type: str,
                  log=lambda line: print(line, file=sys.stderr, flush=True), group: str | None = None,
-                 tags: list[str] = ()):
+                 tags: Sequence[str] = ()):
         self.run = None
         self.log_line = log
         spec = recipe.logging.wandb

@@ -162,7 +162,7 @@ def run(
     if dry_run:
         typer.echo(str(conductor.create_run_dir(loaded, runs_root=runs_dir).path))
         return
-    from .train.mesh import is_primary
+    from .common.procs import is_primary
 
     _distributed()  # before anything touches a device
     primary = is_primary()  # under jax.distributed only process 0 creates and writes the run directory
@@ -200,7 +200,8 @@ def _run_directory(run_dir: Path):
 
 def _distributed() -> None:
     """Join a multi-process run if the environment describes one (bad settings: exit 2)."""
-    from .train.mesh import MeshError, maybe_initialize_distributed
+    from .common.procs import maybe_initialize_distributed
+    from .train.mesh import MeshError
 
     try:
         maybe_initialize_distributed()
@@ -230,7 +231,7 @@ def resume(run_dir: Annotated[Path, typer.Argument(help="A run directory.", show
     """Continue an interrupted run in place: finished stages are kept, training resumes from its
     latest checkpoint (the same weights as an uninterrupted run, bit for bit)."""
     from . import run as conductor
-    from .train.mesh import is_primary
+    from .common.procs import is_primary
 
     run, loaded = _run_directory(run_dir)
     _distributed()
@@ -249,7 +250,7 @@ def reproduce(
     import json
 
     from . import run as conductor
-    from .train.mesh import is_primary
+    from .common.procs import is_primary
 
     original, loaded = _run_directory(run_dir)
     _distributed()

@@ -52,7 +52,7 @@ def create_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", argv: list
 def shared_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", sweep: dict | None = None) -> RunDir:
     """`create_run_dir` on process 0; every other process of a jax.distributed run gets the
     same directory (without writing to it)."""
-    from .train.mesh import broadcast_text, is_primary
+    from .common.procs import broadcast_text, is_primary
 
     if not is_primary():
         path = broadcast_text(None)
@@ -114,7 +114,7 @@ def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
     summary.json `failed` with the error and re-raises, leaving everything written so far."""
     import time
 
-    from .train.mesh import broadcast_flag, is_primary
+    from .common.procs import broadcast_flag, is_primary
 
     if not is_primary():
         return _follow(loaded, run)
@@ -234,7 +234,7 @@ def _follow(loaded: Loaded, run: RunDir) -> dict:
     W&B, final/, evals). The collective calls mirror `execute`'s, in the same order."""
     from .model import build_model
     from .model.from_recipe import build_tokenizer
-    from .train.mesh import broadcast_flag
+    from .common.procs import broadcast_flag
 
     recipe = loaded.recipe
     tokens = None

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ..model.from_recipe import stream_key
+from ..common.streams import stream_key
 
 PROMPT_BUCKET = 64
 CHUNK = 32

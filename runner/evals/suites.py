@@ -104,7 +104,7 @@ def pass_rates(result: dict[str, Any]) -> dict[Any, float]:
 def run_evals(recipe: Any, model: Any, tokenizer: Any, out_dir: str | Path, *, workers: int = 2,
               sandbox: Any = None) -> dict[str, Any]:
     """Every generation suite of the recipe into out_dir/<name>/; returns {name: results}."""
-    from ..track.rundir import atomic_write
+    from ..common.io import atomic_write
     from .sandbox import Sandbox
 
     if sandbox is None:

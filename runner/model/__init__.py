@@ -3,7 +3,7 @@
 Public API (a contract): `from_pretrained`, `save_pretrained`, `load_tokenizer`, `train_tokenizer`.
 """
 
-from .from_recipe import build_model, build_tokenizer, stream_key
+from .from_recipe import build_model, build_tokenizer
 from .gpt_neo import GPTConfig, GPTNeo, KVCache
 from .hf import CheckpointError, from_pretrained, save_pretrained
 from .tokenizer import TokenizerError, load_tokenizer, train_tokenizer
@@ -19,6 +19,5 @@ __all__ = [
     "from_pretrained",
     "load_tokenizer",
     "save_pretrained",
-    "stream_key",
     "train_tokenizer",
 ]

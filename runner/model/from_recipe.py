@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Iterable
 from typing import Any
 
-import jax
 from flax import nnx
 
+from ..common.streams import stream_key
 from ..recipe.schema_model import ModelSpec, TokenizerSpec
 from .gpt_neo import GPTConfig, GPTNeo
 from .hf import from_pretrained
 from .tokenizer import TokenizerError, load_tokenizer, train_tokenizer
-
-
-def stream_key(seed: int, name: str) -> jax.Array:
-    """The random key of a named stream ("init", "dropout", "data", ...) under the recipe's seed."""
-    return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()))
 
 
 def build_tokenizer(spec: TokenizerSpec, *, texts: Iterable[str] | None = None,

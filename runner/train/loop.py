@@ -22,10 +22,11 @@ import jax
 import numpy as np
 from flax import nnx
 
-from ..model.from_recipe import stream_key
+from ..common.procs import is_primary
+from ..common.streams import stream_key
 from ..recipe.schema import Recipe
 from .checkpoint import Checkpoints
-from .mesh import batch_sharding, is_primary, make_mesh, place, replicated, rows_sharding, to_host
+from .mesh import batch_sharding, make_mesh, place, replicated, rows_sharding, to_host
 from .optim import optimizer, schedule
 from .step import make_eval_step, make_train_step, split
 

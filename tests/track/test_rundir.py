@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from runner.track.rundir import RunDir, atomic_write
+from runner.common.io import atomic_write
+from runner.track.rundir import RunDir
 
 
 def test_same_second_same_hash_still_gets_a_new_directory(tmp_path):

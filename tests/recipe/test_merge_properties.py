@@ -209,11 +209,21 @@ def test_same_tag_merges_deeply(tag: str, base_rest: dict, child_rest: dict) -> 
     assert merge({"s": base}, {"s": child_rest}) == {"s": {**base, **child_rest}}  # child without a tag: merged too
 
 
-@SETTINGS
-@given(tagged(), tagged())
-def test_tag_changed_is_exactly_a_differing_tag(base: dict, child: dict) -> None:
-    expected = any(k in base and k in child and base[k] != child[k] for k in ("type", "suite"))
-    assert tag_changed(base, child) is expected
+@pytest.mark.parametrize(
+    "base, child, changed",
+    [
+        ({"type": "adamw", "b1": 0.9}, {"type": "adafactor"}, True),
+        ({"suite": "loss"}, {"suite": "apps", "limit": 2}, True),
+        ({"type": "adamw", "suite": "loss"}, {"type": "adamw", "suite": "apps"}, True),  # either tag
+        ({"type": "adamw", "b1": 0.9}, {"type": "adamw", "b1": 0.5}, False),  # same tag, other keys differ
+        ({"type": "adamw"}, {"b1": 0.5}, False),  # a child without a tag keeps the base's
+        ({"b1": 0.9}, {"type": "adafactor"}, False),  # nothing to change from
+        ({"type": "loss"}, {"suite": "loss"}, False),  # different tag keys are not compared
+        ({"name": "a"}, {"name": "b"}, False),  # only type and suite are tags
+    ],
+)
+def test_tag_changed_examples(base: dict, child: dict, changed: bool) -> None:
+    assert tag_changed(base, child) is changed
 
 
 @SETTINGS

@@ -8,7 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import pytest
+
+from ..helpers import ROOT
+
+pytestmark = pytest.mark.e2e
+
 SHORT = ["--set", "train.steps=20", "--set", "schedule.warmup_steps=5", "--set", "schedule.decay_steps=15",
          "--set", "train.checkpoint.every=10", "--set", "evals=[{suite: loss}]"]
 

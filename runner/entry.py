@@ -8,34 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from collections.abc import Sequence
-from pathlib import Path
-
-
-def validate_files(paths: Sequence[str | Path], overrides: Sequence[str], *, debug: bool = False) -> int:
-    """Check recipes, printing one `ok` line per good file and every problem of the others;
-    returns the exit code (0 all good, 2 any problem). Shared by both ways in."""
-    from .recipe.errors import RecipeError
-    from .recipe.load import load_recipe
-    from .recipe.resolve import recipe_hash
-
-    failed = False
-    for path in paths:
-        try:
-            loaded = load_recipe(path, overrides, allow_fragment=True)
-        except RecipeError as exc:
-            if debug:
-                traceback.print_exc()
-            print(str(exc), file=sys.stderr)
-            failed = True
-            continue
-        if loaded.fragment:
-            print(f"ok  {path}  (fragment: keys and types checked)")
-        else:
-            print(f"ok  {path}  {loaded.recipe.name}  {recipe_hash(loaded.recipe)[:8]}")
-    sys.stdout.flush()
-    return 2 if failed else 0
 
 
 def fast_validate_args(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
@@ -73,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Pydantic's plugin discovery scans every installed distribution's entry points; a process
     # that only validates recipes has no use for plugins.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    from .recipe.validate import validate_files
+
     try:
         code = validate_files(*fast)
     except KeyboardInterrupt:

@@ -1,21 +1,34 @@
-"""The conductor: a resolved recipe becomes a run directory, then each stage in order."""
+"""The conductor: a resolved recipe becomes a run directory, then each stage in order.
+
+  create_run_dir / shared_run_dir   claim a run directory and write what was asked and what it meant
+  execute                           data → model → train → evals → final/ → summary.json (a RunSummary)
+  expand / launch                   a recipe's sweep as points, each run into its own directory
+  reproduce                         a finished run's recipe again, every logged metric compared
+"""
 
 from __future__ import annotations
 
 import json
 import re
 import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from .recipe.load import Loaded
+from .common.errors import BadInput, CcrunError, RunFailed
+from .common.io import atomic_write, write_json
+from .common.procs import broadcast_flag, broadcast_text, is_primary
+from .recipe.load import Loaded, load_recipe
+from .recipe.results import BestCheckpoint, LossResult, RunSummary, TrainSummary, dump_summary
 from .recipe.resolve import recipe_hash, to_yaml
 from .recipe.yamlio import dump
-from .track.compare import generation_rates
-from .track.rundir import RunDir, atomic_write, git_state, provenance, write_json
+from .track.rundir import RunDir, git_state, provenance
+
+Log = Callable[[str], None]
 
 
-class StagesMissing(Exception):
-    """What a command needs is not there (e.g. a run directory without a model to evaluate)."""
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def create_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", argv: list[str] | None = None,
@@ -52,8 +65,6 @@ def create_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", argv: list
 def shared_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", sweep: dict | None = None) -> RunDir:
     """`create_run_dir` on process 0; every other process of a jax.distributed run gets the
     same directory (without writing to it)."""
-    from .common.procs import broadcast_text, is_primary
-
     if not is_primary():
         path = broadcast_text(None)
         if not path:
@@ -68,12 +79,10 @@ def shared_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", sweep: dic
     return run
 
 
-def _summary(run: RunDir, **fields) -> None:
+def _write_summary(run: RunDir, summary: RunSummary) -> RunSummary:
     """summary.json, rewritten as the run goes (status: running → succeeded | failed)."""
-    path = run.file("summary.json")
-    current = json.loads(path.read_text()) if path.exists() else {}
-    current.update(fields)
-    write_json(path, current, overwrite=True)
+    atomic_write(run.file("summary.json"), dump_summary(summary), overwrite=True)
+    return summary
 
 
 def _record_devices(run: RunDir) -> None:
@@ -109,22 +118,78 @@ def _recipe_files(loaded: Loaded, run: RunDir) -> dict[str, Path]:
     return named
 
 
-def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
+def execute(loaded: Loaded, run: RunDir, *, log: Log | None = None) -> RunSummary:
     """data → model → train → evals → final/ in `run`; returns the summary. A failure marks
     summary.json `failed` with the error and re-raises, leaving everything written so far."""
     import time
 
-    from .common.procs import broadcast_flag, is_primary
-
     if not is_primary():
         return _follow(loaded, run)
-    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    log = log or _stderr
     recipe = loaded.recipe
     started = time.time()
-    _summary(run, name=recipe.name, status="running", recipe_hash=recipe_hash(recipe))
+    summary = _write_summary(run, RunSummary(name=recipe.name, status="running", recipe_hash=recipe_hash(recipe)))
+    tracker = _tracker(loaded, run, log)
+    try:
+        model, tokenizer, tokens = _build(recipe, run, log)
+        train_summary = None
+        if recipe.train is not None:
+            from .train import train
+
+            trained = train(recipe, model, tokens, run.path, log=log, on_metrics=tracker.metrics)
+            train_summary = _train_summary(recipe, trained, run.metrics())
+            final = train_summary.final
+            log(f"train: {train_summary.steps} steps, loss {final['train/loss']:.4f}"
+                + (f", val loss {final['val/loss']:.4f}" if "val/loss" in final else ""))
+        losses = {}
+        for spec in (e for e in recipe.evals if e.suite == "loss"):
+            losses[spec.name] = loss = _loss_suite(recipe, spec, model, tokens, train_summary)
+            run.file("eval", spec.name).mkdir(parents=True, exist_ok=True)
+            write_json(run.file("eval", spec.name, "results.json"), loss.model_dump(mode="json"), overwrite=True)
+            log(f"eval {spec.name}: val loss {loss.val_loss:.4f}, perplexity {loss.val_perplexity:.2f}")
+        if recipe.train is not None:
+            from .track.compare import plot
+
+            plot([run.path], run.file("plots", "loss.png"))
+            plot([run.path], run.file("plots", "lr.png"), metric="train/lr")
+        from .model import save_pretrained
+
+        save_pretrained(model, run.file("final"))
+        tokenizer.save_pretrained(str(run.file("final")))
+        generated = {}
+        if any(e.suite != "loss" for e in recipe.evals):
+            import shutil
+
+            from .evals.suites import run_evals
+
+            for spec in recipe.evals:  # resuming: a suite that did not finish starts over
+                partial = run.file("eval", spec.name)
+                if spec.suite != "loss" and partial.exists() and not (partial / "results.json").is_file():
+                    shutil.rmtree(partial)
+            for result in run_evals(recipe, model, tokenizer, run.file("eval")):
+                generated[result.name] = result
+                log(f"eval {result.name}: " + ", ".join(f"pass@{k} {v:.4f}" for k, v in result.pass_at_k.items()))
+        evals = [losses.get(spec.name) or generated[spec.name] for spec in recipe.evals]
+        summary = _write_summary(run, summary.model_copy(update=dict(
+            status="succeeded", train=train_summary, evals=evals, wall_time_s=round(time.time() - started, 1))))
+        tracker.results(summary)
+        tracker.eval_tables(run.file("eval"))
+        tracker.finish()
+        return summary
+    except BaseException as exc:
+        _write_summary(run, summary.model_copy(update=dict(
+            status="failed", error=f"{type(exc).__name__}: {exc}", wall_time_s=round(time.time() - started, 1))))
+        tracker.finish(exit_code=1)
+        raise
+
+
+def _tracker(loaded: Loaded, run: RunDir, log: Log):
+    """W&B for this run: the resolved recipe (and ccrun's version, git sha, sweep) as config, the
+    recipe files as an artifact."""
     from .recipe.resolve import resolved_dict
     from .track.wandb import Tracker
 
+    recipe = loaded.recipe
     provenance_file = run.file("provenance.json")
     prov = json.loads(provenance_file.read_text()) if provenance_file.is_file() else {}
     config = {**resolved_dict(recipe), "ccrun": {"recipe_hash": recipe_hash(recipe), "version": prov.get("ccrun_version"),
@@ -135,106 +200,81 @@ def execute(loaded: Loaded, run: RunDir, *, log=None) -> dict:
     tracker = Tracker(recipe, run.path, config=config, job_type="train" if recipe.train else "eval", log=log,
                       group=sweep["group"] if sweep else None, tags=["sweep"] if sweep else [])
     tracker.recipe_artifact(recipe.name, _recipe_files(loaded, run), metadata=config["ccrun"])
-    try:
-        from .model import build_model, save_pretrained
-        from .model.from_recipe import build_tokenizer
+    return tracker
 
-        tokens = None
-        if recipe.data is not None:
-            from .data import describe, prepare_data
 
-            try:
-                if run.file("data", "manifest.json").is_file():  # resuming: the data stage finished before
-                    manifest = json.loads(run.file("data", "manifest.json").read_text())
-                    log(f"data: reused ({manifest['cache_key'][:12]})")
-                else:
-                    manifest = prepare_data(recipe, run.file("data"))
-                    for line in describe(manifest).splitlines():
-                        log(f"data: {line}")
-            except BaseException:
-                broadcast_flag(False)  # the other processes stop too
-                raise
-            broadcast_flag(True)  # the other processes read the data this one wrote
-            tokens, tokenizer = _data_outputs(run)
-        else:
-            tokenizer = build_tokenizer(recipe.tokenizer)
+def _build(recipe, run: RunDir, log: Log):
+    """(model, tokenizer, token blocks or None): the data stage (or its earlier output when
+    resuming), then the model. Other processes wait on process 0's word after each step."""
+    from .model import build_model
+
+    tokens = None
+    if recipe.data is not None:
+        from .data import describe, prepare_data
+
         try:
-            model = build_model(recipe.model, tokenizer=tokenizer, seed=recipe.seed)
+            if run.file("data", "manifest.json").is_file():  # resuming: the data stage finished before
+                manifest = json.loads(run.file("data", "manifest.json").read_text())
+                log(f"data: reused ({manifest['cache_key'][:12]})")
+            else:
+                manifest = prepare_data(recipe, run.file("data"))
+                for line in describe(manifest).splitlines():
+                    log(f"data: {line}")
         except BaseException:
-            broadcast_flag(False)
+            broadcast_flag(False)  # the other processes stop too
             raise
-        broadcast_flag(True)
-        _record_devices(run)
-        c = model.config
-        log(f"model: {recipe.model.arch} {recipe.model.init}, {c.n_layer} layers, d_model {c.d_model}, "
-            f"{c.num_params() / 1e6:.2f}M parameters")
-        results: dict = {}
-        if recipe.train is not None:
-            from .train import train
-
-            summary = train(recipe, model, tokens, run.path, log=log, on_metrics=tracker.metrics)
-            results["train"] = {k: v for k, v in summary.items() if k != "params"}
-            final = summary["final"]
-            log(f"train: {summary['steps']} steps, loss {final['train/loss']:.4f}"
-                + (f", val loss {final['val/loss']:.4f}" if "val/loss" in final else ""))
-        for spec in (e for e in recipe.evals if e.suite == "loss"):
-            results[spec.name] = loss = _loss_suite(recipe, spec, model, tokens, results.get("train"))
-            run.file("eval", spec.name).mkdir(parents=True, exist_ok=True)
-            write_json(run.file("eval", spec.name, "results.json"), loss, overwrite=True)
-            log(f"eval {spec.name}: val loss {loss['val/loss']:.4f}, perplexity {loss['val/perplexity']:.2f}")
-        if recipe.train is not None:
-            from .track.compare import plot
-
-            plot([run.path], run.file("plots", "loss.png"))
-            plot([run.path], run.file("plots", "lr.png"), metric="train/lr")
-        save_pretrained(model, run.file("final"))
-        tokenizer.save_pretrained(str(run.file("final")))
-        if any(e.suite != "loss" for e in recipe.evals):
-            import shutil
-
-            from .evals.suites import pass_rates, run_evals
-
-            for spec in recipe.evals:  # resuming: a suite that did not finish starts over
-                partial = run.file("eval", spec.name)
-                if spec.suite != "loss" and partial.exists() and not (partial / "results.json").is_file():
-                    shutil.rmtree(partial)
-            for name, r in run_evals(recipe, model, tokenizer, run.file("eval")).items():
-                results[name] = rates = pass_rates(r)
-                log(f"eval {name}: " + ", ".join(f"pass@{k} {v:.4f}" for k, v in rates.items()))
-        _summary(run, status="succeeded", results=results, wall_time_s=round(time.time() - started, 1))
-        tracker.results(results)
-        tracker.eval_tables(run.file("eval"))
-        tracker.finish()
-        return json.loads(run.file("summary.json").read_text())
-    except BaseException as exc:
-        _summary(run, status="failed", error=f"{type(exc).__name__}: {exc}", wall_time_s=round(time.time() - started, 1))
-        tracker.finish(exit_code=1)
+        broadcast_flag(True)  # the other processes read the data this one wrote
+        tokens, tokenizer = _data_outputs(run)
+    else:
+        tokenizer = build_tokenizer(recipe.tokenizer)
+    try:
+        model = build_model(recipe.model, tokenizer=tokenizer, seed=recipe.seed)
+    except BaseException:
+        broadcast_flag(False)
         raise
+    broadcast_flag(True)
+    _record_devices(run)
+    c = model.config
+    log(f"model: {recipe.model.arch} {recipe.model.init}, {c.n_layer} layers, d_model {c.d_model}, "
+        f"{c.num_params() / 1e6:.2f}M parameters")
+    return model, tokenizer, tokens
 
 
-def _loss_suite(recipe, spec, model, tokens, trained: dict | None) -> dict:
+def _train_summary(recipe, trained: dict, metrics: list[dict]) -> TrainSummary:
+    """The training stage's summary; the best checkpoint's metric value comes from the logged metrics."""
+    best = None
+    metric = recipe.train.checkpoint.keep_best_by
+    if metric is not None and trained.get("best_step") is not None:
+        value = next((m[metric] for m in metrics if m.get("step") == trained["best_step"] and metric in m), None)
+        best = BestCheckpoint(step=trained["best_step"], metric=metric, value=value)
+    return TrainSummary(steps=trained["steps"], resumed_from=trained.get("resumed_from"),
+                        latest_step=trained.get("latest_step"), best=best, final=trained["final"])
+
+
+def _loss_suite(recipe, spec, model, tokens, trained: TrainSummary | None) -> LossResult:
     """A loss suite's results: the training's last validation when it measured the same thing
     (all validation blocks, in micro-batches), else a pass of its own over the validation blocks."""
-    final = (trained or {}).get("final", {})
+    final = trained.final if trained else {}
     same = spec.max_batches is None and spec.batch_size in (None, recipe.train.micro_batch_size if recipe.train else None)
     if same and "val/loss" in final:
-        return {"val/loss": final["val/loss"], "val/perplexity": final["val/perplexity"], "from": "training"}
+        return LossResult(name=spec.name, val_loss=final["val/loss"], val_perplexity=final["val/perplexity"],
+                          measured="training")
     from .train.loop import loss_eval
 
-    return {**loss_eval(recipe, spec, model, tokens["validation"]), "from": "eval"}
+    out = loss_eval(recipe, spec, model, tokens["validation"])
+    return LossResult(name=spec.name, val_loss=out["val/loss"], val_perplexity=out["val/perplexity"], measured="eval",
+                      rows=out["rows"], batch_size=out["batch_size"])
 
 
-class FollowerError(RuntimeError):
+class FollowerError(RunFailed):
     """Process 0 of a multi-process run failed before training; this process stops too."""
 
 
-def _follow(loaded: Loaded, run: RunDir) -> dict:
+def _follow(loaded: Loaded, run: RunDir) -> RunSummary:
     """A process other than 0 under jax.distributed: it computes its part of training and writes
     only its checkpoint shards; process 0 writes everything else (run directory files, metrics,
     W&B, final/, evals). The collective calls mirror `execute`'s, in the same order."""
     from .model import build_model
-    from .model.from_recipe import build_tokenizer
-    from .common.procs import broadcast_flag
 
     recipe = loaded.recipe
     tokens = None
@@ -247,12 +287,33 @@ def _follow(loaded: Loaded, run: RunDir) -> dict:
     model = build_model(recipe.model, tokenizer=tokenizer, seed=recipe.seed)
     if not broadcast_flag(True):
         raise FollowerError("process 0 failed to build the model (its output says why)")
+    summary = RunSummary(name=recipe.name, recipe_hash=recipe_hash(recipe), status="running")
     if recipe.train is None:
-        return {"status": "follower"}
+        return summary
     from .train import train
 
-    summary = train(recipe, model, tokens, run.path)
-    return {"status": "follower", "results": {"train": {k: v for k, v in summary.items() if k != "params"}}}
+    trained = train(recipe, model, tokens, run.path)
+    return summary.model_copy(update=dict(train=_train_summary(recipe, trained, [])))  # metrics: process 0's
+
+
+def eval_target(target: Path, overrides: Sequence[str] = (), *, checkpoint: str | None = None
+                ) -> tuple[Loaded, RunDir | None]:
+    """What `ccrun eval TARGET` evaluates: a run directory (its recipe; results go to its eval/)
+    or a recipe (a new run directory is made once the model loads). Bad targets are BadInput."""
+    if target.is_dir():
+        run = RunDir.open(target)
+        loaded = run.recipe(overrides)
+    else:
+        run, loaded = None, load_recipe(target, overrides)
+        if checkpoint is not None:
+            raise BadInput("--checkpoint applies to a run directory, not a recipe")
+    suites = [e for e in loaded.recipe.evals if e.suite != "loss"]
+    if not suites:
+        raise BadInput(f"{target}: the recipe has no humaneval or apps suite to run")
+    for spec in suites:
+        if run is not None and run.file("eval", spec.name).exists():
+            raise BadInput(f"{run.file('eval', spec.name)}: already evaluated (nothing was overwritten)")
+    return loaded, run
 
 
 def load_for_eval(target: Path, recipe, *, checkpoint: str | None = None):
@@ -328,18 +389,90 @@ def point_overrides(point: dict) -> list[str]:
     return [f"{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in point.items()]
 
 
-def sweep_table(rows: list[tuple[dict, dict, Path]]) -> str:
-    """One line per point: its values, status, final losses, pass@k, run directory."""
+@dataclass(frozen=True)
+class Point:
+    """One run of a recipe: the recipe itself, or one point of its sweep (with `sweep.json`'s
+    {"group", "index", "point"})."""
+
+    loaded: Loaded
+    values: dict
+    sweep: dict | None = None
+
+
+def expand(path: str | Path, overrides: Sequence[str] = (), *, sweep_index: int | None = None) -> list[Point]:
+    """A recipe as the runs it makes: itself, or every point of its sweep (only point
+    `sweep_index`, for job arrays), each loaded with the point's values and `sweep: null`."""
+    loaded = load_recipe(path, overrides)
+    points = sweep_points(loaded.recipe.sweep)
+    if sweep_index is not None and not 0 <= sweep_index < len(points):
+        raise BadInput(f"--sweep-index: the sweep has {len(points)} point(s) (0..{len(points) - 1})")
+    if not loaded.recipe.sweep:
+        return [Point(loaded, {})]
+    group = sweep_group(loaded.recipe)
+    chosen = range(len(points)) if sweep_index is None else [sweep_index]
+    return [Point(load_recipe(path, [*overrides, *point_overrides(points[i]), "sweep=null"]), points[i],
+                  {"group": group, "index": i, "point": points[i]}) for i in chosen]
+
+
+def launch(point: Point, *, runs_root: str | Path = "runs", log: Log | None = None) -> tuple[RunDir, RunSummary]:
+    """Run one point into a new run directory (on every process of a multi-process run)."""
+    log = log or _stderr
+    if point.sweep and is_primary():
+        log("sweep point: " + ", ".join(f"{k}={v!r}" for k, v in point.values.items()))
+    run = shared_run_dir(point.loaded, runs_root=runs_root, sweep=point.sweep)
+    if is_primary():
+        log(f"run directory: {run.path}")
+    return run, execute_in(point.loaded, run, log=log)
+
+
+def execute_in(loaded: Loaded, run: RunDir, *, log: Log | None = None) -> RunSummary:
+    """`execute`, with the run directory named in the message of any error it raises."""
+    try:
+        return execute(loaded, run, log=log)
+    except CcrunError as exc:
+        exc.hint = exc.hint or f"(the run directory keeps what was written: {run.path})"
+        raise
+
+
+def sweep_table(rows: Sequence[tuple[Point, RunSummary, Path]]) -> str:
+    """One line per point: its values, status, final validation loss, pass@k, run directory."""
     lines = []
     for point, summary, path in rows:
-        results = summary.get("results", {})
-        final = results.get("train", {}).get("final", {})
-        cells = [", ".join(f"{k}={v}" for k, v in point.items()), summary.get("status", "?")]
+        cells = [", ".join(f"{k}={v}" for k, v in point.values.items()), summary.status]
+        final = summary.train.final if summary.train else {}
         if "val/loss" in final:
             cells.append(f"val/loss {final['val/loss']:.4f}")
-        for name, rates in generation_rates(results):
-            cells.append(f"{name} " + " ".join(f"pass@{k} {v:.3f}" for k, v in rates.items()))
+        for suite in summary.generation():
+            cells.append(f"{suite.name} " + " ".join(f"pass@{k} {v:.3f}" for k, v in suite.pass_at_k.items()))
         cells.append(str(path))
         lines.append("  ".join(cells))
     return "sweep:\n" + "\n".join(f"  {line}" for line in lines)
 
+
+@dataclass(frozen=True)
+class Reproduction:
+    run: RunDir  # the new run directory
+    matches: bool
+    message: str
+
+
+def reproduce(original: RunDir, *, runs_root: str | Path | None = None, log: Log | None = None) -> Reproduction | None:
+    """Run `original`'s resolved recipe again into a new directory (beside it by default) and
+    compare every logged metric but throughput (timing varies). None on processes other than 0."""
+    loaded = original.recipe()
+    again = shared_run_dir(loaded, runs_root=runs_root or original.path.parent.parent)
+    if is_primary():
+        (log or _stderr)(f"run directory: {again.path}")
+    execute_in(loaded, again, log=log)
+    if not is_primary():
+        return None
+
+    def logged(run: RunDir) -> list[dict]:
+        return [{k: v for k, v in r.items() if not k.startswith("throughput/")} for r in run.metrics()]
+
+    a, b = logged(original), logged(again)
+    if a == b:
+        return Reproduction(again, True, f"reproduced: {len(a)} logged steps match exactly ({again.path})")
+    first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    where = a[first]["step"] if first < len(a) else "?"
+    return Reproduction(again, False, f"differs from step {where}: {len(a)} vs {len(b)} logged steps ({again.path})")

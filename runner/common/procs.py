@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 
-import jax
-import numpy as np
-
 from .errors import BadInput
+
+# jax and numpy are imported inside the functions: a single-process run, and the commands that
+# never touch a device (`ccrun run --dry-run`), must not pay for importing jax.
 
 _distributed = False  # set once jax.distributed is initialised by this module
 
@@ -23,12 +23,18 @@ class DistributedError(BadInput):
 
 def multi_process() -> bool:
     """Several processes? Answered without starting a JAX backend in a single-process run."""
-    return _distributed and jax.process_count() > 1
+    if not _distributed:
+        return False
+    import jax
+
+    return jax.process_count() > 1
 
 
 def maybe_initialize_distributed() -> None:
     """Join a multi-process run when the environment describes one (Slurm, TPU pods, or
     JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID set explicitly)."""
+    import jax
+
     explicit = all(k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"))
     slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
     if explicit:
@@ -50,7 +56,11 @@ def maybe_initialize_distributed() -> None:
 def is_primary() -> bool:
     """Process 0 of a multi-process run (or the only process): the one that writes the run
     directory's files, logs and W&B. Every process computes; only it records."""
-    return not multi_process() or jax.process_index() == 0
+    if not multi_process():
+        return True
+    import jax
+
+    return jax.process_index() == 0
 
 
 def broadcast_text(text: str | None, *, size: int = 4096) -> str:
@@ -58,6 +68,7 @@ def broadcast_text(text: str | None, *, size: int = 4096) -> str:
     if not multi_process():
         assert text is not None
         return text
+    import numpy as np
     from jax.experimental import multihost_utils
 
     buf = np.zeros(size, np.uint8)
@@ -74,6 +85,7 @@ def broadcast_flag(flag: bool) -> bool:
     """Process 0's flag on every process (e.g. whether its data stage succeeded)."""
     if not multi_process():
         return flag
+    import numpy as np
     from jax.experimental import multihost_utils
 
     return bool(multihost_utils.broadcast_one_to_all(np.int32(1 if flag else 0)))

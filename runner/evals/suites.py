@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.apps import apps_prompt, fn_name_of
+from ..recipe.results import AppsResult, HumanEvalResult, SamplingScores, Scores
 from ..recipe.schema_eval import AppsEval, HumanEvalEval
 from . import apps as apps_scoring
 from . import humaneval
@@ -67,17 +68,10 @@ def run_humaneval(spec: HumanEvalEval, model: Any, tokenizer: Any, sandbox: Any,
 
 
 def load_apps(spec: AppsEval) -> list[dict]:
-    from ..data.sources import jsonl_rows
+    from ..data.apps import read_problems
 
-    if spec.path is not None:
-        path = Path(spec.path)
-    else:
-        from huggingface_hub import hf_hub_download
-
-        path = Path(hf_hub_download(spec.hub, f"{spec.split}.jsonl", repo_type="dataset"))
-    rows = [{**r, "question": r.pop("text")} for r in jsonl_rows([path], "question", "fail", {})]
-    rows = [r for r in rows if r.get("difficulty") in spec.difficulties]
-    return rows[: spec.limit]
+    return read_problems(spec.path, hub=spec.hub, split=spec.split, difficulties=spec.difficulties, limit=spec.limit,
+                         where=f"evals: {spec.name}")
 
 
 def run_apps(spec: AppsEval, model: Any, tokenizer: Any, sandbox: Any, *, seed: int, workers: int) -> tuple[list[dict], dict]:
@@ -96,14 +90,38 @@ def run_apps(spec: AppsEval, model: Any, tokenizer: Any, sandbox: Any, *, seed: 
     return scored_all, results
 
 
-def pass_rates(result: dict[str, Any]) -> dict[Any, float]:
-    """pass@k of a suite's results.json: HumanEval's combined table, or APPS's per sampling setting."""
-    return result.get("pass_at_k") or {k: v for part in result["sampling"] for k, v in part["overall"]["pass_at_k"].items()}
+def _scores(block: dict[str, Any]) -> Scores:
+    """One block of a results.json (overall or a difficulty) as Scores."""
+    keys = ("problems", "pass_at_k", "omitted", "strict_accuracy", "test_case_average")
+    return Scores(**{k: block[k] for k in keys if k in block})
+
+
+def suite_result(name: str, results: dict[str, Any]) -> HumanEvalResult | AppsResult:
+    """The summary entry of a generation suite, from its results.json."""
+    merged: dict[Any, float] = {}
+    sampling = []
+    for part in results["sampling"]:
+        if results["suite"] == "humaneval":
+            overall = _scores({"problems": results["problems"], **part})
+            per_difficulty = {}
+        else:
+            overall = _scores(part["overall"])
+            per_difficulty = {d: _scores(part[d]) for d in apps_scoring.DIFFICULTIES if part.get(d, {}).get("problems")}
+        merged.update(overall.pass_at_k)
+        sampling.append(SamplingScores(setting=part["setting"], overall=overall, per_difficulty=per_difficulty))
+    if results["suite"] == "humaneval":
+        return HumanEvalResult(name=name, problems=results["problems"], pass_at_k=merged, sampling=sampling)
+    head = sampling[0] if sampling else None
+    return AppsResult(name=name, problems=results["problems"], pass_at_k=merged,
+                      strict_accuracy=head.overall.strict_accuracy if head else None,
+                      test_case_average=head.overall.test_case_average if head else None,
+                      per_difficulty=head.per_difficulty if head else {}, sampling=sampling)
 
 
 def run_evals(recipe: Any, model: Any, tokenizer: Any, out_dir: str | Path, *, workers: int = 2,
-              sandbox: Any = None) -> dict[str, Any]:
-    """Every generation suite of the recipe into out_dir/<name>/; returns {name: results}."""
+              sandbox: Any = None) -> list[HumanEvalResult | AppsResult]:
+    """Every generation suite of the recipe into out_dir/<name>/; returns their summary entries
+    in recipe order. A suite whose results.json exists (a resumed run) is read, not run again."""
     from ..common.io import atomic_write
     from .sandbox import Sandbox
 
@@ -113,13 +131,13 @@ def run_evals(recipe: Any, model: Any, tokenizer: Any, out_dir: str | Path, *, w
             sandbox = Sandbox()
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
-    out: dict[str, Any] = {}
+    out = []
     for spec in recipe.evals:
         if spec.suite == "loss":
             continue  # computed with the training data by the training stage
         done = Path(out_dir) / spec.name / "results.json"
         if done.is_file():  # already evaluated (a resumed run): keep it
-            out[spec.name] = json.loads(done.read_text())
+            out.append(suite_result(spec.name, json.loads(done.read_text())))
             continue
         run = run_humaneval if spec.suite == "humaneval" else run_apps
         scored, results = run(spec, model, tokenizer, sandbox, seed=recipe.seed, workers=workers)
@@ -127,5 +145,5 @@ def run_evals(recipe: Any, model: Any, tokenizer: Any, out_dir: str | Path, *, w
         target.mkdir(parents=True, exist_ok=False)
         atomic_write(target / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in scored))
         atomic_write(target / "results.json", json.dumps(results, indent=2) + "\n")
-        out[spec.name] = results
+        out.append(suite_result(spec.name, results))
     return out

@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from ..common.errors import BadInput
+
 from . import walk
 from .base import TAG_KEYS, Path, Problems, format_path
 
@@ -38,8 +40,11 @@ class Problem:
         return ": ".join(parts)
 
 
-class RecipeError(Exception):
-    """Bad input: one or more problems, each printed on its own line. Exit code 2."""
+class RecipeError(BadInput):
+    """Bad input: one or more problems, each printed on its own line as `file:line:col: key: message`
+    (no `ccrun:` prefix). Exit code 2."""
+
+    prefixed = False
 
     def __init__(self, problems: list[Problem]):
         self.problems = _sorted_unique(problems)

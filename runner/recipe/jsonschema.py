@@ -1,7 +1,8 @@
 """JSON Schema of recipes, for editors (yaml-language-server) and other tools.
 
 Two files: `recipe.schema.json` for runnable recipes, and `recipe-fragment.schema.json` for
-pieces under recipes/base that other recipes extend (same keys and types, nothing required).
+pieces under recipes/base that other recipes extend (same keys and types, nothing required);
+beside them `summary.schema.json`, the shape of a run directory's summary.json (results.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import copy
 import json
 from typing import Any
 
+from .results import summary_schema
 from .schema import Recipe
 
 SCHEMA_URL = "https://json-schema.org/draft/2020-12/schema"
@@ -53,6 +55,7 @@ def schema_files() -> dict[str, str]:
         "recipe.schema.json": text(recipe_schema()),
         "recipe-fragment.schema.json": text(fragment_schema()),
         "recipe-reference.md": reference_markdown(),
+        "summary.schema.json": text(summary_schema()),
     }
 
 

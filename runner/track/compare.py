@@ -12,12 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..common.errors import CcrunError
+from ..recipe.results import RunSummary
+from .rundir import RunDir
+
+# Flat summary keys (besides pass@k) read back from a W&B run's summary: see RunSummary.flat.
+HEADLINE_SUFFIXES = ("/strict_accuracy", "/test_case_average", "/val_loss")
 # Curves read back from W&B (each its own history scan: a scan returns rows holding all its keys).
 CURVES = ("train/loss", "val/loss", "train/lr", "throughput/tokens_per_s")
 
 
-class CompareError(Exception):
-    """A run to compare cannot be found or read."""
+class CompareError(CcrunError):
+    """A W&B run to compare cannot be found or read (exit 1)."""
 
 
 @dataclass
@@ -28,47 +34,35 @@ class RunView:
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
 def _median_speed(metrics: list[dict[str, Any]]) -> float | None:
     speeds = sorted(m["throughput/tokens_per_s"] for m in metrics if m.get("throughput/tokens_per_s"))
     return speeds[len(speeds) // 2] if speeds else None  # median of the logged windows
 
 
-def generation_rates(results: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
-    """(suite name, pass@k) of a summary's generation suites: not train, not a loss suite."""
-    return [(name, value) for name, value in results.items()
-            if name != "train" and isinstance(value, dict) and "val/loss" not in value]
+def summary_row(summary: RunSummary | None) -> dict[str, Any]:
+    """What a run achieved, flat: status, then its summary's headline numbers (RunSummary.flat)."""
+    if summary is None:
+        return {"status": "unknown"}
+    return {"status": summary.status, **summary.flat()}
 
 
-def run_row(run_dir: Path) -> dict[str, Any]:
-    """What a run achieved, flat: status, final losses, pass@k per suite, throughput, wall time."""
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
-    results = summary.get("results", {})
-    row: dict[str, Any] = {"status": summary.get("status", "unknown")}
-    final = results.get("train", {}).get("final", {})
-    for key in ("train/loss", "val/loss"):
-        if key in final:
-            row[key] = final[key]
-    speed = _median_speed(read_metrics(run_dir))
+def run_row(run: RunDir) -> dict[str, Any]:
+    """A run directory's row: its summary's, with the median throughput and the wall time."""
+    summary = run.summary()
+    row = summary_row(summary)
+    speed = _median_speed(run.metrics())
     if speed:
         row["tokens_per_s"] = speed
-    for value in results.values():  # a loss suite: an eval-only run has no training loss to show
-        if isinstance(value, dict) and "val/loss" in value:
-            row.setdefault("val/loss", value["val/loss"])
-    for name, rates in generation_rates(results):
-        for k, v in rates.items():
-            row[f"{name}/pass@{k}"] = v
-    if "wall_time_s" in summary:
-        row["wall_time_s"] = summary["wall_time_s"]
+    if summary is not None and summary.wall_time_s is not None:
+        row["wall_time_s"] = summary.wall_time_s
     return row
 
 
-def local_run(run_dir: Path, recipe: dict[str, Any] | None) -> RunView:
-    return RunView(run_dir.name, run_row(run_dir), recipe, read_metrics(run_dir))
+def local_run(run: RunDir) -> RunView:
+    """A run directory as a RunView (its resolved recipe, validated, as the diff's input)."""
+    from ..recipe.resolve import resolved_dict
+
+    return RunView(run.path.name, run_row(run), resolved_dict(run.recipe().recipe), run.metrics())
 
 
 # W&B run states → the words summary.json uses
@@ -81,7 +75,7 @@ def wandb_view(run: Any) -> RunView:
     recipe from its config (ccrun logs it there), the curves from its history."""
     summary = dict(run.summary)
     row: dict[str, Any] = {"status": _STATES.get(run.state, run.state)}
-    for key in ("train/loss", "val/loss"):
+    for key in ("train/loss", "val/loss", "val/perplexity"):
         if isinstance(summary.get(key), int | float):
             row[key] = summary[key]
     by_step: dict[int, dict[str, Any]] = {}
@@ -93,9 +87,10 @@ def wandb_view(run: Any) -> RunView:
     speed = _median_speed(metrics)
     if speed:
         row["tokens_per_s"] = speed
-    for key in sorted(summary):
-        if "/pass@" in key and isinstance(summary[key], int | float):
-            row[key] = summary[key]
+    for key in sorted(summary):  # the keys Tracker.results wrote: RunSummary.flat()
+        if key.endswith(HEADLINE_SUFFIXES) or "/pass@" in key:
+            if isinstance(summary[key], int | float):
+                row[key] = summary[key]
     if isinstance(summary.get("_runtime"), int | float):
         row["wall_time_s"] = summary["_runtime"]
     config = {k: v for k, v in dict(run.config).items() if k != "ccrun"}
@@ -141,6 +136,20 @@ def table(views: list[RunView], rows: list[dict[str, Any]] | None = None) -> str
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [header, *body]) + "\n"
 
 
+def report(views: list[RunView]) -> str:
+    """The table, then the recipe differences between the first run and each other one."""
+    from ..recipe.diff import differences, render
+
+    parts = [table(views)]
+    for other in views[1:]:
+        if views[0].recipe is None or other.recipe is None:
+            missing = views[0].name if views[0].recipe is None else other.name
+            parts.append(f"\n(no recipe logged for {missing}: recipe differences not shown)\n")
+            continue
+        parts.append("\n" + render(differences(views[0].recipe, other.recipe), views[0].name, other.name, "text"))
+    return "".join(parts)
+
+
 def plot(runs: list[RunView | Path], out: Path, *, metric: str = "loss") -> Path:
     """One PNG of every run's curve against step: `loss` (training, and validation dashed) or any
     logged metric such as `train/lr`."""
@@ -151,7 +160,7 @@ def plot(runs: list[RunView | Path], out: Path, *, metric: str = "loss") -> Path
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for run in runs:
-        view = run if isinstance(run, RunView) else RunView(run.name, {}, None, read_metrics(run))
+        view = run if isinstance(run, RunView) else RunView(run.name, {}, None, RunDir(run).metrics())
         key = "train/loss" if metric == "loss" else metric
         points = [(m["step"], m[key]) for m in view.metrics if m.get(key) is not None]
         if not points:

@@ -14,15 +14,20 @@ import platform
 import socket
 import subprocess
 import sys
-import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import runner
 
+from ..common.errors import BadInput, NotARunDirectory
 from ..common.io import atomic_write, write_json
+from ..recipe.results import RunSummary, read_summary
+
+if TYPE_CHECKING:
+    from ..recipe.load import Loaded
 
 # Packages whose versions decide what a run computes (read from metadata: nothing is imported).
 TRACKED_PACKAGES = (
@@ -52,8 +57,44 @@ class RunDir:
             return cls(candidate)
         raise RuntimeError(f"could not find a free run directory under {parent}")
 
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> RunDir:
+        """An existing run directory (one holding resolved.yaml); NotARunDirectory otherwise."""
+        path = Path(path)
+        if not path.is_dir():
+            raise NotARunDirectory(f"{path}: no such directory (a run directory was expected)")
+        if not (path / "resolved.yaml").is_file():
+            raise NotARunDirectory(f"{path}: not a run directory (no resolved.yaml)")
+        return cls(path)
+
     def file(self, *parts: str) -> Path:
         return self.path.joinpath(*parts)
+
+    def recipe(self, overrides: Sequence[str] = ()) -> Loaded:
+        """The run's resolved recipe (its resolved.yaml), loaded and validated."""
+        from ..recipe.load import load_recipe
+
+        return load_recipe(self.file("resolved.yaml"), overrides)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """metrics.jsonl, one dict per logged step ([] before the first)."""
+        path = self.file("metrics.jsonl")
+        if not path.is_file():
+            return []
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError as exc:
+                raise BadInput(f"{path}:{number}: not JSON ({exc})") from None
+        return rows
+
+    def summary(self) -> RunSummary | None:
+        """summary.json as a RunSummary (None before the run wrote one)."""
+        path = self.file("summary.json")
+        return read_summary(path) if path.is_file() else None
 
 
 def _git(args: list[str], cwd: Path) -> str | None:

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..recipe.results import RunSummary
+
 
 class Tracker:
     def __init__(self, recipe: Any, run_dir: Path, *, config: dict[str, Any], job_type: str,
@@ -58,16 +60,14 @@ class Tracker:
         except Exception as exc:  # noqa: BLE001
             self._off(exc)
 
-    def results(self, results: dict[str, Any]) -> None:
+    def results(self, summary: RunSummary) -> None:
+        """The run's headline numbers (RunSummary.flat: losses, pass@k, APPS accuracies) in the
+        W&B run summary, under the keys `ccrun compare --wandb` reads back."""
         if self.run is None:
             return
         try:
-            for name, value in results.items():
-                if isinstance(value, dict):
-                    for k, v in value.items():
-                        if isinstance(v, int | float):
-                            key = f"{name}/pass@{k}" if name != "train" and str(k).isdigit() else f"{name}/{k}"
-                            self.run.summary[key] = v
+            for key, value in summary.flat().items():
+                self.run.summary[key] = value
         except Exception as exc:  # noqa: BLE001
             self._off(exc)
 
@@ -90,7 +90,7 @@ class Tracker:
 
     def eval_tables(self, eval_dir: Path) -> None:
         """eval/<name>/samples.jsonl as the table `eval/<name>/samples` (one row per completion with
-        its verdict), and APPS accuracies in the summary."""
+        its verdict)."""
         if self.run is None or not eval_dir.is_dir():
             return
         try:
@@ -103,14 +103,6 @@ class Tracker:
                 columns = list(dict.fromkeys(k for row in rows for k in row))
                 data = [[_cell(row.get(c)) for c in columns] for row in rows]
                 tables[f"eval/{name}/samples"] = wandb.Table(columns=columns, data=data)
-                results = samples.parent / "results.json"
-                parts = json.loads(results.read_text()).get("sampling", []) if results.is_file() else []
-                for i, part in enumerate(parts):
-                    overall = part.get("overall", {})
-                    for key in ("strict_accuracy", "test_case_average"):
-                        if key in overall:
-                            suffix = f"[{i}]" if len(parts) > 1 else ""
-                            self.run.summary[f"{name}/{key}{suffix}"] = overall[key]
             if tables:
                 self.run.log(tables)  # one step after the last training step
         except Exception as exc:  # noqa: BLE001

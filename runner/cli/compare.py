@@ -1,0 +1,36 @@
+"""compare: runs side by side (local run directories, or W&B runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..common.errors import BadInput
+from .app import app
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[str], typer.Argument(help="Run directories; with --wandb, W&B run names or ids.",
+                                              show_default=False)],
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write their loss curves to this PNG.")] = None,
+    wandb: Annotated[Optional[str], typer.Option("--wandb", metavar="ENTITY/PROJECT",
+                                                 help="Read the runs from W&B's public API.")] = None,
+) -> None:
+    """Runs side by side: summary metrics (losses, pass@k, tokens/s, wall time), then the recipe
+    differences between the first run and each other one."""
+    from ..track.compare import local_run, report, wandb_runs
+    from ..track.compare import plot as draw
+    from ..track.rundir import RunDir
+
+    if wandb is not None:
+        if wandb.count("/") != 1 or not all(wandb.split("/")):
+            raise BadInput(f"--wandb: expected ENTITY/PROJECT (got {wandb!r})")
+        views = wandb_runs(wandb, runs)
+    else:
+        views = [local_run(RunDir.open(r)) for r in runs]
+    typer.echo(report(views), nl=False)
+    if plot is not None:
+        typer.echo(f"plot: {draw(views, plot)}")

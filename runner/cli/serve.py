@@ -1,0 +1,46 @@
+"""serve: a trained run (or a Hugging Face model directory) over HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..common.errors import BadInput
+from .app import app, checkpoint_choice
+
+
+@app.command()
+def serve(
+    source: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR|HF_DIR", help="A run directory, or a Hugging Face model directory.",
+                             show_default=False)
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8080,
+    checkpoint: Annotated[
+        Optional[str], typer.Option(help="Serve a run's checkpoint: best or latest (default: its final/ export).")
+    ] = None,
+    max_batch: Annotated[int, typer.Option(min=1, help="Requests decoded together at most (1: no batching).")] = 8,
+    batch_wait_ms: Annotated[
+        float, typer.Option(min=0.0, help="How long a lone request waits for others to share its batch.")
+    ] = 5.0,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="The most tokens one request may ask for.")] = 1024,
+) -> None:
+    """Serve a model over HTTP: Hugging Face Inference API text generation at /models/NAME (the Code
+    Clippy VS Code extension), OpenAI completions at /v1/completions, a problem-solver page at /."""
+    from ..serve.source import listen, open_source
+
+    checkpoint_choice(checkpoint)
+    if not source.is_dir():
+        raise BadInput(f"{source}: no such directory (a run directory or a Hugging Face model directory)")
+    sock = listen(host, port)  # before the slow load: a busy port fails at once
+    try:
+        served = open_source(source, checkpoint=checkpoint)
+    except BaseException:
+        sock.close()
+        raise
+    from ..serve.app import serve as run_server
+
+    run_server(served, sock, max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_new_tokens=max_new_tokens)

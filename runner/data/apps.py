@@ -1,4 +1,5 @@
-"""APPS: problems in, prompt + solution examples out. The prompt function is shared with the eval.
+"""APPS: problems in, prompt + solution examples out. The problems reader (`read_problems`) and
+the prompt are shared with the eval.
 
 APPS rows: problem_id, question, solutions (a JSON list of strings), starter_code, input_output
 (JSON {"inputs", "outputs", "fn_name"?}), difficulty, url. A problem is call-based iff its
@@ -8,11 +9,13 @@ input_output names an fn_name; otherwise the program reads standard input.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..common.errors import DataError
 from ..recipe.schema_data import AppsSource
-from .sources import DataError, fingerprint, jsonl_rows
+from .rows import fingerprint, jsonl_rows, rows_to_arrow
 
 
 def apps_prompt(question: str, starter_code: str | None, fn_name: str | None) -> str:
@@ -48,31 +51,64 @@ def solutions_of(solutions: Any) -> list[str]:
     return [s for s in solutions if isinstance(s, str)] if isinstance(solutions, list) else []
 
 
-def read_apps(source: AppsSource, where: str, cache_dir: Path, counts: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """APPS problems of `source.split` and `source.difficulties`: local JSON Lines or the hub's file."""
-    from .sources import _stream
-
-    info: dict[str, Any] = {}
-    if source.path is not None:
-        path = Path(source.path)
-        if not path.is_file():
+def problems_file(path: str | Path | None, *, hub: str | None, split: str | None, where: str) -> Path:
+    """The APPS problems file: the local JSON Lines file `path`, or (no path) the hub dataset's
+    `{split}.jsonl`, downloaded into the Hugging Face cache. A missing file or an unreachable hub is a
+    DataError naming `where`."""
+    if path is not None:
+        if not Path(path).is_file():
             raise DataError(f"{where}: no such file {path}")
-    else:  # a local path was fingerprinted before reading; the hub's file only now
-        path = _download(source, where)
+        return Path(path)
+    if hub is None or split is None:
+        raise ValueError("problems_file: give a path, or a hub dataset and a split")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(hub, f"{split}.jsonl", repo_type="dataset"))
+    except Exception as exc:
+        raise DataError(
+            f"{where}: cannot fetch {split}.jsonl of {hub!r} ({type(exc).__name__}); with no network, "
+            f"give a local copy: path: ./apps/{split}.jsonl"
+        ) from None
+
+
+def problem_rows(path: Path, difficulties: Sequence[str] | None, on_error: str,
+                 counts: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The APPS rows of a JSON Lines file, each with its `question`; rows of a difficulty not in
+    `difficulties` (None: all) are counted in counts["other_difficulties"], not yielded."""
+    for row in jsonl_rows([path], "question", on_error, counts):
+        row["question"] = row.pop("text")
+        if difficulties is not None and row.get("difficulty") not in difficulties:
+            counts["other_difficulties"] = counts.get("other_difficulties", 0) + 1
+            continue
+        yield row
+
+
+def read_problems(path: str | Path | None, *, hub: str | None = None, split: str | None = None,
+                  difficulties: Sequence[str] | None = None, limit: int | None = None, on_error: str = "fail",
+                  where: str = "APPS") -> list[dict[str, Any]]:
+    """APPS problems (rows with the APPS fields, `question` among them) of the local file `path` or
+    the hub's `{split}.jsonl`, of `difficulties` (None: all), the first `limit` of them (None: all).
+    Raises DataError for a missing, unreachable or malformed file."""
+    rows = list(problem_rows(problems_file(path, hub=hub, split=split, where=where), difficulties, on_error, {}))
+    return rows[:limit]
+
+
+def read_apps(source: AppsSource, where: str, cache_dir: Path, counts: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The data stage's APPS source: a dataset of problems, the question as its `text` column."""
+    info: dict[str, Any] = {}
+    path = problems_file(source.path, hub=source.hub, split=source.split, where=where)
+    if source.path is None:  # a local path was fingerprinted before reading; the hub's file only now
         info["files"] = {str(path): fingerprint(path)}
-    ds = _stream(
-        _problems, cache_dir, where, path=path, split=source.split, difficulties=list(source.difficulties),
+    ds = rows_to_arrow(
+        _documents, cache_dir, where, path=path, split=source.split, difficulties=list(source.difficulties),
         on_error=source.on_error, counts=counts,
     )
     return ds, info
 
 
-def _problems(path: Path, split: str, difficulties: list[str], on_error: str, counts: dict[str, Any]):
-    for row in jsonl_rows([path], "question", on_error, counts):
-        row["question"] = row.pop("text")
-        if row.get("difficulty") not in difficulties:
-            counts["other_difficulties"] = counts.get("other_difficulties", 0) + 1
-            continue
+def _documents(path: Path, split: str, difficulties: list[str], on_error: str, counts: dict[str, Any]):
+    for row in problem_rows(path, difficulties, on_error, counts):
         # The documents stage wants a text column: the question is the document's text.
         yield {
             "text": row["question"],
@@ -84,18 +120,6 @@ def _problems(path: Path, split: str, difficulties: list[str], on_error: str, co
             "url": row.get("url") or "",
             "split": split,
         }
-
-
-def _download(source: AppsSource, where: str) -> Path:
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return Path(hf_hub_download(source.hub, f"{source.split}.jsonl", repo_type="dataset"))
-    except Exception as exc:
-        raise DataError(
-            f"{where}: cannot fetch {source.split}.jsonl of {source.hub!r} ({type(exc).__name__}); with no network, "
-            "give a local copy: path: ./apps/train.jsonl"
-        ) from None
 
 
 def apps_examples(row: dict[str, Any], max_solutions: int | None) -> list[tuple[str, str]]:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..common.errors import DataError
 from ..recipe.base import format_path
-from .sources import DataError, workers
+from .sources import workers
 
 # Filters that read a metadata column, and the spec attribute naming it.
 COLUMN_OF = {"stars": "column", "commits": "column", "license": "column", "fork": "column", "size": "column"}

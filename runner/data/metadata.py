@@ -17,7 +17,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .sources import DataError, expand, fingerprint, open_text, workers
+from ..common.errors import DataError
+from .rows import expand, fingerprint, open_text
+from .sources import workers
 
 FOUND = "__ccrun_metadata_found"
 

@@ -7,23 +7,15 @@ Clippy corpus keeps repo_name, stars, ... there).
 
 from __future__ import annotations
 
-import functools
-import glob
-import gzip
 import hashlib
-import io
-import json
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..common.errors import DataError
 from ..recipe.schema_data import AppsSource, FilesSource, HfSource, JsonlSource, ParquetSource
-
-
-class DataError(Exception):
-    """Bad data input: a missing file, an unreadable archive, a malformed line, an empty result."""
+from .apps import problems_file, read_apps
+from .rows import expand, fingerprint, jsonl_rows, rows_to_arrow
 
 
 def workers(num_proc: int | None, rows: int) -> int | None:
@@ -34,83 +26,6 @@ def workers(num_proc: int | None, rows: int) -> int | None:
 
 
 # --- files ---------------------------------------------------------------------------------
-
-
-def expand(patterns: list[str], what: str) -> list[Path]:
-    """Glob patterns → existing files, in pattern order then sorted. A pattern matching nothing is an error."""
-    files: list[Path] = []
-    for pattern in patterns:
-        matched = sorted(glob.glob(pattern, recursive=True))
-        matched = [m for m in matched if os.path.isfile(m)]
-        if not matched:
-            raise DataError(f"{what}: no file matches {pattern}")
-        files.extend(Path(m) for m in matched)
-    return list(dict.fromkeys(files))
-
-
-def open_text(path: Path) -> io.TextIOBase:
-    """A text stream of a plain, .gz or .zst file."""
-    try:
-        if path.suffix == ".gz":
-            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-        if path.suffix == ".zst":
-            import zstandard
-
-            raw = open(path, "rb")  # noqa: SIM115 - closed with the wrapper
-            return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), encoding="utf-8")
-        return open(path, encoding="utf-8")  # noqa: SIM115
-    except OSError as exc:
-        raise DataError(f"{path}: cannot open ({exc.strerror or exc})") from None
-
-
-def fingerprint(path: Path) -> str:
-    """Content hash of a file (blake2b, streamed)."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def flatten_meta(row: dict[str, Any]) -> dict[str, Any]:
-    meta = row.pop("meta", None)
-    if isinstance(meta, dict):
-        for key, value in meta.items():
-            row.setdefault(key, value)
-    elif meta is not None:
-        row["meta"] = meta
-    return row
-
-
-def jsonl_rows(files: list[Path], text_field: str, on_error: str, counts: dict[str, int]) -> Iterator[dict]:
-    """Rows of JSON Lines files; `counts` gets rows read and lines skipped."""
-    for path in files:
-        stream = open_text(path)
-        try:
-            for number, line in enumerate(stream, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    if not isinstance(row, dict):
-                        raise ValueError(f"a JSON {type(row).__name__}, not an object")
-                    if not isinstance(row.get(text_field), str):
-                        raise ValueError(f"no string field {text_field!r}")
-                except ValueError as exc:  # JSONDecodeError is a ValueError
-                    if on_error == "skip":
-                        counts["skipped_lines"] = counts.get("skipped_lines", 0) + 1
-                        continue
-                    raise DataError(f"{path}:{number}: malformed line ({exc}); set on_error: skip to skip such lines") from None
-                row["text"] = row.pop(text_field)
-                yield flatten_meta(row)
-        except (OSError, EOFError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
-        except Exception as exc:  # zstandard raises its own ZstdError
-            if type(exc).__name__ == "ZstdError":
-                raise DataError(f"{path}: unreadable archive ({exc})") from None
-            raise
-        finally:
-            stream.close()
 
 
 def files_root(source: Any, where: str) -> Path:
@@ -160,9 +75,8 @@ def fingerprint_source(source: Any, where: str) -> dict[str, Any]:
             digest.update(p.relative_to(root).as_posix().encode() + b"\0" + fingerprint(p).encode())
         return {"root": str(root), "fingerprint": digest.hexdigest()}
     if isinstance(source, AppsSource) and source.path is not None:
-        if not Path(source.path).is_file():
-            raise DataError(f"{where}: no such file {source.path}")
-        return {"files": {source.path: fingerprint(Path(source.path))}}
+        path = problems_file(source.path, hub=source.hub, split=source.split, where=where)
+        return {"files": {source.path: fingerprint(path)}}
     if isinstance(source, AppsSource):  # the hub's file: fingerprinted once downloaded (read_apps)
         return {"hub": source.hub, "split": source.split}
     # a hub dataset: its name, config, split and revision say what it is
@@ -180,8 +94,8 @@ def read_source(source: Any, where: str, cache_dir: Path) -> tuple[Any, dict[str
     info: dict[str, Any] = {"type": source.type}
     if isinstance(source, JsonlSource):
         files = expand(source.paths, where)
-        ds = _stream(jsonl_rows, cache_dir, where, files=files, text_field=source.text_field, on_error=source.on_error,
-                     counts=counts)
+        ds = rows_to_arrow(jsonl_rows, cache_dir, where, files=files, text_field=source.text_field,
+                           on_error=source.on_error, counts=counts)
     elif isinstance(source, ParquetSource):
         from datasets import load_dataset
 
@@ -190,18 +104,14 @@ def read_source(source: Any, where: str, cache_dir: Path) -> tuple[Any, dict[str
             ds = load_dataset("parquet", data_files=[str(f) for f in files], split="train", cache_dir=str(cache_dir))
         except Exception as exc:
             raise DataError(f"{where}: cannot read parquet ({type(exc).__name__}: {exc})") from None
-        if source.text_field not in ds.column_names:
-            raise DataError(f"{where}: no column {source.text_field!r}; columns: {', '.join(ds.column_names)}")
-        if source.text_field != "text":
-            ds = ds.rename_column(source.text_field, "text")
+        ds = _text_column(ds, source.text_field, where)
     elif isinstance(source, HfSource):
         ds = _read_hf(source, where, cache_dir)
     elif isinstance(source, FilesSource):
         root = files_root(source, where)
-        ds = _stream(file_rows, cache_dir, where, root=root, include=source.include, exclude=source.exclude, counts=counts)
+        ds = rows_to_arrow(file_rows, cache_dir, where, root=root, include=source.include, exclude=source.exclude,
+                           counts=counts)
     elif isinstance(source, AppsSource):
-        from .apps import read_apps
-
         ds, apps_info = read_apps(source, where, cache_dir, counts)
         info.update(apps_info)
     else:  # pragma: no cover - the schema admits no other type
@@ -209,29 +119,6 @@ def read_source(source: Any, where: str, cache_dir: Path) -> tuple[Any, dict[str
     info["rows"] = 0 if ds is None else len(ds)
     info.update(counts)
     return ds, info
-
-
-def _stream(generator, cache_dir: Path, label: str, **kwargs):
-    """Rows from a generator straight into Arrow on disk (nothing held in memory); None if it yields none."""
-    from datasets import Dataset
-
-    # A fresh cache directory every time: datasets keys generator caches on the arguments (file
-    # names), not on file contents, and must never hand back a stale copy. The arguments go in
-    # through a partial: datasets would take a list argument for shards to parallelise over.
-    target = Path(tempfile.mkdtemp(prefix="gen-", dir=cache_dir))
-    try:
-        return Dataset.from_generator(functools.partial(generator, **kwargs), cache_dir=str(target))
-    except Exception as exc:
-        cause: BaseException | None = exc
-        while cause is not None:
-            if isinstance(cause, DataError):
-                raise cause from None
-            if type(cause).__name__ == "SchemaInferenceError":  # the generator yielded no row
-                return None
-            if type(cause).__name__ in ("ArrowInvalid", "ArrowTypeError", "ArrowNotImplementedError"):
-                raise DataError(f"{label}: rows disagree on a column's type ({cause})") from None
-            cause = cause.__cause__ or cause.__context__
-        raise
 
 
 def _read_hf(source: HfSource, where: str, cache_dir: Path):
@@ -247,8 +134,11 @@ def _read_hf(source: HfSource, where: str, cache_dir: Path):
         ) from None
     if source.streaming:
         ds = Dataset.from_generator(lambda: iter(ds), cache_dir=str(cache_dir / "gen"))
-    if source.text_field not in ds.column_names:
-        raise DataError(f"{where}: no column {source.text_field!r}; columns: {', '.join(ds.column_names)}")
-    if source.text_field != "text":
-        ds = ds.rename_column(source.text_field, "text")
-    return ds
+    return _text_column(ds, source.text_field, where)
+
+
+def _text_column(ds: Any, text_field: str, where: str) -> Any:
+    """The dataset with its `text_field` column named `text`, the column every later stage reads."""
+    if text_field not in ds.column_names:
+        raise DataError(f"{where}: no column {text_field!r}; columns: {', '.join(ds.column_names)}")
+    return ds if text_field == "text" else ds.rename_column(text_field, "text")

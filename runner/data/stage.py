@@ -23,14 +23,15 @@ from typing import Any
 
 import numpy as np
 
+from ..common.errors import DataError
 from ..recipe.schema import Recipe
 from .dedup import dedup
 from .filters import apply_filters
 from .metadata import join_metadata, metadata_fingerprint, read_metadata
 from .pack import pack, tokenize
-from .sources import DataError, fingerprint_source, read_source
+from .sources import fingerprint_source, read_source
 
-CODE_FILES = ("sources.py", "apps.py", "metadata.py", "filters.py", "dedup.py", "pack.py", "stage.py")
+CODE_FILES = ("rows.py", "sources.py", "apps.py", "metadata.py", "filters.py", "dedup.py", "pack.py", "stage.py")
 SPLITS = ("train", "validation")
 
 

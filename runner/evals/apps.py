@@ -25,10 +25,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..data.apps import fn_name_of, solutions_of
+from ..recipe.schema_data import ALL_DIFFICULTIES
 from .humaneval import check_known
 from .passk import aggregate
 
-DIFFICULTIES = ("introductory", "interview", "competition")
+DIFFICULTIES = tuple(ALL_DIFFICULTIES)  # results.json has a block per difficulty, in the schema's order
 COMPILE_ERROR, RUNTIME_ERROR = -2, -1
 
 CALL_HARNESS = """

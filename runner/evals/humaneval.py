@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..common.errors import BadInput
 from .passk import aggregate, pass_at_k
 
 
-class SampleError(ValueError):
-    """Samples that cannot be scored (unknown task, missing field): bad input."""
+class SampleError(BadInput):
+    """Samples that cannot be scored (unknown task, missing field): bad input, exit code 2."""
 
 
 def load_problems(path: str | Path | None = None) -> dict[str, dict[str, Any]]:

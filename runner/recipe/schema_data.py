@@ -2,13 +2,14 @@
 
 
 from collections.abc import Iterator
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field
 
 from .base import LocalPath, Path, Spec, tagged
 
 Difficulty = Literal["introductory", "interview", "competition"]
+ALL_DIFFICULTIES: list[Difficulty] = list(get_args(Difficulty))
 OnError = Literal["fail", "skip"]
 
 
@@ -17,7 +18,6 @@ def _on_error_field():
         default="fail",
         description="A malformed JSON line: fail (naming file and line) or skip it (counted in the manifest).",
     )
-ALL_DIFFICULTIES: list[Difficulty] = ["introductory", "interview", "competition"]
 
 
 # --- sources -------------------------------------------------------------------------------

@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def build_model(out: Path, args) -> None:
     from flax import nnx
 
-    from runner.model import GPTConfig, GPTNeo, save_pretrained, train_tokenizer
+    from runner.data.tokenizer import train_tokenizer
+    from runner.model import GPTConfig, GPTNeo, save_pretrained
 
     texts = [p.read_text() for p in sorted((ROOT / "runner").rglob("*.py"))]
     tok = train_tokenizer(texts, vocab_size=args.vocab, out_dir=out)
@@ -49,7 +50,7 @@ def build_model(out: Path, args) -> None:
 def prompts(count: int, model_dir: Path) -> list[str]:
     """Editor-like documents: the text before a cursor in ccrun's source files, 65..128 tokens (one
     prompt bucket, so that the batch sizes are the only shapes to compile before measuring)."""
-    from runner.model import load_tokenizer
+    from runner.data.tokenizer import load_tokenizer
 
     tok = load_tokenizer(model_dir)
     files = [ids for p in sorted((ROOT / "runner").rglob("*.py"))

@@ -101,7 +101,7 @@ def _data_outputs(run: RunDir):
     """(token blocks, tokenizer) the data stage wrote into the run directory."""
     from datasets import load_from_disk
 
-    from .model import load_tokenizer
+    from .data.tokenizer import load_tokenizer
 
     return load_from_disk(str(run.file("data", "tokens"))), load_tokenizer(run.file("data", "tokenizer"))
 
@@ -206,6 +206,7 @@ def _tracker(loaded: Loaded, run: RunDir, log: Log):
 def _build(recipe, run: RunDir, log: Log):
     """(model, tokenizer, token blocks or None): the data stage (or its earlier output when
     resuming), then the model. Other processes wait on process 0's word after each step."""
+    from .data.tokenizer import build_tokenizer
     from .model import build_model
 
     tokens = None
@@ -274,6 +275,7 @@ def _follow(loaded: Loaded, run: RunDir) -> RunSummary:
     """A process other than 0 under jax.distributed: it computes its part of training and writes
     only its checkpoint shards; process 0 writes everything else (run directory files, metrics,
     W&B, final/, evals). The collective calls mirror `execute`'s, in the same order."""
+    from .data.tokenizer import build_tokenizer
     from .model import build_model
 
     recipe = loaded.recipe
@@ -314,52 +316,6 @@ def eval_target(target: Path, overrides: Sequence[str] = (), *, checkpoint: str 
         if run is not None and run.file("eval", spec.name).exists():
             raise BadInput(f"{run.file('eval', spec.name)}: already evaluated (nothing was overwritten)")
     return loaded, run
-
-
-def load_for_eval(target: Path, recipe, *, checkpoint: str | None = None):
-    """(model, tokenizer) to evaluate: a run directory's final/ export, or one of its checkpoints
-    (`checkpoint` = "latest" | "best"), or the recipe's own model and tokenizer."""
-    import json
-
-    from .model import build_model, from_pretrained, load_tokenizer
-    from .model.from_recipe import build_tokenizer
-
-    if not target.is_dir():
-        return build_model(recipe.model, seed=recipe.seed), build_tokenizer(recipe.tokenizer)
-    tokenizer_dir = next((d for d in (target / "final", target / "data" / "tokenizer") if (d / "tokenizer.json").is_file()), None)
-    tokenizer = load_tokenizer(tokenizer_dir) if tokenizer_dir else build_tokenizer(recipe.tokenizer)
-    if checkpoint is None and (target / "final" / "config.json").is_file():
-        return from_pretrained(target / "final", dtype=recipe.model.dtype.compute), tokenizer
-    ckpt_dir = target / "checkpoints"
-    if not ckpt_dir.is_dir():
-        raise StagesMissing(f"{target}: no final/ export and no checkpoints/ to evaluate")
-    from flax import nnx
-
-    from .train.checkpoint import restore_params
-    from .train.step import split
-
-    model = build_model(recipe.model, tokenizer=tokenizer, seed=recipe.seed)
-    steps = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
-    if not steps:
-        raise StagesMissing(f"{ckpt_dir}: no checkpoint")
-    step = steps[-1]
-    if checkpoint == "best":
-        metric = recipe.train.checkpoint.keep_best_by if recipe.train else None
-        scored = []
-        for s in steps:
-            meta = ckpt_dir / str(s) / "_CHECKPOINT_METADATA"
-            metrics = json.loads(meta.read_text()).get("metrics") if meta.is_file() else None
-            if metric and metrics and metric in metrics:
-                scored.append((metrics[metric], s))
-        if not scored:
-            raise StagesMissing(f"{ckpt_dir}: no checkpoint carries {metric!r}; use --checkpoint latest")
-        pick = min if recipe.train.checkpoint.mode == "min" else max
-        step = pick(scored)[1]
-    params = restore_params(ckpt_dir, step, split(model).params)
-    state = nnx.state(model)
-    nnx.replace_by_pure_dict(state, params)
-    nnx.update(model, state)
-    return model, tokenizer
 
 
 def sweep_points(sweep: dict | None) -> list[dict]:

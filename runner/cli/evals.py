@@ -60,8 +60,9 @@ def eval_(
     checkpoint_choice(checkpoint)
     loaded, run = conductor.eval_target(target, set_ or (), checkpoint=checkpoint)
     from ..evals.suites import run_evals
+    from ..train.checkpoint import load_run_model
 
-    model, tokenizer = conductor.load_for_eval(target, loaded.recipe, checkpoint=checkpoint)
+    model, tokenizer = load_run_model(target, loaded.recipe, checkpoint=checkpoint)
     if run is None:
         run = conductor.create_run_dir(loaded, runs_root=runs_dir)
     for result in run_evals(loaded.recipe, model, tokenizer, run.file("eval"), workers=workers):

@@ -30,14 +30,19 @@ def serve(
 ) -> None:
     """Serve a model over HTTP: Hugging Face Inference API text generation at /models/NAME (the Code
     Clippy VS Code extension), OpenAI completions at /v1/completions, a problem-solver page at /."""
-    from ..serve.source import listen, open_source
+    from ..serve.source import listen, open_hf, open_run
+    from ..track.rundir import RunDir
 
     checkpoint_choice(checkpoint)
     if not source.is_dir():
         raise BadInput(f"{source}: no such directory (a run directory or a Hugging Face model directory)")
+    run = RunDir.open(source) if (source / "resolved.yaml").is_file() else None
+    if checkpoint is not None and run is None:
+        raise BadInput("--checkpoint applies to a run directory")
+    recipe = run.recipe().recipe if run else None
     sock = listen(host, port)  # before the slow load: a busy port fails at once
     try:
-        served = open_source(source, checkpoint=checkpoint)
+        served = open_run(source, recipe, checkpoint=checkpoint) if run else open_hf(source)
     except BaseException:
         sock.close()
         raise

@@ -18,13 +18,16 @@ def test_loss_suites_reuse_the_last_validation_or_measure_their_own(tmp_path):
     out = ccrun("run", "recipes/smoke.yaml", "--runs-dir", str(tmp_path / "a"), *SHORT, "--set", evals)
     assert out.returncode == 0, out.stderr[-3000:]
     run = Path(out.stdout.strip())
-    results = json.loads((run / "summary.json").read_text())["results"]
-    final = results["train"]["final"]
-    assert results["loss"] == {"val/loss": final["val/loss"], "val/perplexity": final["val/perplexity"],
-                               "from": "training"}
-    assert results["loss-b"]["from"] == "eval" and results["loss-b"]["rows"] == 24  # 3 batches of 8
+    summary = json.loads((run / "summary.json").read_text())
+    final = summary["train"]["final"]
+    results = {e["name"]: e for e in summary["evals"]}
+    assert list(results) == ["loss", "loss-b", "loss-c"]
+    assert results["loss"] == {"suite": "loss", "name": "loss", "val_loss": final["val/loss"],
+                               "val_perplexity": final["val/perplexity"], "measured": "training", "rows": None,
+                               "batch_size": None}
+    assert results["loss-b"]["measured"] == "eval" and results["loss-b"]["rows"] == 24  # 3 batches of 8
     # all blocks in batches of 2: the same token-weighted mean as the training's validation
-    assert results["loss-c"]["val/loss"] == pytest.approx(final["val/loss"], rel=1e-5)
+    assert results["loss-c"]["val_loss"] == pytest.approx(final["val/loss"], rel=1e-5)
     for name in ("loss", "loss-b", "loss-c"):
         assert json.loads((run / "eval" / name / "results.json").read_text()) == results[name]
     assert "eval loss-b: val loss" in out.stderr
@@ -33,8 +36,9 @@ def test_loss_suites_reuse_the_last_validation_or_measure_their_own(tmp_path):
                       "--set", "optimizer=null", "--set", "schedule=null", "--set", "evals=[{suite: loss, max_batches: 2}]")
     assert eval_only.returncode == 0, eval_only.stderr[-3000:]
     summary = json.loads((Path(eval_only.stdout.strip()) / "summary.json").read_text())
-    loss = summary["results"]["loss"]
-    assert loss["from"] == "eval" and loss["rows"] == 16 and loss["val/loss"] > final["val/loss"]
+    (loss,) = summary["evals"]
+    assert summary["train"] is None
+    assert loss["measured"] == "eval" and loss["rows"] == 16 and loss["val_loss"] > final["val/loss"]
     row = subprocess.run([sys.executable, "-m", "runner.cli", "compare", eval_only.stdout.strip()], cwd=ROOT,
                          capture_output=True, text=True).stdout
     assert any(line.startswith("val/loss") for line in row.splitlines())

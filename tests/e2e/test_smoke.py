@@ -29,7 +29,9 @@ def test_smoke_recipe_runs_end_to_end(tmp_path):
         assert (run / name).is_file(), name
     assert (run / "checkpoints" / "60").is_dir()
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "succeeded" and summary["results"]["train"]["steps"] == 60
+    assert summary["status"] == "succeeded" and summary["train"]["steps"] == 60 and summary["error"] is None
+    assert [(e["suite"], e["name"]) for e in summary["evals"]] == [("loss", "loss"), ("humaneval", "humaneval"),
+                                                                   ("apps", "apps")]
     devices = json.loads((run / "provenance.json").read_text())["devices"]
     assert devices and devices[0]["platform"] == "cpu"
     losses = [json.loads(line)["train/loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
@@ -40,7 +42,12 @@ def test_smoke_recipe_runs_end_to_end(tmp_path):
         assert stage in out.stderr
     manifest = json.loads((run / "data" / "manifest.json").read_text())  # the corpus: this Python's stdlib
     assert manifest["documents"]["sources"][0]["root"] == sysconfig.get_paths()["stdlib"]
-    assert set(summary["results"]["apps"]) == {"1"}
+    apps = summary["evals"][2]
+    assert set(apps["pass_at_k"]) == {"1"} and 0 <= apps["strict_accuracy"] <= apps["test_case_average"] <= 1
+    results = json.loads((run / "eval" / "apps" / "results.json").read_text())["sampling"][0]
+    assert apps["strict_accuracy"] == results["overall"]["strict_accuracy"]
+    assert {d: s["problems"] for d, s in apps["per_difficulty"].items()} == {
+        d: results[d]["problems"] for d in ("introductory", "interview", "competition") if results[d]["problems"]}
     (wandb_dir,) = run.glob("wandb/offline-run-*")  # W&B offline: recipe hash, metrics, eval tables, recipe artifact
     log = next(wandb_dir.glob("run-*.wandb")).read_bytes()
     assert summary["recipe_hash"].encode() in log and b"train/loss" in log

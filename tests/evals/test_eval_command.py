@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from flax import nnx
 
-from runner.model import GPTConfig, GPTNeo, save_pretrained, train_tokenizer
+from runner.data.tokenizer import train_tokenizer
+from runner.model import GPTConfig, GPTNeo, save_pretrained
 
 from .test_scoring import CALL_PROBLEM, STDIN_PROBLEM
 
@@ -66,8 +67,8 @@ def test_run_of_a_recipe_without_train_evaluates_only(workdir):
     assert out.returncode == 0, out.stderr[-3000:]
     run = workdir / out.stdout.strip().splitlines()[-1]
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "succeeded" and "train" not in summary["results"]
-    assert set(summary["results"]) == {"humaneval", "apps"}
+    assert summary["status"] == "succeeded" and summary["train"] is None
+    assert [e["suite"] for e in summary["evals"]] == ["humaneval", "apps"]
     assert not (run / "metrics.jsonl").exists() and not (run / "checkpoints").exists() and not (run / "data").exists()
     assert (run / "eval" / "humaneval" / "results.json").is_file() and (run / "eval" / "apps" / "results.json").is_file()
     assert "eval humaneval: pass@1" in out.stderr and "train:" not in out.stderr

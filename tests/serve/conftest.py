@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def hf_dir(tmp_path_factory) -> Path:
     from flax import nnx
 
-    from runner.model import GPTConfig, GPTNeo, save_pretrained, train_tokenizer
+    from runner.data.tokenizer import train_tokenizer
+    from runner.model import GPTConfig, GPTNeo, save_pretrained
     from runner.model.hf import build_from_params, flat_params
 
     out = tmp_path_factory.mktemp("tiny-clippy")

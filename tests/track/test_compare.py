@@ -6,6 +6,8 @@ with what ccrun's Tracker logs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from runner import cli
@@ -67,7 +69,7 @@ def test_cli_compare_wandb(api, monkeypatch, tmp_path, capsys):
     import wandb
 
     monkeypatch.setattr(wandb, "Api", lambda **kwargs: api)
-    monkeypatch.chdir(cli.Path(__file__).resolve().parents[2])
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
     with pytest.raises(SystemExit) as done:
         cli.main(["compare", "--wandb", "me/ccrun-smoke", "abc123", "def456", "--plot", str(tmp_path / "w.png")])
     out = capsys.readouterr().out

@@ -1,0 +1,75 @@
+"""Every command's bad input leaves through the one error path (runner.cli.app.main): exit 2, one
+line on stderr saying what is wrong, no traceback, nothing written."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .helpers import ROOT, ccrun
+
+# (command line, what the message must say); TMP is a fresh empty directory, FILE a file in it.
+BAD = [
+    (["validate", "TMP/missing.yaml"], "file not found"),
+    (["resolve", "TMP/missing.yaml"], "file not found"),
+    (["diff", "recipes/smoke.yaml", "recipes/apps-125m.yaml", "--format", "xml"], "--format: must be one of"),
+    (["diff", "recipes/smoke.yaml", "TMP"], "not a run directory"),
+    (["schema", "--out-dir", "FILE"], "--out-dir"),
+    (["run", "recipes/smoke.yaml", "--sweep-index", "3", "--runs-dir", "TMP/runs"], "--sweep-index: the sweep has 1"),
+    (["resume", "TMP"], "not a run directory"),
+    (["reproduce", "TMP"], "not a run directory"),
+    (["compare", "TMP"], "not a run directory"),
+    (["compare", "TMP", "--wandb", "no-slash"], "--wandb: expected ENTITY/PROJECT"),
+    (["data", "TMP/missing.yaml", "--out", "TMP/out"], "file not found"),
+    (["eval-samples", "TMP/missing.jsonl", "--out", "TMP/out"], "no such file"),
+    (["eval-samples", "FILE", "--suite", "mbpp", "--out", "TMP/out"], "--suite: must be humaneval or apps"),
+    (["eval-samples", "FILE", "--k", "0", "--out", "TMP/out"], "--k: pass@k needs k >= 1"),
+    (["eval-samples", "FILE", "--out", "FILE"], "--out"),
+    (["eval", "TMP"], "not a run directory"),
+    (["eval", "recipes/smoke.yaml", "--checkpoint", "best"], "--checkpoint applies to a run directory"),
+    (["serve", "TMP", "--checkpoint", "worst"], "--checkpoint: best or latest"),
+    (["serve", "TMP/missing"], "no such directory"),
+]
+
+
+@pytest.mark.parametrize("argv, needle", BAD, ids=lambda a: " ".join(a) if isinstance(a, list) else None)
+def test_bad_input_exits_2_with_one_line(argv, needle, tmp_path):
+    (tmp_path / "file.txt").write_text("x\n")
+    argv = [a.replace("TMP", str(tmp_path)) if a != "FILE" else str(tmp_path / "file.txt") for a in argv]
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    out = ccrun(*argv)
+    assert out.returncode == 2, out
+    assert "Traceback" not in out.stderr and "internal error" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and needle in out.stderr, out.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+    assert (tmp_path / "file.txt").read_text() == "x\n"
+
+
+def test_every_command_is_tried():
+    from runner.cli import app
+
+    commands = {c.name or c.callback.__name__.rstrip("_") for c in app.registered_commands}
+    assert commands == {argv[0] for argv, _ in BAD}
+
+
+def test_a_bad_process_setting_is_bad_input(tmp_path):
+    """jax.distributed settings that cannot be right: exit 2 before anything is created."""
+    env = {**os.environ, "JAX_COORDINATOR_ADDRESS": "127.0.0.1:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "5"}
+    out = subprocess.run([sys.executable, "-m", "runner.cli", "run", "recipes/smoke.yaml", "--runs-dir", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, env=env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == "ccrun: JAX_PROCESS_ID 5 is not in 0..1 (JAX_NUM_PROCESSES 2)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_errors_carry_their_exit_codes():
+    """The classes raised where problems are found, by what they mean (DESIGN.md's contract)."""
+    from runner.common.errors import BadInput, DataError, Interrupted, RunFailed
+    from runner.recipe.errors import RecipeError
+    from runner.track.rundir import RunDir
+
+    assert issubclass(RecipeError, BadInput) and issubclass(DataError, BadInput)
+    assert (BadInput.exit_code, RunFailed.exit_code, Interrupted.exit_code) == (2, 1, 130)
+    with pytest.raises(BadInput, match="not a run directory"):
+        RunDir.open(ROOT)

@@ -1,23 +1,21 @@
-"""GPT-Neo and GPT-2 in Flax NNX, Hugging Face checkpoints in and out, tokenizers.
+"""GPT-Neo and GPT-2 in Flax NNX, Hugging Face checkpoints in and out, the recipe's model.
 
-Public API (a contract): `from_pretrained`, `save_pretrained`, `load_tokenizer`, `train_tokenizer`.
+Public API (a contract): `from_pretrained`, `save_pretrained`. Tokenizers are data:
+`runner.data.tokenizer`.
 """
 
-from .from_recipe import build_model, build_tokenizer
-from .gpt_neo import GPTConfig, GPTNeo, KVCache
+from .from_recipe import ModelError, build_model
+from .gpt_neo import GPTConfig, GPTNeo, KVCache, load_params
 from .hf import CheckpointError, from_pretrained, save_pretrained
-from .tokenizer import TokenizerError, load_tokenizer, train_tokenizer
 
 __all__ = [
     "CheckpointError",
     "GPTConfig",
     "GPTNeo",
     "KVCache",
-    "TokenizerError",
+    "ModelError",
     "build_model",
-    "build_tokenizer",
     "from_pretrained",
-    "load_tokenizer",
+    "load_params",
     "save_pretrained",
-    "train_tokenizer",
 ]

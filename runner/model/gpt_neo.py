@@ -339,3 +339,11 @@ class GPTNeo(nnx.Module):
             return self.attention
         fast = self.dtype in (jnp.bfloat16, jnp.float16) and self.config.head_dim % 8 == 0
         return "cudnn" if fast and jax.default_backend() == "gpu" else "xla"
+
+
+def load_params(model: GPTNeo, params: nnx.State) -> GPTNeo:
+    """Put `params` into `model`, in place, and return it. `params` is an nnx.State of the model's
+    parameters (its only state), as `nnx.split`, a train step or a checkpoint restore gives it;
+    arrays may live on any device (numpy too)."""
+    nnx.update(model, params)
+    return model

@@ -23,16 +23,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .gpt_neo import GPTConfig, GPTNeo
+from ..common.errors import BadInput
+from .gpt_neo import GPTConfig, GPTNeo, load_params
 
-SUPPORTED = {"gpt_neo": "gpt-neo", "gpt2": "gpt2"}
 # Buffers that old checkpoints carry; they are recomputed, never loaded.
 IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", ".attn.attention.bias", ".attn.attention.masked_bias")
 HUB_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer*", "vocab.json",
              "merges.txt", "special_tokens_map.json", "generation_config.json"]
 
 
-class CheckpointError(Exception):
+class CheckpointError(BadInput):
     """A checkpoint that cannot be loaded: missing, unsupported, or with weights that do not fit."""
 
 
@@ -61,6 +61,48 @@ def checkpoint_dir(path_or_hub_id: str | os.PathLike, *, revision: str | None = 
 # --- config ----------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class HFArch:
+    """How one architecture's GPTConfig and its transformers config correspond, both ways.
+
+    `fields` maps our field to the HF attribute of the same meaning, copied as is; the rest is
+    computed: `d_ff` (HF may leave it unset: 4 * d_model) and the attention kinds per layer.
+    """
+
+    arch: str  # ours
+    model_type: str  # config.json's
+    config_class: str  # transformers' config class
+    architecture: str  # the transformers model class that config.json's `architectures` names
+    fields: dict[str, str]
+
+    def hf_class(self) -> Any:
+        import transformers
+
+        return getattr(transformers, self.config_class)
+
+
+_SHARED = {"vocab_size": "vocab_size", "activation": "activation_function", "layer_norm_eps": "layer_norm_epsilon",
+           "bos_token_id": "bos_token_id", "eos_token_id": "eos_token_id"}
+ARCHS = {
+    arch.model_type: arch
+    for arch in (
+        HFArch("gpt-neo", "gpt_neo", "GPTNeoConfig", "GPTNeoForCausalLM", {
+            **_SHARED, "max_positions": "max_position_embeddings", "d_model": "hidden_size", "n_layer": "num_layers",
+            "n_head": "num_heads", "d_ff": "intermediate_size", "window_size": "window_size",
+            "embd_dropout": "embed_dropout", "attn_dropout": "attention_dropout", "resid_dropout": "resid_dropout",
+        }),
+        HFArch("gpt2", "gpt2", "GPT2Config", "GPT2LMHeadModel", {
+            **_SHARED, "max_positions": "n_positions", "d_model": "n_embd", "n_layer": "n_layer", "n_head": "n_head",
+            "d_ff": "n_inner", "embd_dropout": "embd_pdrop", "attn_dropout": "attn_pdrop",
+            "resid_dropout": "resid_pdrop",
+        }),
+    )
+}
+# GPT-2 options that change the arithmetic in ways ours does not follow: (attribute, the value we follow).
+GPT2_UNSUPPORTED = (("scale_attn_by_inverse_layer_idx", False), ("reorder_and_upcast_attn", False),
+                    ("scale_attn_weights", True))
+
+
 def read_config(directory: Path) -> tuple[GPTConfig, Any]:
     """config.json → (our config, the transformers config object)."""
     path = directory / "config.json"
@@ -70,95 +112,35 @@ def read_config(directory: Path) -> tuple[GPTConfig, Any]:
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
-    model_type = raw.get("model_type")
-    if model_type not in SUPPORTED:
+    arch = ARCHS.get(raw.get("model_type"))
+    if arch is None:
         raise CheckpointError(
-            f"{path}: unsupported model_type {model_type!r}; ccrun supports {', '.join(SUPPORTED)}"
+            f"{path}: unsupported model_type {raw.get('model_type')!r}; ccrun supports {', '.join(ARCHS)}"
         )
-    from transformers import GPT2Config, GPTNeoConfig
-
-    hf = (GPTNeoConfig if model_type == "gpt_neo" else GPT2Config).from_dict(raw)
+    hf = arch.hf_class().from_dict(raw)
     return config_from_hf(hf), hf
 
 
 def config_from_hf(hf: Any) -> GPTConfig:
-    if hf.model_type == "gpt_neo":
-        return GPTConfig(
-            arch="gpt-neo",
-            vocab_size=hf.vocab_size,
-            max_positions=hf.max_position_embeddings,
-            d_model=hf.hidden_size,
-            n_layer=hf.num_layers,
-            n_head=hf.num_heads,
-            d_ff=hf.intermediate_size or 4 * hf.hidden_size,
-            attention_layers=tuple(hf.attention_layers),
-            window_size=hf.window_size,
-            activation=hf.activation_function,
-            layer_norm_eps=hf.layer_norm_epsilon,
-            embd_dropout=hf.embed_dropout,
-            attn_dropout=hf.attention_dropout,
-            resid_dropout=hf.resid_dropout,
-            bos_token_id=hf.bos_token_id,
-            eos_token_id=hf.eos_token_id,
-        )
-    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
-        if getattr(hf, flag, False):
-            raise CheckpointError(f"gpt2 config option {flag}=true is not supported")
-    if not getattr(hf, "scale_attn_weights", True):
-        raise CheckpointError("gpt2 config option scale_attn_weights=false is not supported")
-    return GPTConfig(
-        arch="gpt2",
-        vocab_size=hf.vocab_size,
-        max_positions=hf.n_positions,
-        d_model=hf.n_embd,
-        n_layer=hf.n_layer,
-        n_head=hf.n_head,
-        d_ff=hf.n_inner or 4 * hf.n_embd,
-        attention_layers=("global",) * hf.n_layer,
-        activation=hf.activation_function,
-        layer_norm_eps=hf.layer_norm_epsilon,
-        embd_dropout=hf.embd_pdrop,
-        attn_dropout=hf.attn_pdrop,
-        resid_dropout=hf.resid_pdrop,
-        bos_token_id=hf.bos_token_id,
-        eos_token_id=hf.eos_token_id,
-    )
+    arch = ARCHS[hf.model_type]
+    if arch.arch == "gpt2":
+        for flag, ours in GPT2_UNSUPPORTED:
+            if bool(getattr(hf, flag, ours)) != ours:
+                raise CheckpointError(f"gpt2 config option {flag}={str(not ours).lower()} is not supported")
+    fields = {ours: getattr(hf, theirs) for ours, theirs in arch.fields.items()}
+    fields["d_ff"] = fields["d_ff"] or 4 * fields["d_model"]
+    # GPT-Neo lists each layer's kind (expanded from attention_types); GPT-2's are all global.
+    kinds = hf.attention_layers if arch.arch == "gpt-neo" else ("global",) * fields["n_layer"]
+    return GPTConfig(arch=arch.arch, attention_layers=tuple(kinds), **fields)
 
 
 def config_to_hf(config: GPTConfig) -> Any:
-    from transformers import GPT2Config, GPTNeoConfig
-
-    common = dict(vocab_size=config.vocab_size, bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
-                  activation_function=config.activation, layer_norm_epsilon=config.layer_norm_eps,
-                  tie_word_embeddings=True)
-    if config.arch == "gpt-neo":
-        hf = GPTNeoConfig(
-            max_position_embeddings=config.max_positions,
-            hidden_size=config.d_model,
-            num_layers=config.n_layer,
-            num_heads=config.n_head,
-            intermediate_size=config.d_ff,
-            attention_types=[[list(config.attention_layers), 1]],
-            window_size=config.window_size,
-            embed_dropout=config.embd_dropout,
-            attention_dropout=config.attn_dropout,
-            resid_dropout=config.resid_dropout,
-            **common,
-        )
-        hf.architectures = ["GPTNeoForCausalLM"]
-    else:
-        hf = GPT2Config(
-            n_positions=config.max_positions,
-            n_embd=config.d_model,
-            n_layer=config.n_layer,
-            n_head=config.n_head,
-            n_inner=config.d_ff,
-            embd_pdrop=config.embd_dropout,
-            attn_pdrop=config.attn_dropout,
-            resid_pdrop=config.resid_dropout,
-            **common,
-        )
-        hf.architectures = ["GPT2LMHeadModel"]
+    arch = next(a for a in ARCHS.values() if a.arch == config.arch)
+    fields = {theirs: getattr(config, ours) for ours, theirs in arch.fields.items()}
+    if arch.arch == "gpt-neo":
+        fields["attention_types"] = [[list(config.attention_layers), 1]]  # the pattern, repeated once
+    hf = arch.hf_class()(tie_word_embeddings=True, **fields)
+    hf.architectures = [arch.architecture]
     return hf
 
 
@@ -310,7 +292,7 @@ def build_from_params(config: GPTConfig, params: dict[tuple, Any], *, dtype="flo
         leaves.append((path, jnp.asarray(value, dtype=param_dtype)))
     if wrong:
         raise CheckpointError(f"weights with the wrong shape for the config: {_few(wrong)}")
-    nnx.update(model, nnx.from_flat_state(leaves))  # parameters are the model's only state
+    load_params(model, nnx.from_flat_state(leaves))
     return model
 
 

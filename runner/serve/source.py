@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..common.errors import BadInput
 
-class ServeError(Exception):
+
+class ServeError(BadInput):
     """Something to serve that cannot be served, or an address that cannot be listened on."""
 
 
@@ -64,19 +66,19 @@ def _run_hash(run_dir: Path, recipe: Any) -> str:
 
 def open_run(run_dir: Path, recipe: Any, *, checkpoint: str | None = None) -> Served:
     """A run directory's model and tokenizer, as `ccrun eval` loads them."""
-    from .. import run as conductor
-    from ..model import CheckpointError, TokenizerError
+    from ..train.checkpoint import ModelMissing, load_run_model
 
     try:
-        model, tokenizer = conductor.load_for_eval(run_dir, recipe, checkpoint=checkpoint)
-    except (CheckpointError, TokenizerError, conductor.StagesMissing) as exc:
+        model, tokenizer = load_run_model(run_dir, recipe, checkpoint=checkpoint)
+    except (BadInput, ModelMissing) as exc:  # files that do not load, or no such model: exit 2 here
         raise ServeError(f"{run_dir}: nothing to serve: {exc}") from None
     return Served(model, tokenizer, recipe.name, run_dir.resolve(), "run", _run_hash(run_dir, recipe), checkpoint)
 
 
 def open_hf(directory: Path) -> Served:
     """A Hugging Face model directory: config.json + weights + tokenizer files."""
-    from ..model import CheckpointError, TokenizerError, from_pretrained, load_tokenizer
+    from ..data.tokenizer import TokenizerError, load_tokenizer
+    from ..model import CheckpointError, from_pretrained
 
     if not (directory / "config.json").is_file():
         raise ServeError(f"{directory}: neither a run directory (no resolved.yaml) "

@@ -8,6 +8,7 @@ functions of (seed, step), so the resumed run reaches the same weights as an uni
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -20,26 +21,26 @@ from typing import Any
 
 import jax
 import numpy as np
+import optax
 from flax import nnx
+from jax.sharding import Mesh
 
+from ..common.errors import Interrupted, RunFailed
 from ..common.procs import is_primary
 from ..common.streams import stream_key
+from ..model import load_params
 from ..recipe.schema import Recipe
 from .checkpoint import Checkpoints
 from .mesh import batch_sharding, make_mesh, place, replicated, rows_sharding, to_host
 from .optim import optimizer, schedule
-from .step import make_eval_step, make_train_step, split
+from .step import make_eval_step, make_train_step
 
 # Dense bf16 peak FLOP/s by device kind (the sparse figures are twice these: never divide by them).
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
 
 
-class TrainingError(Exception):
+class TrainingError(RunFailed):
     """Training cannot go on (a non-finite loss, data too small for a batch)."""
-
-
-class Interrupted(Exception):
-    """SIGINT/SIGTERM: a checkpoint was saved; the run can be resumed."""
 
 
 def peak_flops(device_kind: str) -> float | None:
@@ -154,10 +155,169 @@ def loss_eval(recipe: Recipe, spec: Any, model: Any, blocks: Any) -> dict[str, f
     size = math.ceil(size / mesh.size) * mesh.size  # rows split evenly over the devices
     if spec.max_batches is not None:
         blocks = blocks.select(range(min(len(blocks), spec.max_batches * size)))
-    parts = split(model)
-    params = jax.device_put(parts.params, tree_shardings(parts.params, mesh))
-    out = evaluate(make_eval_step(parts.graphdef, parts.abstract), params, blocks.with_format("numpy"), size, mesh)
+    graphdef, params = nnx.split(model)
+    params = jax.device_put(params, tree_shardings(params, mesh))
+    out = evaluate(make_eval_step(graphdef), params, blocks.with_format("numpy"), size, mesh)
     return {**out, "rows": len(blocks), "batch_size": size}
+
+
+@dataclasses.dataclass
+class TrainSetup:
+    """What the step loop needs, made once: data, optimizer, mesh, jitted steps, checkpoints, and
+    the parameters and optimizer state to start from (restored when resuming)."""
+
+    recipe: Recipe
+    run_dir: Path
+    train_blocks: Any  # datasets.Dataset (numpy format): input_ids, loss_weights [rows, T]
+    val_blocks: Any | None
+    seq_len: int  # tokens per block
+    steps: int  # optimizer updates in all
+    start: int  # updates already done (a resumed run's checkpoint step, else 0)
+    resumed: bool
+    lr: optax.Schedule
+    mesh: Mesh
+    params: nnx.State
+    opt_state: Any
+    train_step: Callable
+    eval_step: Callable
+    ckpt: Checkpoints
+    metrics_log: MetricsLog
+    primary: bool  # this process records (metrics.jsonl, logs, on_metrics)
+    log: Callable[[str], None]
+    on_metrics: Callable[[dict[str, Any]], None] | None
+    flops_per_token: float
+
+
+def _setup(recipe: Recipe, model: Any, tokens: Any, run_dir: Path, log, on_metrics) -> TrainSetup:
+    spec = recipe.train
+    train_blocks = tokens["train"].with_format("numpy")
+    val_blocks = tokens["validation"].with_format("numpy") if "validation" in tokens else None
+    rows, seq_len = len(train_blocks), len(train_blocks[0]["input_ids"])
+    steps = total_steps(spec, rows)
+    lr = schedule(recipe.schedule, steps)
+    tx = optimizer(recipe.optimizer, lr)
+    mesh = make_mesh(spec.mesh)
+    if spec.micro_batch_size % mesh.size:
+        raise TrainingError(f"train.micro_batch_size {spec.micro_batch_size} does not split over {mesh.size} devices")
+
+    graphdef, params = nnx.split(model)
+    params, opt_state, shardings = place(params, tx.init(params), mesh)
+    c = model.config
+    train_step = make_train_step(graphdef, tx, dropout=max(c.resid_dropout, c.attn_dropout, c.embd_dropout) > 0,
+                                 out_shardings=(*shardings, replicated(mesh)))
+    ckpt = Checkpoints(run_dir / "checkpoints", keep_best_by=spec.checkpoint.keep_best_by, mode=spec.checkpoint.mode)
+    # Several processes: all of them compute and save their checkpoint shards; process 0 alone
+    # writes metrics.jsonl, logs and reports metrics.
+    primary = is_primary()
+    metrics_log = MetricsLog(run_dir / "metrics.jsonl")
+    if not primary:
+        log, on_metrics = (lambda line: None), None
+    latest = ckpt.latest_step()
+    if latest is not None:
+        params, opt_state, record = ckpt.restore(latest, params, opt_state)
+        if record.get("seed") != recipe.seed:
+            raise TrainingError(
+                f"checkpoint {latest} was made with seed {record.get('seed')}, the recipe says {recipe.seed}"
+            )
+        if primary:
+            metrics_log.truncate_after(latest)
+        log(f"train: resumed from step {latest}")
+    return TrainSetup(
+        recipe=recipe, run_dir=run_dir, train_blocks=train_blocks, val_blocks=val_blocks, seq_len=seq_len, steps=steps,
+        start=latest or 0, resumed=latest is not None, lr=lr, mesh=mesh, params=params, opt_state=opt_state,
+        train_step=train_step, eval_step=make_eval_step(graphdef), ckpt=ckpt, metrics_log=metrics_log,
+        primary=primary, log=log, on_metrics=on_metrics, flops_per_token=flops_per_token(c, seq_len),
+    )
+
+
+def _loop(s: TrainSetup) -> tuple[nnx.State, dict[str, float]]:
+    """Steps s.start+1 … s.steps: log, validate, checkpoint; returns the trained parameters (on
+    the mesh) and the last metrics (train/loss and the last validation). A non-finite loss raises
+    TrainingError; SIGINT/SIGTERM saves a checkpoint and raises Interrupted."""
+    from tqdm.auto import tqdm
+
+    spec, recipe, mesh = s.recipe.train, s.recipe, s.mesh
+    rows = len(s.train_blocks)
+    params, opt_state = s.params, s.opt_state
+    device_kind = jax.devices()[0].device_kind
+    peak = peak_flops(device_kind)
+    dropout_key = stream_key(recipe.seed, "dropout")
+    sharding = batch_sharding(mesh)
+    last_val: dict[str, float] = {}
+    loss = math.nan
+    window_tokens, window_start = 0, time.perf_counter()
+
+    def save(step: int, *, force: bool = False) -> None:
+        record = {"step": step, "seed": recipe.seed}
+        s.ckpt.save(step, params, opt_state, record, dict(last_val) or None, force=force)
+
+    bar = tqdm(total=s.steps, initial=s.start, desc="train", unit="step",
+               disable=not (s.primary and sys.stderr.isatty()))
+    with _Signals() as signals:
+        for i in range(s.start, s.steps):
+            batch = s.train_blocks[batch_rows(i, rows, spec.batch_size, recipe.seed)]
+            device_batch = _to_device({"input_ids": batch["input_ids"], "loss_weights": batch["loss_weights"]},
+                                      spec.grad_accum_steps, sharding)
+            params, opt_state, m = s.train_step(params, opt_state, device_batch, jax.random.fold_in(dropout_key, i))
+            step = i + 1  # optimizer updates done
+            window_tokens += spec.batch_size * s.seq_len
+            bar.update(1)
+            loss = float(m["loss"])
+            if not math.isfinite(loss):
+                s.ckpt.wait()
+                kept = s.ckpt.latest_step()
+                raise TrainingError(
+                    f"step {step}: the training loss is {loss}; stopped. "
+                    + (f"The last good checkpoint (step {kept}) is kept in {s.run_dir / 'checkpoints'}." if kept
+                       else "No checkpoint was saved before it.")
+                )
+            record: dict[str, Any] = {}
+            if step % spec.log_every == 0 or step == s.steps:
+                elapsed = time.perf_counter() - window_start
+                tokens_per_s = window_tokens / elapsed if elapsed > 0 else None  # all devices
+                record.update({
+                    "train/loss": loss,
+                    "train/lr": float(s.lr(i)),
+                    "train/grad_norm": float(m["grad_norm"]),
+                    "train/tokens": float(m["tokens"]),
+                    "throughput/tokens_per_s": tokens_per_s,
+                    "throughput/tokens_per_s_per_device": tokens_per_s / mesh.size if tokens_per_s else None,
+                    "throughput/mfu": (s.flops_per_token * tokens_per_s / (peak * mesh.size))
+                    if peak and tokens_per_s else None,
+                    "throughput/peak_flops_per_device": peak,
+                    "throughput/device_kind": device_kind,
+                })
+                window_tokens, window_start = 0, time.perf_counter()
+            if s.val_blocks is not None and ((spec.eval_every and step % spec.eval_every == 0) or step == s.steps):
+                last_val = evaluate(s.eval_step, params, s.val_blocks, spec.micro_batch_size, mesh)
+                record.update(last_val)
+            if record and s.primary:
+                s.metrics_log.append({"step": step, **record})
+                if s.on_metrics is not None:
+                    s.on_metrics({"step": step, **record})
+                bar.set_postfix(loss=f"{loss:.4f}")
+            every = spec.checkpoint.every
+            scheduled = step == s.steps or bool(every and step % every == 0)
+            if scheduled:
+                save(step, force=step == s.steps)
+            if signals.received is not None:
+                if not scheduled:  # a step is saved once (orbax refuses a second save of it)
+                    save(step, force=True)
+                s.ckpt.close()  # waits for the save
+                bar.close()
+                raise Interrupted(f"signal {signals.received} at step {step}: checkpoint saved; the run can be resumed")
+    bar.close()
+    return params, {"train/loss": loss, **last_val}
+
+
+def _finish(s: TrainSetup, model: Any, params: nnx.State, final: dict[str, float]) -> dict[str, Any]:
+    """Wait for the last checkpoint, put the trained parameters into the caller's model; the summary."""
+    s.ckpt.wait()
+    summary = {"steps": s.steps, "resumed_from": s.start if s.resumed else None, "final": final,
+               "best_step": s.ckpt.best_step(), "latest_step": s.ckpt.latest_step()}
+    s.ckpt.close()
+    load_params(model, to_host(params))
+    return summary
 
 
 def train(
@@ -169,119 +329,9 @@ def train(
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
     on_metrics: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) per recipe.train; returns a summary (steps, final and best metrics)."""
-    spec, run_dir = recipe.train, Path(run_dir)
-    train_blocks = tokens["train"].with_format("numpy")
-    val_blocks = tokens["validation"].with_format("numpy") if "validation" in tokens else None
-    rows, seq_len = len(train_blocks), len(train_blocks[0]["input_ids"])
-    steps = total_steps(spec, rows)
-    lr = schedule(recipe.schedule, steps)
-    tx = optimizer(recipe.optimizer, lr)
-    mesh = make_mesh(spec.mesh)
-    if spec.micro_batch_size % mesh.size:
-        raise TrainingError(f"train.micro_batch_size {spec.micro_batch_size} does not split over {mesh.size} devices")
-
-    parts = split(model)
-    params, opt_state, shardings = place(parts.params, tx.init(parts.params), mesh)
-    train_step = make_train_step(
-        parts.graphdef, parts.abstract, tx, dropout=model.config.resid_dropout > 0 or model.config.attn_dropout > 0
-        or model.config.embd_dropout > 0, out_shardings=(*shardings, replicated(mesh)),
-    )
-    eval_step = make_eval_step(parts.graphdef, parts.abstract)
-    ckpt = Checkpoints(run_dir / "checkpoints", keep_best_by=spec.checkpoint.keep_best_by, mode=spec.checkpoint.mode)
-    # Several processes: all of them compute and save their checkpoint shards; process 0 alone
-    # writes metrics.jsonl, logs and reports metrics.
-    primary = is_primary()
-    metrics_log = MetricsLog(run_dir / "metrics.jsonl")
-    if not primary:
-        log, on_metrics = (lambda line: None), None
-    start = 0
-    latest = ckpt.latest_step()
-    if latest is not None:
-        params, opt_state, record = ckpt.restore(latest, params, opt_state)
-        if record.get("seed") != recipe.seed:
-            raise TrainingError(f"checkpoint {latest} was made with seed {record.get('seed')}, the recipe says {recipe.seed}")
-        start = latest
-        if primary:
-            metrics_log.truncate_after(latest)
-        log(f"train: resumed from step {latest}")
-
-    device_kind = jax.devices()[0].device_kind
-    peak = peak_flops(device_kind)
-    flops = flops_per_token(model.config, seq_len)
-    dropout_key = stream_key(recipe.seed, "dropout")
-    # Tests slow the loop down (seconds per step) to interrupt a whole `ccrun run` at a known point.
-    pause = float(os.environ.get("CCRUN_TEST_STEP_SLEEP") or 0)
-    sharding = batch_sharding(mesh)
-    last_val: dict[str, float] = {}
-    summary: dict[str, Any] = {"steps": steps, "resumed_from": start if latest is not None else None}
-    window_tokens, window_start = 0, time.perf_counter()
-
-    def save(step: int, *, force: bool = False) -> None:
-        record = {"step": step, "seed": recipe.seed}
-        ckpt.save(step, params, opt_state, record, dict(last_val) or None, force=force)
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=steps, initial=start, desc="train", unit="step", disable=not (primary and sys.stderr.isatty()))
-    with _Signals() as signals:
-        for i in range(start, steps):
-            batch = train_blocks[batch_rows(i, rows, spec.batch_size, recipe.seed)]
-            device_batch = _to_device({"input_ids": batch["input_ids"], "loss_weights": batch["loss_weights"]},
-                                      spec.grad_accum_steps, sharding)
-            params, opt_state, m = train_step(params, opt_state, device_batch, jax.random.fold_in(dropout_key, i))
-            step = i + 1  # optimizer updates done
-            if pause:
-                time.sleep(pause)
-            window_tokens += spec.batch_size * seq_len
-            bar.update(1)
-            loss = float(m["loss"])
-            if not math.isfinite(loss):
-                ckpt.wait()
-                kept = ckpt.latest_step()
-                raise TrainingError(
-                    f"step {step}: the training loss is {loss}; stopped. "
-                    + (f"The last good checkpoint (step {kept}) is kept in {run_dir / 'checkpoints'}." if kept
-                       else "No checkpoint was saved before it.")
-                )
-            record: dict[str, Any] = {}
-            if step % spec.log_every == 0 or step == steps:
-                elapsed = time.perf_counter() - window_start
-                tokens_per_s = window_tokens / elapsed if elapsed > 0 else None
-                record.update({
-                    "train/loss": loss,
-                    "train/lr": float(lr(i)),
-                    "train/grad_norm": float(m["grad_norm"]),
-                    "train/tokens": float(m["tokens"]),
-                    "throughput/tokens_per_s": tokens_per_s,
-                    "throughput/tokens_per_s_per_device": tokens_per_s / mesh.size if tokens_per_s else None,
-                    "throughput/mfu": (flops * tokens_per_s / (peak * mesh.size)) if peak and tokens_per_s else None,
-                    "throughput/peak_flops_per_device": peak,
-                    "throughput/device_kind": device_kind,
-                })
-                window_tokens, window_start = 0, time.perf_counter()
-            if val_blocks is not None and ((spec.eval_every and step % spec.eval_every == 0) or step == steps):
-                last_val = evaluate(eval_step, params, val_blocks, spec.micro_batch_size, mesh)
-                record.update(last_val)
-            if record and primary:
-                metrics_log.append({"step": step, **record})
-                if on_metrics is not None:
-                    on_metrics({"step": step, **record})
-                bar.set_postfix(loss=f"{loss:.4f}")
-            every = spec.checkpoint.every
-            if step == steps or (every and step % every == 0):
-                save(step, force=step == steps)
-            if signals.received is not None:
-                save(step, force=True)
-                ckpt.close()  # waits for the save
-                bar.close()
-                raise Interrupted(f"signal {signals.received} at step {step}: checkpoint saved; the run can be resumed")
-    bar.close()
-    ckpt.wait()
-    summary.update({"final": {"train/loss": loss, **last_val}, "best_step": ckpt.best_step(),
-                    "latest_step": ckpt.latest_step()})
-    ckpt.close()
-    state = nnx.state(model)
-    nnx.replace_by_pure_dict(state, to_host(params))
-    nnx.update(model, state)  # the caller's model now holds the trained weights
-    return summary
+    """Train (or resume) per recipe.train; the caller's `model` ends up holding the trained weights.
+    Returns a summary: steps, resumed_from, final (train/loss and the last val/*), best_step,
+    latest_step."""
+    setup = _setup(recipe, model, tokens, Path(run_dir), log, on_metrics)
+    params, final = _loop(setup)
+    return _finish(setup, model, params, final)

@@ -5,37 +5,19 @@ loss_weights[:, 1:] (the data stage's weights: 1 on the tokens to learn). Micro-
 gradients are summed and divided by the batch's total weight once, so accumulating 4 micro-batches
 of 8 is the same update as one batch of 32.
 
-Parameters travel as a plain dict (fp32); the model is rebuilt from it inside the trace.
+The model travels split, as NNX means it: `graphdef, params = nnx.split(model)`; the steps take
+the nnx.State of the parameters (the model's only state) and merge it with the graphdef inside
+the trace. `runner.model.load_params(model, params)` puts the result back into a model.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-
-
-class ModelParts(NamedTuple):
-    """A model split for functional training: structure, shapes, and the parameters."""
-
-    graphdef: Any
-    abstract: Any  # nnx.State of ShapeDtypeStructs: a template, never holds arrays
-    params: dict
-
-
-def split(model: nnx.Module) -> ModelParts:
-    graphdef, state = nnx.split(model)
-    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
-    return ModelParts(graphdef, abstract, nnx.to_pure_dict(state))
-
-
-def merge(graphdef: Any, abstract: Any, params: dict) -> nnx.Module:
-    state = jax.tree_util.tree_map(lambda x: x, abstract)  # a fresh copy of the template
-    nnx.replace_by_pure_dict(state, params)
-    return nnx.merge(graphdef, state)
 
 
 def weighted_ce(logits: jax.Array, ids: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -45,9 +27,9 @@ def weighted_ce(logits: jax.Array, ids: jax.Array, weights: jax.Array) -> tuple[
     return jnp.sum(ce * w), jnp.sum(w)
 
 
-def make_train_step(graphdef: Any, abstract: Any, tx: optax.GradientTransformation, *, dropout: bool,
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *, dropout: bool,
                     out_shardings: Any = None):
-    """step(params, opt_state, batch, key) → (params, opt_state, metrics).
+    """step(params, opt_state, batch, key) → (params, opt_state, metrics); params is an nnx.State.
 
     batch: input_ids int32 [A, mb, T] and loss_weights [A, mb, T], A micro-batches of mb sequences.
     params and opt_state are donated: the caller must use the returned ones.
@@ -59,7 +41,7 @@ def make_train_step(graphdef: Any, abstract: Any, tx: optax.GradientTransformati
             ids, weights, k = xs
 
             def loss_of(p):
-                model = merge(graphdef, abstract, p)
+                model = nnx.merge(graphdef, p)
                 rngs = nnx.Rngs(dropout=k) if dropout else None
                 logits = model(ids, deterministic=not dropout, rngs=rngs)
                 return weighted_ce(logits, ids, weights)
@@ -87,11 +69,10 @@ def make_train_step(graphdef: Any, abstract: Any, tx: optax.GradientTransformati
     return jax.jit(step, donate_argnums=(0, 1), **kwargs)
 
 
-def make_eval_step(graphdef: Any, abstract: Any):
-    """eval(params, input_ids [B, T], loss_weights [B, T]) → (loss sum, weight sum)."""
+def make_eval_step(graphdef: nnx.GraphDef):
+    """eval(params, input_ids [B, T], loss_weights [B, T]) → (loss sum, weight sum); params is an nnx.State."""
 
     def evaluate(params, ids, weights):
-        model = merge(graphdef, abstract, params)
-        return weighted_ce(model(ids), ids, weights)
+        return weighted_ce(nnx.merge(graphdef, params)(ids), ids, weights)
 
     return jax.jit(evaluate)

@@ -5,7 +5,8 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from runner.model import build_model, build_tokenizer, save_pretrained
+from runner.data.tokenizer import build_tokenizer
+from runner.model import build_model, save_pretrained
 from runner.model.hf import flat_params
 from runner.recipe.load import load_recipe
 

@@ -16,7 +16,7 @@ from runner.recipe.schema_optim import AdamW, WarmupCosine
 from runner.recipe.schema_train import MeshSpec
 from runner.train.mesh import batch_sharding, make_mesh, place, replicated
 from runner.train.optim import optimizer, schedule
-from runner.train.step import make_train_step, split
+from runner.train.step import make_train_step
 
 V, T, MB, ACCUM = 64, 16, 8, 2
 
@@ -24,19 +24,19 @@ V, T, MB, ACCUM = 64, 16, 8, 2
 def main() -> None:
     data, fsdp = int(sys.argv[1]), int(sys.argv[2])
     config = GPTConfig("gpt-neo", V, T, 32, 2, 4, 64, ("global", "local"), window_size=4)
-    parts = split(GPTNeo(config, rngs=nnx.Rngs(0)))
+    graphdef, params = nnx.split(GPTNeo(config, rngs=nnx.Rngs(0)))
     tx = optimizer(AdamW(type="adamw", weight_decay=0.1), schedule(
         WarmupCosine(type="warmup_cosine", peak_lr=3e-3, warmup_steps=2, decay_steps=10), 12))
-    params, opt_state = parts.params, tx.init(parts.params)
+    opt_state = tx.init(params)
     if data:
         mesh = make_mesh(MeshSpec(data=data, fsdp=fsdp))
         params, opt_state, (ps, os_) = place(params, opt_state, mesh)
-        step = make_train_step(parts.graphdef, parts.abstract, tx, dropout=False,
+        step = make_train_step(graphdef, tx, dropout=False,
                                out_shardings=(ps, os_, replicated(mesh)))
         put = lambda x: jax.device_put(x, batch_sharding(mesh))  # noqa: E731
         sharded = sum(1 for x in jax.tree_util.tree_leaves(params) if not x.sharding.is_fully_replicated)
     else:
-        step = make_train_step(parts.graphdef, parts.abstract, tx, dropout=False)
+        step = make_train_step(graphdef, tx, dropout=False)
         put, sharded = jnp.asarray, 0
     losses = []
     rs = np.random.RandomState(0)

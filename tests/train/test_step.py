@@ -8,7 +8,7 @@ from flax import nnx
 from runner.model import GPTConfig, GPTNeo
 from runner.recipe.schema_optim import AdamW, Constant
 from runner.train.optim import optimizer, schedule
-from runner.train.step import make_eval_step, make_train_step, split, weighted_ce
+from runner.train.step import make_eval_step, make_train_step, weighted_ce
 
 V, T = 64, 16
 
@@ -41,17 +41,17 @@ def test_weighted_ce_counts_only_weighted_targets():
 
 
 def test_loss_falls():
-    parts = split(tiny())
+    graphdef, params = nnx.split(tiny())
     tx = optimizer(AdamW(type="adamw"), schedule(Constant(type="constant", peak_lr=3e-3), 100))
-    step = make_train_step(parts.graphdef, parts.abstract, tx, dropout=False)
-    params, opt_state = parts.params, tx.init(parts.params)
+    step = make_train_step(graphdef, tx, dropout=False)
+    opt_state = tx.init(params)
     losses = []
     for i in range(40):
         ids, w = batch(16, seed=i)
         params, opt_state, m = step(params, opt_state, micro(ids, w, 1), jax.random.key(i))
         losses.append(float(m["loss"]))
     assert losses[-1] < 0.5 * losses[0], losses
-    evaluate = make_eval_step(parts.graphdef, parts.abstract)
+    evaluate = make_eval_step(graphdef)
     ids, w = batch(8, seed=999)
     s, n = evaluate(params, jnp.asarray(ids), jnp.asarray(w))
     assert float(s / n) < 0.6 * losses[0]
@@ -62,10 +62,10 @@ def test_accumulation_equals_one_big_batch():
     w[5, 8:] = 0  # uneven weights across micro-batches: the token-weighted mean must still agree
     results = []
     for accum in (1, 4):
-        parts = split(tiny())
+        graphdef, params = nnx.split(tiny())
         tx = optimizer(AdamW(type="adamw", weight_decay=0.1), schedule(Constant(type="constant", peak_lr=1e-3), 10))
-        step = make_train_step(parts.graphdef, parts.abstract, tx, dropout=False)
-        params, opt_state, m = step(parts.params, tx.init(parts.params), micro(ids, w, accum), jax.random.key(0))
+        step = make_train_step(graphdef, tx, dropout=False)
+        params, opt_state, m = step(params, tx.init(params), micro(ids, w, accum), jax.random.key(0))
         results.append((params, m))
     (p1, m1), (p4, m4) = results
     np.testing.assert_allclose(float(m1["loss"]), float(m4["loss"]), rtol=1e-6)
@@ -78,13 +78,13 @@ def test_accumulation_equals_one_big_batch():
 
 
 def test_dropout_uses_the_step_key():
-    parts = split(tiny(dropout=0.1))
+    graphdef, params = nnx.split(tiny(dropout=0.1))
     tx = optimizer(AdamW(type="adamw"), schedule(Constant(type="constant", peak_lr=1e-3), 10))
-    step = make_train_step(parts.graphdef, parts.abstract, tx, dropout=True)
+    step = make_train_step(graphdef, tx, dropout=True)
     ids, w = batch(8)
     out = []
     for key in (0, 0, 1):
-        _, _, m = step(jax.tree_util.tree_map(jnp.copy, parts.params), tx.init(parts.params), micro(ids, w, 1),
+        _, _, m = step(jax.tree_util.tree_map(jnp.copy, params), tx.init(params), micro(ids, w, 1),
                        jax.random.key(key))
         out.append(float(m["loss"]))
     assert out[0] == out[1] != out[2]

@@ -6,16 +6,16 @@ Writes RUN_DIR/final.npz. Exit codes: 0 done, 3 interrupted (checkpoint saved), 
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 from datasets import Dataset, DatasetDict, Features, List, Value
 
 from runner.model import build_model
+from runner.model.hf import flat_params
 from runner.recipe.load import load_recipe
 from runner.train import Interrupted, TrainingError, train
-from runner.train.step import split
+from tests.e2e.ccrun_slow import slow_training
 
 RECIPE = """\
 name: probe
@@ -38,16 +38,8 @@ def tokens(n=64, seed=0):
 
 
 def main() -> int:
-    if os.environ.get("CCRUN_PROBE_SLEEP"):  # slow each logged step down, so a test can interrupt it
-        import runner.train.loop as loop
-
-        append = loop.MetricsLog.append
-
-        def slow_append(self, record):
-            append(self, record)
-            time.sleep(float(os.environ["CCRUN_PROBE_SLEEP"]))
-
-        loop.MetricsLog.append = slow_append
+    if os.environ.get("CCRUN_PROBE_SLEEP"):  # seconds per step, so a test can interrupt the run
+        slow_training(float(os.environ["CCRUN_PROBE_SLEEP"]))
     run_dir = Path(sys.argv[1])
     run_dir.mkdir(parents=True, exist_ok=True)
     overrides = [a for a in sys.argv[2:] if a != "--set"]
@@ -62,12 +54,8 @@ def main() -> int:
     except TrainingError as exc:
         print(f"training error: {exc}", file=sys.stderr)
         return 4
-    params = split(model).params
-    import jax
-
-    flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
-            for path, v in jax.tree_util.tree_leaves_with_path(params)}
-    np.savez(run_dir / "final.npz", **flat)
+    weights = {"/".join(map(str, path)): np.asarray(v) for path, v in flat_params(model).items()}
+    np.savez(run_dir / "final.npz", **weights)
     print(summary)
     return 0
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.model import TokenizerError, load_tokenizer, train_tokenizer
+from runner.data.tokenizer import TokenizerError, load_tokenizer, train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 CODE = [p.read_text() for p in sorted((ROOT / "runner").rglob("*.py"))]

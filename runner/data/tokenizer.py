@@ -1,5 +1,8 @@
 """Tokenizers: load a Hugging Face one, or train a byte-level BPE on the recipe's text.
 
+Tokenizers are data: the data stage trains or loads one and writes it beside the tokens; the model
+only needs its length and end-of-text token.
+
 Whitespace must survive a round trip exactly. GPT-Code-Clippy added runs of spaces and tabs as
 special tokens and decoded with skip_special_tokens, which deleted indentation; here whitespace
 is ordinary text to a byte-level BPE (which learns merges of common runs), and decoding never
@@ -13,11 +16,35 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..common.errors import BadInput
+from ..recipe.schema_model import TokenizerSpec
+
 EOS = "<|endoftext|>"
 
 
-class TokenizerError(Exception):
+class TokenizerError(BadInput):
     """A tokenizer that cannot be loaded or trained."""
+
+
+def build_tokenizer(spec: TokenizerSpec, *, texts: Iterable[str] | None = None,
+                    out_dir: str | os.PathLike | None = None) -> Any:
+    """The recipe's tokenizer: load `spec.name`, or train on `texts` per `spec.train` (saved to
+    `out_dir` when given)."""
+    if spec.name is not None:
+        return load_tokenizer(spec.name, revision=spec.revision)
+    if spec.train is None:
+        raise TokenizerError("the recipe names no tokenizer and trains none")
+    if texts is None:
+        raise TokenizerError("tokenizer.train needs the training texts")
+    if spec.train.max_documents is not None:
+        texts = (t for i, t in zip(range(spec.train.max_documents), texts, strict=False))
+    return train_tokenizer(
+        texts,
+        spec.train.vocab_size,
+        min_frequency=spec.train.min_frequency,
+        special_tokens=spec.train.special_tokens,
+        out_dir=out_dir,
+    )
 
 
 def load_tokenizer(name_or_dir: str | os.PathLike, *, revision: str | None = None) -> Any:

@@ -12,7 +12,6 @@ pytestmark = pytest.mark.e2e
 
 
 def test_resume_and_reproduce(tmp_path):
-    import os
     import signal
     import subprocess as sp
     import time
@@ -21,9 +20,9 @@ def test_resume_and_reproduce(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     reference = Path(done.stdout.strip())
     # A run killed after its first checkpoint, then resumed in place.
-    proc = sp.Popen([sys.executable, "-m", "runner.cli", "run", "recipes/smoke.yaml", "--runs-dir", str(tmp_path / "b"),
-                     *SHORT], cwd=ROOT, stdout=sp.PIPE, stderr=sp.PIPE, text=True,
-                    env={**os.environ, "CCRUN_TEST_STEP_SLEEP": "0.2"})
+    slow = Path(__file__).with_name("ccrun_slow.py")  # 0.2 s more per step, from outside the loop
+    proc = sp.Popen([sys.executable, str(slow), "0.2", "run", "recipes/smoke.yaml", "--runs-dir", str(tmp_path / "b"),
+                     *SHORT], cwd=ROOT, stdout=sp.PIPE, stderr=sp.PIPE, text=True)
     deadline = time.time() + 240
     killed = None
     while time.time() < deadline and proc.poll() is None:

@@ -45,7 +45,7 @@ def code_version() -> str:
     here = Path(__file__).parent
     for name in CODE_FILES:
         digest.update((here / name).read_bytes())
-    digest.update((here.parent / "model" / "tokenizer.py").read_bytes())
+    digest.update((here / "tokenizer.py").read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -155,7 +155,7 @@ def _split(recipe: Recipe, train: Any, fingerprints: dict[str, list[dict[str, An
 
 
 def _tokenizer(recipe: Recipe, train_docs: Any, out: Path) -> Any:
-    from ..model.from_recipe import build_tokenizer
+    from .tokenizer import build_tokenizer
 
     texts = (row["text"] for row in train_docs.select_columns(["text"]))
     return build_tokenizer(recipe.tokenizer, texts=texts, out_dir=out)
@@ -235,7 +235,7 @@ def prepare_data(
 
     tokenizer = None
     if recipe.tokenizer.name is not None:
-        from ..model.tokenizer import load_tokenizer
+        from .tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(recipe.tokenizer.name, revision=recipe.tokenizer.revision)
         tokenizer_id = tokenizer_hash(tokenizer)

@@ -21,7 +21,7 @@ CODE = {
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory):
-    from runner.model import train_tokenizer
+    from runner.data.tokenizer import train_tokenizer
 
     out = tmp_path_factory.mktemp("tokenizer")
     root = Path(__file__).resolve().parents[2] / "runner"

@@ -80,7 +80,7 @@ def test_exact_dedup_keeps_identifier_equal_files(tmp_path, tokenizer_dir):
 
 
 def test_clm_packing_loses_and_duplicates_no_token(tmp_path, tokenizer_dir):
-    from runner.model import load_tokenizer
+    from runner.data.tokenizer import load_tokenizer
 
     write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in CODE.values()] * 3)
     r = recipe(tmp_path, tokenizer_dir, "sources: [{type: jsonl, paths: [c.jsonl]}]\nseq_len: 16")
@@ -112,7 +112,7 @@ seq_len: 256
 
 
 def test_apps_loss_weights_are_exactly_on_solution_tokens(tmp_path, tokenizer_dir):
-    from runner.model import load_tokenizer
+    from runner.data.tokenizer import load_tokenizer
 
     write_jsonl(tmp_path / "apps" / "train.jsonl", apps_rows())
     manifest = run(tmp_path, recipe(tmp_path, tokenizer_dir, APPS))

@@ -37,7 +37,7 @@ def main() -> None:
     from runner.model import GPTConfig, GPTNeo, save_pretrained
     from runner.recipe.schema_optim import AdamW, Constant
     from runner.train.optim import optimizer, schedule
-    from runner.train.step import make_train_step, split
+    from runner.train.step import make_train_step
 
     layers = tuple("global" if i % 2 == 0 else "local" for i in range(args.layers))
     config = GPTConfig("gpt-neo", args.vocab, args.seq, args.d_model, args.layers, args.heads, 4 * args.d_model,
@@ -51,9 +51,9 @@ def main() -> None:
     # Same optimizer settings on both sides: lr 1e-4, betas (0.9, 0.999), eps 1e-8, wd 0 (no masking
     # differences), no clipping.
     tx = optimizer(AdamW(type="adamw", grad_clip=None), schedule(Constant(type="constant", peak_lr=1e-4), 1))
-    parts = split(model)
-    step = make_train_step(parts.graphdef, parts.abstract, tx, dropout=False)
-    params, opt_state = parts.params, tx.init(parts.params)
+    graphdef, params = nnx.split(model)
+    step = make_train_step(graphdef, tx, dropout=False)
+    opt_state = tx.init(params)
     torch_opt = torch.optim.AdamW(theirs.parameters(), lr=1e-4, weight_decay=0.0)
 
     rs = np.random.RandomState(0)

@@ -7,7 +7,6 @@ table, the recipe diff and the plot are the same code for both.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

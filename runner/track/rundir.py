@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 import runner
 
 from ..common.errors import BadInput, NotARunDirectory
-from ..common.io import atomic_write, write_json
 from ..recipe.results import RunSummary, read_summary
 
 if TYPE_CHECKING:

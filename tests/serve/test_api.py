@@ -197,7 +197,7 @@ def test_requests_with_different_sampling_settings_share_a_batch(server):
 
 def test_a_long_document_is_cut_from_the_left_keeping_the_cursor_end(server):
     s = server.served
-    document = (ROOT / "runner" / "cli.py").read_text()
+    document = (ROOT / "runner" / "run.py").read_text()
     ids = s.tokenizer(document, add_special_tokens=False)["input_ids"]
     room = s.model.config.max_positions - 16
     assert len(ids) > 4 * room

@@ -1,15 +1,14 @@
 """The conductor: a resolved recipe becomes a run directory, then each stage in order.
 
   create_run_dir / shared_run_dir   claim a run directory and write what was asked and what it meant
-  execute                           data → model → train → evals → final/ → summary.json (a RunSummary)
-  expand / launch                   a recipe's sweep as points, each run into its own directory
+  execute / execute_in              data → model → train → evals → final/ → summary.json (a RunSummary)
+  eval_target                       what `ccrun eval` evaluates (a run directory or a recipe)
   reproduce                         a finished run's recipe again, every logged metric compared
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,18 +26,18 @@ from .track.rundir import RunDir, git_state, provenance
 Log = Callable[[str], None]
 
 
-def _stderr(line: str) -> None:
+def stderr_line(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
 def create_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", argv: list[str] | None = None,
-                   sweep: dict | None = None) -> RunDir:
+                   sweep: dict | None = None, label: str | None = None) -> RunDir:
     """Resolve and claim a fresh run directory holding what was asked and what it meant. A sweep
-    point ({"group", "index", "point"}) names the directory after its values and is kept in sweep.json."""
+    point ({"group", "index", "point"}) is kept in sweep.json; `label` ends the directory's name."""
     recipe = loaded.recipe
     assert recipe is not None, "fragments do not run"
     digest = recipe_hash(recipe)
-    run = RunDir.create(runs_root, recipe.name, digest, label=point_label(sweep["point"]) if sweep else None)
+    run = RunDir.create(runs_root, recipe.name, digest, label=label)
     if sweep:
         write_json(run.file("sweep.json"), sweep)
     git = git_state(loaded.files[0].parent) or git_state(Path(__file__).resolve().parent)
@@ -62,7 +61,8 @@ def create_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", argv: list
     return run
 
 
-def shared_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", sweep: dict | None = None) -> RunDir:
+def shared_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", sweep: dict | None = None,
+                   label: str | None = None) -> RunDir:
     """`create_run_dir` on process 0; every other process of a jax.distributed run gets the
     same directory (without writing to it)."""
     if not is_primary():
@@ -71,7 +71,7 @@ def shared_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", sweep: dic
             raise FollowerError("process 0 could not create the run directory (its output says why)")
         return RunDir(Path(path))
     try:
-        run = create_run_dir(loaded, runs_root=runs_root, sweep=sweep)
+        run = create_run_dir(loaded, runs_root=runs_root, sweep=sweep, label=label)
     except BaseException:
         broadcast_text("")
         raise
@@ -125,7 +125,7 @@ def execute(loaded: Loaded, run: RunDir, *, log: Log | None = None) -> RunSummar
 
     if not is_primary():
         return _follow(loaded, run)
-    log = log or _stderr
+    log = log or stderr_line
     recipe = loaded.recipe
     started = time.time()
     summary = _write_summary(run, RunSummary(name=recipe.name, status="running", recipe_hash=recipe_hash(recipe)))
@@ -318,69 +318,6 @@ def eval_target(target: Path, overrides: Sequence[str] = (), *, checkpoint: str 
     return loaded, run
 
 
-def sweep_points(sweep: dict | None) -> list[dict]:
-    """The grid of a sweep, in order (the last key varies fastest); [{}] without a sweep."""
-    import itertools
-
-    if not sweep:
-        return [{}]
-    keys = list(sweep)
-    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(sweep[k] for k in keys))]
-
-
-def point_label(point: dict) -> str:
-    """A sweep point as a directory-name suffix: `peak_lr=0.001,seed=1` (last key segment=value)."""
-    text = ",".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in point.items())
-    return re.sub(r"[^A-Za-z0-9_.=,+-]", "_", text)[:80]
-
-
-def sweep_group(recipe) -> str:
-    """The W&B group of a sweep's points: the recipe name and the hash of the recipe with its
-    sweep, the same in every job of a job array."""
-    return f"{recipe.name}-sweep-{recipe_hash(recipe)[:8]}"
-
-
-def point_overrides(point: dict) -> list[str]:
-    """--set arguments for a sweep point (values written so the schema reads them back)."""
-    return [f"{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in point.items()]
-
-
-@dataclass(frozen=True)
-class Point:
-    """One run of a recipe: the recipe itself, or one point of its sweep (with `sweep.json`'s
-    {"group", "index", "point"})."""
-
-    loaded: Loaded
-    values: dict
-    sweep: dict | None = None
-
-
-def expand(path: str | Path, overrides: Sequence[str] = (), *, sweep_index: int | None = None) -> list[Point]:
-    """A recipe as the runs it makes: itself, or every point of its sweep (only point
-    `sweep_index`, for job arrays), each loaded with the point's values and `sweep: null`."""
-    loaded = load_recipe(path, overrides)
-    points = sweep_points(loaded.recipe.sweep)
-    if sweep_index is not None and not 0 <= sweep_index < len(points):
-        raise BadInput(f"--sweep-index: the sweep has {len(points)} point(s) (0..{len(points) - 1})")
-    if not loaded.recipe.sweep:
-        return [Point(loaded, {})]
-    group = sweep_group(loaded.recipe)
-    chosen = range(len(points)) if sweep_index is None else [sweep_index]
-    return [Point(load_recipe(path, [*overrides, *point_overrides(points[i]), "sweep=null"]), points[i],
-                  {"group": group, "index": i, "point": points[i]}) for i in chosen]
-
-
-def launch(point: Point, *, runs_root: str | Path = "runs", log: Log | None = None) -> tuple[RunDir, RunSummary]:
-    """Run one point into a new run directory (on every process of a multi-process run)."""
-    log = log or _stderr
-    if point.sweep and is_primary():
-        log("sweep point: " + ", ".join(f"{k}={v!r}" for k, v in point.values.items()))
-    run = shared_run_dir(point.loaded, runs_root=runs_root, sweep=point.sweep)
-    if is_primary():
-        log(f"run directory: {run.path}")
-    return run, execute_in(point.loaded, run, log=log)
-
-
 def execute_in(loaded: Loaded, run: RunDir, *, log: Log | None = None) -> RunSummary:
     """`execute`, with the run directory named in the message of any error it raises."""
     try:
@@ -388,21 +325,6 @@ def execute_in(loaded: Loaded, run: RunDir, *, log: Log | None = None) -> RunSum
     except CcrunError as exc:
         exc.hint = exc.hint or f"(the run directory keeps what was written: {run.path})"
         raise
-
-
-def sweep_table(rows: Sequence[tuple[Point, RunSummary, Path]]) -> str:
-    """One line per point: its values, status, final validation loss, pass@k, run directory."""
-    lines = []
-    for point, summary, path in rows:
-        cells = [", ".join(f"{k}={v}" for k, v in point.values.items()), summary.status]
-        final = summary.train.final if summary.train else {}
-        if "val/loss" in final:
-            cells.append(f"val/loss {final['val/loss']:.4f}")
-        for suite in summary.generation():
-            cells.append(f"{suite.name} " + " ".join(f"pass@{k} {v:.3f}" for k, v in suite.pass_at_k.items()))
-        cells.append(str(path))
-        lines.append("  ".join(cells))
-    return "sweep:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 @dataclass(frozen=True)
@@ -418,7 +340,7 @@ def reproduce(original: RunDir, *, runs_root: str | Path | None = None, log: Log
     loaded = original.recipe()
     again = shared_run_dir(loaded, runs_root=runs_root or original.path.parent.parent)
     if is_primary():
-        (log or _stderr)(f"run directory: {again.path}")
+        (log or stderr_line)(f"run directory: {again.path}")
     execute_in(loaded, again, log=log)
     if not is_primary():
         return None

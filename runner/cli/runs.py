@@ -22,24 +22,26 @@ def run(
 ) -> None:
     """Run a recipe: data → model → train → evals → final/ in a new run directory under runs/<name>/.
     A recipe with a sweep runs every point of its grid, one after another (or one: --sweep-index)."""
-    from .. import run as conductor
     from ..recipe.load import load_recipe
 
     if dry_run:
-        typer.echo(str(conductor.create_run_dir(load_recipe(recipe, set_ or ()), runs_root=runs_dir).path))
+        from ..run import create_run_dir
+
+        typer.echo(str(create_run_dir(load_recipe(recipe, set_ or ()), runs_root=runs_dir).path))
         return
     from ..common.procs import is_primary, maybe_initialize_distributed
+    from ..sweep import expand, launch, sweep_table
 
-    points = conductor.expand(recipe, set_ or (), sweep_index=sweep_index)
+    points = expand(recipe, set_ or (), sweep_index=sweep_index)
     maybe_initialize_distributed()  # before anything touches a device
     table = []
     for point in points:
-        run_dir, summary = conductor.launch(point, runs_root=runs_dir)
+        run_dir, summary = launch(point, runs_root=runs_dir)
         table.append((point, summary, run_dir.path))
         if is_primary():  # under jax.distributed only process 0 writes and reports
             typer.echo(str(run_dir.path))
     if is_primary() and len(table) > 1:
-        typer.echo(conductor.sweep_table(table), err=True)
+        typer.echo(sweep_table(table), err=True)
 
 
 @app.command()

@@ -1,0 +1,98 @@
+"""Sweeps: a recipe's `sweep:` grid as points, each loaded with its values and run into its own
+run directory (named after the point, its place kept in sweep.json); one W&B group for them all,
+the same in every job of a job array (`--sweep-index`)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .common.errors import BadInput
+from .common.procs import is_primary
+from .recipe.load import Loaded, load_recipe
+from .recipe.resolve import recipe_hash
+from .recipe.results import RunSummary
+from .run import Log, execute_in, shared_run_dir, stderr_line
+from .track.rundir import RunDir
+
+
+def sweep_points(sweep: dict | None) -> list[dict]:
+    """The grid of a sweep, in order (the last key varies fastest); [{}] without a sweep."""
+    import itertools
+
+    if not sweep:
+        return [{}]
+    keys = list(sweep)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(sweep[k] for k in keys))]
+
+
+def point_label(point: dict) -> str:
+    """A sweep point as a directory-name suffix: `peak_lr=0.001,seed=1` (last key segment=value)."""
+    text = ",".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in point.items())
+    return re.sub(r"[^A-Za-z0-9_.=,+-]", "_", text)[:80]
+
+
+def sweep_group(recipe) -> str:
+    """The W&B group of a sweep's points: the recipe name and the hash of the recipe with its
+    sweep, the same in every job of a job array."""
+    return f"{recipe.name}-sweep-{recipe_hash(recipe)[:8]}"
+
+
+def point_overrides(point: dict) -> list[str]:
+    """--set arguments for a sweep point (values written so the schema reads them back)."""
+    return [f"{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in point.items()]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run of a recipe: the recipe itself, or one point of its sweep (with `sweep.json`'s
+    {"group", "index", "point"})."""
+
+    loaded: Loaded
+    values: dict
+    sweep: dict | None = None
+
+
+def expand(path: str | Path, overrides: Sequence[str] = (), *, sweep_index: int | None = None) -> list[Point]:
+    """A recipe as the runs it makes: itself, or every point of its sweep (only point
+    `sweep_index`, for job arrays), each loaded with the point's values and `sweep: null`."""
+    loaded = load_recipe(path, overrides)
+    points = sweep_points(loaded.recipe.sweep)
+    if sweep_index is not None and not 0 <= sweep_index < len(points):
+        raise BadInput(f"--sweep-index: the sweep has {len(points)} point(s) (0..{len(points) - 1})")
+    if not loaded.recipe.sweep:
+        return [Point(loaded, {})]
+    group = sweep_group(loaded.recipe)
+    chosen = range(len(points)) if sweep_index is None else [sweep_index]
+    return [Point(load_recipe(path, [*overrides, *point_overrides(points[i]), "sweep=null"]), points[i],
+                  {"group": group, "index": i, "point": points[i]}) for i in chosen]
+
+
+def launch(point: Point, *, runs_root: str | Path = "runs", log: Log | None = None) -> tuple[RunDir, RunSummary]:
+    """Run one point into a new run directory (on every process of a multi-process run)."""
+    log = log or stderr_line
+    if point.sweep and is_primary():
+        log("sweep point: " + ", ".join(f"{k}={v!r}" for k, v in point.values.items()))
+    label = point_label(point.values) if point.sweep else None
+    run = shared_run_dir(point.loaded, runs_root=runs_root, sweep=point.sweep, label=label)
+    if is_primary():
+        log(f"run directory: {run.path}")
+    return run, execute_in(point.loaded, run, log=log)
+
+
+def sweep_table(rows: Sequence[tuple[Point, RunSummary, Path]]) -> str:
+    """One line per point: its values, status, final validation loss, pass@k, run directory."""
+    lines = []
+    for point, summary, path in rows:
+        cells = [", ".join(f"{k}={v}" for k, v in point.values.items()), summary.status]
+        final = summary.train.final if summary.train else {}
+        if "val/loss" in final:
+            cells.append(f"val/loss {final['val/loss']:.4f}")
+        for suite in summary.generation():
+            cells.append(f"{suite.name} " + " ".join(f"pass@{k} {v:.3f}" for k, v in suite.pass_at_k.items()))
+        cells.append(str(path))
+        lines.append("  ".join(cells))
+    return "sweep:\n" + "\n".join(f"  {line}" for line in lines)

@@ -73,3 +73,17 @@ def test_errors_carry_their_exit_codes():
     assert (BadInput.exit_code, RunFailed.exit_code, Interrupted.exit_code) == (2, 1, 130)
     with pytest.raises(BadInput, match="not a run directory"):
         RunDir.open(ROOT)
+
+
+@pytest.mark.parametrize("name, content, needle", [
+    ("summary.json", '{"status": "succeeded", "results": {}}', "not a ccrun summary"),
+    ("metrics.jsonl", '{"step": 1}\n{"step": 2', "metrics.jsonl:2: not JSON"),
+])
+def test_compare_of_a_damaged_run_is_bad_input(tmp_path, name, content, needle):
+    made = ccrun("run", "recipes/smoke.yaml", "--dry-run", "--runs-dir", str(tmp_path))
+    run = tmp_path / made.stdout.strip()
+    (run / name).write_text(content)
+    out = ccrun("compare", str(run))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and needle in out.stderr, out.stderr
+    assert (run / name).read_text() == content

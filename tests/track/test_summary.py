@@ -1,0 +1,83 @@
+"""summary.json read through its types: `ccrun compare`'s row, the W&B run summary (and `compare
+--wandb`'s row read back from it) and a summary that is not one. The summaries here are written
+by hand, with the numbers a reader must find."""
+
+import json
+
+import pytest
+
+from runner.common.errors import BadInput
+from runner.recipe.results import RunSummary
+from runner.track.compare import run_row, wandb_view
+from runner.track.rundir import RunDir
+from runner.track.wandb import Tracker
+
+SUMMARY = {
+    "name": "smoke", "recipe_hash": "ab" * 32, "status": "succeeded", "error": None, "wall_time_s": 61.5,
+    "train": {"steps": 300, "resumed_from": None, "latest_step": 300,
+              "best": {"step": 200, "metric": "val/loss", "value": 2.5},
+              "final": {"train/loss": 2.25, "val/loss": 2.75, "val/perplexity": 15.64}},
+    "evals": [
+        {"suite": "loss", "name": "loss", "val_loss": 2.75, "val_perplexity": 15.64, "measured": "training",
+         "rows": None, "batch_size": None},
+        {"suite": "humaneval", "name": "humaneval", "problems": 4, "pass_at_k": {"1": 0.25},
+         "sampling": [{"setting": {"temperature": 0.2}, "overall": {"problems": 4, "pass_at_k": {"1": 0.25}}}]},
+        {"suite": "apps", "name": "apps", "problems": 3, "pass_at_k": {"1": 0.0, "2": 0.5},
+         "strict_accuracy": 0.0, "test_case_average": 0.375,
+         "per_difficulty": {"interview": {"problems": 2, "pass_at_k": {"1": 0.0}, "strict_accuracy": 0.0,
+                                          "test_case_average": 0.5}},
+         "sampling": [{"setting": {"temperature": 0.8}, "overall": {"problems": 3, "pass_at_k": {"1": 0.0, "2": 0.5},
+                                                                    "strict_accuracy": 0.0, "test_case_average": 0.375}}]},
+    ],
+}
+ROW = {"status": "succeeded", "train/loss": 2.25, "val/loss": 2.75, "val/perplexity": 15.64,
+       "humaneval/pass@1": 0.25, "apps/pass@1": 0.0, "apps/pass@2": 0.5, "apps/strict_accuracy": 0.0,
+       "apps/test_case_average": 0.375}
+
+
+def run_dir(tmp_path, summary) -> RunDir:
+    (tmp_path / "resolved.yaml").write_text("name: smoke\n")
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "throughput/tokens_per_s": v}) + "\n"
+                                                    for s, v in ((10, 100.0), (20, 300.0), (30, 200.0))))
+    return RunDir.open(tmp_path)
+
+
+def test_compare_reads_the_typed_summary(tmp_path):
+    run = run_dir(tmp_path, SUMMARY)
+    summary = run.summary()
+    assert summary.train.best.step == 200 and summary.suite("apps").per_difficulty["interview"].test_case_average == 0.5
+    assert run_row(run) == {**ROW, "tokens_per_s": 200.0, "wall_time_s": 61.5}  # the median window
+
+
+class FakeWandbRun:
+    """What Tracker touches of a wandb run, and what the public API's Run gives compare back."""
+
+    def __init__(self):
+        self.summary, self.state, self.name, self.id, self.config = {}, "finished", "run", "x", {}
+
+    def scan_history(self, keys=None):
+        return iter([])
+
+
+def test_the_wandb_summary_holds_the_same_numbers_compare_shows(tmp_path):
+    tracker = Tracker.__new__(Tracker)  # W&B itself has no server here: its run is a stand-in
+    tracker.run, tracker.log_line = FakeWandbRun(), print
+    wandb_run = tracker.run
+    tracker.results(RunSummary.model_validate(SUMMARY))
+    assert wandb_run.summary == {k: v for k, v in ROW.items() if k != "status"}
+    assert wandb_view(wandb_run).row == ROW
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("{not json", "not a ccrun summary"),
+    (json.dumps({"name": "x", "recipe_hash": "h", "status": "succeeded", "results": {"train": {}}}),
+     "results: Extra inputs are not permitted"),  # the shape before the typed summary
+    (json.dumps({**SUMMARY, "status": "done"}), "status:"),
+    (json.dumps({**SUMMARY, "evals": [{"suite": "mbpp", "name": "m"}]}), "evals.0"),
+])
+def test_a_summary_that_is_not_one_is_bad_input(tmp_path, content, needle):
+    run = run_dir(tmp_path, SUMMARY)
+    (tmp_path / "summary.json").write_text(content)
+    with pytest.raises(BadInput, match=needle):
+        run.summary()

@@ -87,3 +87,23 @@ def test_compare_of_a_damaged_run_is_bad_input(tmp_path, name, content, needle):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and needle in out.stderr, out.stderr
     assert (run / name).read_text() == content
+
+
+def test_a_model_smaller_than_its_tokenizer_is_bad_input(tmp_path):
+    """Found when the model is built (not by validation): still bad input, exit 2, the run
+    directory named and marked failed — not an internal error."""
+    import json
+
+    from runner.data.tokenizer import train_tokenizer
+
+    train_tokenizer([p.read_text() for p in sorted((ROOT / "runner" / "recipe").glob("*.py"))], vocab_size=300,
+                    out_dir=tmp_path / "tok")
+    (tmp_path / "r.yaml").write_text(
+        "name: small\nmodel: {arch: gpt-neo, init: scratch, config: {vocab_size: 100, max_positions: 64, d_model: 32,"
+        " n_layer: 1, n_head: 2, attention_layers: [global]}}\ntokenizer: {name: ./tok}\n")
+    out = ccrun("run", str(tmp_path / "r.yaml"), "--runs-dir", str(tmp_path / "runs"), "--set", "logging.wandb.mode=disabled")
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "internal error" not in out.stderr, out.stderr
+    assert "ccrun: the tokenizer has 300 tokens, model.config.vocab_size only 100" in out.stderr
+    (run,) = (tmp_path / "runs" / "small").iterdir()
+    assert f"(the run directory keeps what was written: {run})" in out.stderr
+    assert json.loads((run / "summary.json").read_text())["status"] == "failed"

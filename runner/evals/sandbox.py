@@ -24,11 +24,16 @@ multiprocessing, so the caller's start method does not matter), with:
   detached children, double forks and fork bombs included;
   `setpriv --reuid=65534 --regid=65534 --clear-groups` when we are root: the program runs as
   `nobody`, so it can write only its own directory (and world-writable places such as /tmp);
+  the interpreter and site-packages stay readable to `nobody` even under a private directory
+  (a home of mode 0700, pyenv's /root/.pyenv, a clone inside either): in the program's mount
+  namespace, before the uid drop, each directory `nobody` cannot pass on the way to them gets an
+  empty tmpfs over it, and the directories Python needs are bind-mounted back, read-only, at
+  their own paths (see `exposure_script`) — so the rest of that private directory stays hidden;
   when not root, `unshare --user --map-root-user` gives the namespaces but no uid drop (the
   program still runs as you, outside the namespace);
   where something is missing, one warning says exactly what (and `Sandbox.python` is the
-  version programs really run on: as `nobody` an interpreter under an unreadable directory such
-  as pyenv's /root/.pyenv may load the system's libpython and stdlib instead; a warning says so);
+  version programs really run on: without `mount`, as `nobody` an interpreter under an
+  unreadable directory may load the system's libpython and stdlib instead; a warning says so);
 - resource limits set by the bootstrap before the program runs: address space (memory), CPU time
   (timeout + 1 s soft, + 2 s hard), file size, open files, core dumps off, and processes.
   RLIMIT_NPROC counts per uid (and, since Linux 5.14, per user namespace), so it is set only when
@@ -52,6 +57,7 @@ from __future__ import annotations
 import os
 import platform
 import secrets
+import shlex
 import select
 import selectors
 import shutil
@@ -62,6 +68,7 @@ import sys
 import tempfile
 import time
 import warnings
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -191,9 +198,11 @@ class Sandbox:
         self.max_file_mb = max_file_mb
         self.max_open_files = max_open_files
         self.max_output_kb = max_output_kb
-        self._prefix, self.isolation, self.python = _probe(isolate)
         # Third-party packages the program may import: ours, as site would add them (no user site: -I).
         self._site_dirs = [d for d in site.getsitepackages() if os.path.isdir(d)]
+        self._stage = tempfile.mkdtemp(prefix="ccrun-stage-")  # empty; a mount point only inside namespaces
+        weakref.finalize(self, os.rmdir, self._stage)
+        self._prefix, self.isolation, self.python = _probe(isolate, exposure_script(self._site_dirs, self._stage))
         problems = _missing(self.isolation) if isolate else []
         if self.python != platform.python_version():
             # Seen with pyenv under /root (mode 0700): as `nobody` the loader cannot read the
@@ -462,9 +471,59 @@ def _verdict(nonce: bytes, message: bytes, returncode: int, finished: bool, time
     return "error", f"exit status {returncode} before the end of the program", False
 
 
-def _probe(isolate: bool) -> tuple[list[str], dict[str, bool], str]:
+def _reachable_by_nobody(path: str) -> bool:
+    """Whether uid `nobody` (no groups) may pass through `path` (its "other" x bit)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return bool(st.st_mode & 0o001) or (st.st_uid == NOBODY and bool(st.st_mode & 0o100))
+
+
+def exposure_script(site_dirs: Sequence[str], stage: str) -> str | None:
+    """Shell commands that, run as root inside the program's fresh mount namespace (never
+    outside one), make the interpreter and `site_dirs` readable by `nobody`; None if nothing is
+    in the way.
+
+    For each needed directory (the interpreter's prefixes and executable's directory, the
+    site-packages directories) under a directory `nobody` cannot pass (mode 0700 like /root or
+    /home/you): bind it at `stage` first, then put an empty tmpfs (mode 755) over the highest
+    such directory, recreate the path inside it and move the bind back, read-only. Files
+    inside must themselves be readable by others (a umask of 077 defeats this; the probe's
+    version check and warning still say so).
+    """
+    needed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+                                             os.path.dirname(os.path.realpath(sys.executable)), *site_dirs)}
+    needed = sorted(p for p in needed if os.path.isdir(p))
+    needed = [p for p in needed if not any(p != q and p.startswith(q + os.sep) for q in needed)]  # outermost
+    hidden: dict[str, list[str]] = {}  # highest blocked ancestor -> needed directories under it
+    for path in needed:
+        parts = path.split(os.sep)
+        for i in range(2, len(parts)):
+            ancestor = os.sep.join(parts[:i])
+            if not _reachable_by_nobody(ancestor):
+                hidden.setdefault(ancestor, []).append(path)
+                break
+    if not hidden:
+        return None
+    q = shlex.quote
+    lines = ["set -e", "umask 022", f"mount -t tmpfs -o mode=700,size=64k ccrun-stage {q(stage)}"]
+    paths = [p for group in hidden.values() for p in group]
+    for i, path in enumerate(paths):
+        lines += [f"mkdir {q(stage)}/{i}", f"mount --bind {q(path)} {q(stage)}/{i}"]
+    for top in hidden:
+        lines.append(f"mount -t tmpfs -o mode=755,size=64k ccrun-hidden {q(top)}")
+    for i, path in enumerate(paths):
+        lines += [f"mkdir -p {q(path)}", f"mount --move {q(stage)}/{i} {q(path)}",
+                  f"mount -o remount,bind,ro {q(path)}"]
+    lines += [f"umount {q(stage)}", 'exec "$@"']
+    return "\n".join(lines)
+
+
+def _probe(isolate: bool, exposure: str | None = None) -> tuple[list[str], dict[str, bool], str]:
     """The command prefix that isolates programs here, what it gives, and the Python version
-    programs get under it; tried once per Sandbox."""
+    programs get under it; tried once per Sandbox. `exposure` (see `exposure_script`) runs
+    between the namespaces and the uid drop, where it is needed and `mount` exists."""
     nothing = {"network": False, "pid": False, "uid": False, "rlimits": True}
     if not isolate:
         return [], nothing, platform.python_version()
@@ -474,6 +533,8 @@ def _probe(isolate: bool) -> tuple[list[str], dict[str, bool], str]:
         namespaces[1:1] = ["--user", "--map-root-user"]
     drop = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"] if root else []
     candidates = [namespaces + drop, namespaces, drop] if drop else [namespaces]
+    if drop and exposure and shutil.which("mount"):  # the mounts happen inside unshare's mount namespace only
+        candidates.insert(0, namespaces + ["sh", "-c", exposure, "ccrun-sandbox"] + drop)
     check = ("import os, platform, socket; "
              "print(os.getpid(), os.getuid(), len(socket.if_nameindex()), platform.python_version())")
     for prefix in candidates:

@@ -3,7 +3,9 @@ contained, fail, and leave no process and no changed file behind; the verdict is
 
 import json
 import os
+import platform
 import shutil
+import site
 import socket
 import subprocess
 import sys
@@ -346,3 +348,36 @@ def test_works_when_the_start_method_is_spawn():
     method, results = json.loads(done.stdout.strip().splitlines()[-1])
     assert method == "spawn"
     assert results == [["passed", "42\n"], ["failed", ""]]
+
+
+def test_an_interpreter_and_site_packages_under_a_private_directory_work(monkeypatch, tmp_path):
+    """A clone (its venv) inside a home of mode 0700: as `nobody` the program still imports from
+    it, on this very interpreter (here pyenv's, under /root, mode 0700 too), and sees nothing
+    else of the private directory."""
+    if os.geteuid() != 0:
+        pytest.skip("programs run as you when not root: nothing to make readable")
+    home = tmp_path / "home"
+    site_dir = home / "clone" / ".venv" / "lib" / "site-packages"
+    site_dir.mkdir(parents=True)
+    (site_dir / "ccrun_private_probe.py").write_text("VALUE = 42\n")
+    (home / "secret.txt").write_text("not for programs\n")
+    for directory in (site_dir, *site_dir.parents):
+        if directory == home:
+            break
+        directory.chmod(0o755)
+    home.chmod(0o700)
+    original = site.getsitepackages
+    monkeypatch.setattr(site, "getsitepackages", lambda: [*original(), str(site_dir)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no "programs run on Python ..." note
+        box = Sandbox()
+    if not box.isolation["uid"]:
+        pytest.skip(f"no uid drop here: {box.isolation}")
+    assert box.python == platform.python_version()
+    program = (f"import ccrun_private_probe, numpy, os, platform\n"
+               f"print(ccrun_private_probe.VALUE, os.getuid(), platform.python_version(), sorted(os.listdir({str(home)!r})))\n"
+               f"open({str(site_dir / 'x.py')!r}, 'w')\n")
+    result = box.run(program, timeout_s=10.0)
+    assert result.stdout == f"42 {65534} {platform.python_version()} ['clone']\n", result.stderr
+    assert result.outcome == "error" and ("Read-only" in result.detail or "Permission" in result.detail), result.detail
+    assert not (site_dir / "x.py").exists()

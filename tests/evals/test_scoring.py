@@ -42,6 +42,8 @@ def test_humaneval_scores_and_pass_at_k(sandbox):
     assert 3 in summary["omitted"], "pass@3 needs 3 samples for every task"
     with pytest.raises(SampleError, match="unknown task ids: HumanEval/999"):
         score_humaneval([{"task_id": "HumanEval/999", "completion": ""}], problems, sandbox)
+    with pytest.raises(SampleError, match="unknown task ids: 0"):  # an integer id is APPS's, never HumanEval's
+        score_humaneval([{"task_id": 0, "completion": ""}], problems, sandbox)
 
 
 STDIN_PROBLEM = {
@@ -104,7 +106,7 @@ def test_apps_right_crashing_slow_and_broken_programs(sandbox):
 def test_output_comparison_leniencies():
     assert outputs_equal("3\n", "3")
     assert outputs_equal("1 2\n3 4   \n\n", "1 2\n3 4")
-    assert outputs_equal("0.3333333", "0.33333333")
+    assert outputs_equal("0.3333333", "0.33333333")  # one number a line: numpy.allclose, as the reference
     assert outputs_equal("a b", ["a b"])
     assert not outputs_equal("b a", "a b"), "no set comparison: order matters"
     assert not outputs_equal("", "0")
@@ -136,13 +138,20 @@ def test_cli_eval_samples(tmp_path):
 
 def test_cli_eval_samples_apps(tmp_path):
     (tmp_path / "apps.jsonl").write_text("".join(json.dumps(p) + "\n" for p in (STDIN_PROBLEM, CALL_PROBLEM)))
-    (tmp_path / "s.jsonl").write_text(json.dumps({"task_id": "1", "completion": STDIN_RIGHT}) + "\n"
+    # APPS's own problem_id is an integer: a sample may name it as one (compared as strings)
+    (tmp_path / "s.jsonl").write_text(json.dumps({"task_id": 1, "completion": STDIN_RIGHT}) + "\n"
                                       + json.dumps({"task_id": "2", "completion": CALL_WRONG}) + "\n")
     out = subprocess.run([sys.executable, "-m", "runner.cli", "eval-samples", "s.jsonl", "--suite", "apps",
                           "--problems", "apps.jsonl", "--k", "1", "--out", "res"], cwd=tmp_path, capture_output=True,
                          text=True)
     assert out.returncode == 0, out.stderr
     assert "apps: 2 samples; pass@1 0.5000, strict_accuracy 0.5000" in out.stdout
+    rows = [json.loads(line) for line in (tmp_path / "res" / "results.jsonl").read_text().splitlines()]
+    assert [(r["task_id"], r["passed"]) for r in rows] == [(1, True), ("2", False)]
+    (tmp_path / "bool.jsonl").write_text(json.dumps({"task_id": True, "completion": ""}) + "\n")
+    bad = subprocess.run([sys.executable, "-m", "runner.cli", "eval-samples", "bool.jsonl", "--suite", "apps",
+                          "--problems", "apps.jsonl", "--out", "r2"], cwd=tmp_path, capture_output=True, text=True)
+    assert bad.returncode == 2 and "bool.jsonl:1: needs string fields" in bad.stderr
 
 
 def test_shipped_apps_problems_are_solved_by_their_solutions(sandbox):

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..common.errors import DataError
 from ..recipe.base import format_path
+from .decontaminate import Benchmark, benchmark_fingerprint, build_benchmark
+from .metadata import MATCHED
 from .sources import workers
 
 # Filters that read a metadata column, and the spec attribute naming it.
@@ -55,9 +59,28 @@ def check_columns(filters: list[Any], columns: list[str]) -> None:
         raise DataError("\n".join(problems))
 
 
-def keep(spec: Any, batch: dict[str, list]) -> list[bool]:
+def _where(i: int) -> str:
+    return format_path(("data", "filters", i))
+
+
+def filter_fingerprints(filters: list[Any]) -> list[dict[str, Any]]:
+    """The inputs of filters that read more than the rows (decontamination's benchmarks), for the cache key."""
+    return [benchmark_fingerprint(spec, _where(i)) for i, spec in enumerate(filters) if spec.type == "decontaminate"]
+
+
+def prepare_filters(filters: list[Any], fingerprints: list[dict[str, Any]]) -> dict[int, Benchmark]:
+    """What filters need before the rows (decontamination's benchmark n-grams), by filter index;
+    built once per data stage from the inputs `filter_fingerprints` hashed."""
+    inputs = {fp["filter"]: fp for fp in fingerprints}
+    return {i: build_benchmark(spec, inputs[_where(i)]) for i, spec in enumerate(filters) if spec.type == "decontaminate"}
+
+
+def keep(spec: Any, batch: dict[str, list], benchmark: Benchmark | None = None) -> list[bool]:
     """Which rows of a batch the filter keeps."""
     kind = spec.type
+    if kind == "decontaminate":
+        assert benchmark is not None, "prepare_filters builds the benchmark"
+        return (~benchmark.contaminated(batch["text"])).tolist()
     if kind in ("stars", "commits"):
         return [(n := _number(v)) is not None and n >= spec.min for v in batch[spec.column]]
     if kind == "size":
@@ -96,20 +119,38 @@ def keep(spec: Any, batch: dict[str, list]) -> list[bool]:
     raise DataError(f"unknown filter type {kind}")  # pragma: no cover - the schema admits no other
 
 
-def apply_filters(ds: Any, filters: list[Any], num_proc: int | None) -> tuple[Any, list[dict[str, Any]]]:
-    """The rows every filter keeps, and per filter: rows in, rows removed."""
+def _keep_unmatched(spec: Any, batch: dict[str, list], benchmark: Benchmark | None) -> list[bool]:
+    """`keep`, except that rows without metadata pass (a join with missing: unfiltered)."""
+    return [k or not m for k, m in zip(keep(spec, batch, benchmark), batch[MATCHED], strict=True)]
+
+
+def apply_filters(ds: Any, filters: list[Any], num_proc: int | None, *, prepared: dict[int, Benchmark] | None = None,
+                  unfiltered: list[str] = ()) -> tuple[Any, list[dict[str, Any]]]:
+    """The rows every filter keeps, and per filter: rows in, rows removed. `prepared`: from
+    `prepare_filters`. `unfiltered`: columns joined with missing: unfiltered; a filter reading only
+    those lets rows without metadata through (counted as `unfiltered`)."""
     check_columns(filters, ds.column_names)
+    prepared = prepared or {}
     report = []
     for i, spec in enumerate(filters):
         before = len(ds)
+        exempt = MATCHED in ds.column_names and set(needed_columns(spec)) <= set(unfiltered)
+        entry = {"filter": _where(i), "type": spec.type, "rows_in": before}
+        if exempt:
+            matched = ds.with_format("numpy", columns=[MATCHED])[MATCHED] if before else np.zeros(0, bool)
+            entry["unfiltered"] = int(before - np.count_nonzero(matched))
         if before:
-            ds = ds.filter(lambda batch, spec=spec: keep(spec, batch), batched=True, batch_size=1000,
-                           num_proc=workers(num_proc, before), desc=f"filter {spec.type}")
-        report.append({"filter": format_path(("data", "filters", i)), "type": spec.type, "rows_in": before,
-                       "removed": before - len(ds)})
+            fn = _keep_unmatched if exempt else keep
+            ds = ds.filter(lambda batch, spec=spec, fn=fn, bench=prepared.get(i): fn(spec, batch, bench),
+                           batched=True, batch_size=1000, num_proc=workers(num_proc, before),
+                           desc=f"filter {spec.type}")
+        entry["removed"] = before - len(ds)
+        if i in prepared:
+            entry["benchmark"] = prepared[i].info
+        report.append(entry)
         if before and not len(ds):
             raise DataError(
-                f"{format_path(('data', 'filters', i))} ({spec.type}) removed the last {before} rows: nothing is left"
+                f"{_where(i)} ({spec.type}) removed the last {before} rows: nothing is left"
             )
     return ds, report
 

@@ -5,6 +5,11 @@ repositories with SEART GitHub Search (more than 2 commits, a licence, no forks,
 Joining a SEART export on the repository name gives every document those columns, so the
 recipe's `commits`, `license`, `fork` and `size` filters read real values.
 
+GPT-Code-Clippy's corpus is the SEART repositories *plus* every GitHub repository of the Pile, to
+which the SEART criteria never applied. `missing: unfiltered` describes that corpus: documents
+whose repository is in the export meet the filters that read joined columns; the others (the
+Pile's) pass those filters and meet only the file-level ones.
+
 Metadata files are CSV (a header row) or JSON Lines, plain or gzip. Keys match after stripping
 and lower-casing (GitHub names are case-insensitive); the first row of a repeated key wins (the
 repeats are counted). Joined values are text (or null): the filters parse numbers and booleans.
@@ -22,6 +27,9 @@ from .rows import expand, fingerprint, open_text
 from .sources import workers
 
 FOUND = "__ccrun_metadata_found"
+# With missing: unfiltered, the documents keep this column (true: the key was in the metadata), and
+# the filters that read joined columns let the rows where it is false through.
+MATCHED = "metadata_matched"
 
 
 def metadata_fingerprint(spec: Any) -> dict[str, Any]:
@@ -93,7 +101,8 @@ def read_metadata(spec: Any, files: list[str]) -> tuple[dict[str, tuple], dict[s
 
 def join_metadata(ds: Any, spec: Any, table: dict[str, tuple], info: dict[str, Any], where: str,
                   num_proc: int | None) -> tuple[Any, dict[str, Any]]:
-    """Documents with spec.columns joined on spec.on; missing keys dropped, kept or refused."""
+    """Documents with spec.columns joined on spec.on; missing keys dropped, kept (also unfiltered,
+    with a MATCHED column) or refused."""
     if spec.on not in ds.column_names:
         raise DataError(f"data.metadata.on: {where} has no column {spec.on!r}; columns: {', '.join(ds.column_names)}")
     names = list(spec.columns)
@@ -115,7 +124,7 @@ def join_metadata(ds: Any, spec: Any, table: dict[str, tuple], info: dict[str, A
                 desc="join metadata")
     matched = sum(ds[FOUND]) if rows_in else 0
     report = {**info, "on": spec.on, "columns": dict(spec.columns), "rows_in": rows_in, "matched": matched,
-              "missing": rows_in - matched, "dropped": 0}
+              "missing": rows_in - matched, "dropped": 0, "policy": spec.missing}
     if matched < rows_in:
         if spec.missing == "fail":
             first = next(k for k, f in zip(ds[spec.on], ds[FOUND], strict=True) if not f)
@@ -127,4 +136,8 @@ def join_metadata(ds: Any, spec: Any, table: dict[str, tuple], info: dict[str, A
             report["dropped"] = rows_in - matched
             if not len(ds):
                 raise DataError(f"data.metadata: no document of {where} matched the metadata on {spec.on!r}")
+    if spec.missing == "unfiltered":
+        if MATCHED in ds.column_names:
+            ds = ds.remove_columns([MATCHED])
+        return ds.rename_column(FOUND, MATCHED), report
     return ds.remove_columns([FOUND]), report

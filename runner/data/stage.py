@@ -26,12 +26,13 @@ import numpy as np
 from ..common.errors import DataError
 from ..recipe.schema import Recipe
 from .dedup import dedup
-from .filters import apply_filters
+from .filters import apply_filters, filter_fingerprints, prepare_filters
 from .metadata import join_metadata, metadata_fingerprint, read_metadata
 from .pack import pack, tokenize
 from .sources import fingerprint_source, read_source
 
-CODE_FILES = ("rows.py", "sources.py", "apps.py", "metadata.py", "filters.py", "dedup.py", "pack.py", "stage.py")
+CODE_FILES = ("rows.py", "sources.py", "apps.py", "metadata.py", "filters.py", "decontaminate.py", "dedup.py",
+              "pack.py", "stage.py")
 SPLITS = ("train", "validation")
 
 
@@ -63,6 +64,9 @@ def source_fingerprints(recipe: Recipe) -> dict[str, list[dict[str, Any]]]:
         out[where] = [fingerprint_source(s, f"{where}[{i}]") for i, s in enumerate(data.validation.sources)]
     if data.metadata is not None:
         out["data.metadata"] = [metadata_fingerprint(data.metadata)]
+    benchmarks = filter_fingerprints(data.filters)  # decontamination: the benchmark files and versions
+    if benchmarks:
+        out["data.filters"] = benchmarks
     return out
 
 
@@ -82,7 +86,8 @@ def cache_key(recipe: Recipe, tokenizer_id: str, fingerprints: dict[str, list[di
 
 def _documents(sources: list[Any], where: str, fingerprints: list[dict[str, Any]], filters: list[Any],
                dedup_kind: str, num_proc: int | None, work: Path,
-               metadata: tuple[Any, dict, dict] | None = None) -> tuple[Any, dict[str, Any]]:
+               metadata: tuple[Any, dict, dict] | None = None,
+               prepared: dict[int, Any] | None = None) -> tuple[Any, dict[str, Any]]:
     from datasets import concatenate_datasets
 
     parts, infos = [], []
@@ -98,11 +103,12 @@ def _documents(sources: list[Any], where: str, fingerprints: list[dict[str, Any]
     except ValueError as exc:
         raise DataError(f"{where}: the sources' columns do not fit together ({exc})") from None
     rows_in, bytes_in = len(ds), _text_bytes(ds)
-    joined = None
+    joined, unfiltered = None, []
     if metadata is not None:
         spec, table, info = metadata
         ds, joined = join_metadata(ds, spec, table, info, where, num_proc)
-    ds, filter_report = apply_filters(ds, filters, num_proc)
+        unfiltered = list(spec.columns) if spec.missing == "unfiltered" else []
+    ds, filter_report = apply_filters(ds, filters, num_proc, prepared=prepared, unfiltered=unfiltered)
     ds, dedup_report = dedup(ds, dedup_kind, num_proc)
     report = {
         "sources": infos,
@@ -126,7 +132,8 @@ def _text_bytes(ds: Any) -> int:
 
 
 def _split(recipe: Recipe, train: Any, fingerprints: dict[str, list[dict[str, Any]]], num_proc: int | None,
-           work: Path, metadata: tuple[Any, dict, dict] | None = None) -> tuple[Any, Any, dict[str, Any]]:
+           work: Path, metadata: tuple[Any, dict, dict] | None = None,
+           prepared: dict[int, Any] | None = None) -> tuple[Any, Any, dict[str, Any]]:
     """Train and validation documents: a seeded fraction of the kept rows, or separate sources."""
     spec = recipe.data.validation
     if spec is None:
@@ -134,7 +141,7 @@ def _split(recipe: Recipe, train: Any, fingerprints: dict[str, list[dict[str, An
     if spec.sources:
         where = "data.validation.sources"
         val, report = _documents(spec.sources, where, fingerprints[where], recipe.data.filters,
-                                 recipe.data.dedup.type, num_proc, work, metadata)
+                                 recipe.data.dedup.type, num_proc, work, metadata, prepared)
         info = {"method": "sources", **report}
     else:
         n = len(train)
@@ -172,9 +179,10 @@ def _build(recipe: Recipe, tokenizer: Any, fingerprints: dict[str, list[dict[str
         (fingerprint,) = fingerprints["data.metadata"]
         table, info = read_metadata(data.metadata, list(fingerprint["files"]))
         metadata = (data.metadata, table, {**fingerprint, **info})
+    prepared = prepare_filters(data.filters, fingerprints.get("data.filters", []))  # benchmark n-grams, built once
     docs, doc_report = _documents(data.sources, "data.sources", fingerprints["data.sources"], data.filters,
-                                  data.dedup.type, num_proc, work, metadata)
-    train_docs, val_docs, split_report = _split(recipe, docs, fingerprints, num_proc, work, metadata)
+                                  data.dedup.type, num_proc, work, metadata, prepared)
+    train_docs, val_docs, split_report = _split(recipe, docs, fingerprints, num_proc, work, metadata, prepared)
     if tokenizer is None:
         tokenizer = _tokenizer(recipe, train_docs, target / "tokenizer")
     else:
@@ -288,7 +296,8 @@ def describe(manifest: dict[str, Any]) -> str:
         lines.append(f"metadata: {m['repositories']} repositories; {m['matched']} of {m['rows_in']} rows matched on "
                      f"{m['on']}" + (f", {m['dropped']} without metadata dropped" if m["dropped"] else ""))
     for f in d["filters"]:
-        lines.append(f"filter {f['filter']} ({f['type']}): removed {f['removed']} of {f['rows_in']}")
+        lines.append(f"filter {f['filter']} ({f['type']}): removed {f['removed']} of {f['rows_in']}"
+                     + (f" ({f['unfiltered']} without metadata let through)" if f.get("unfiltered") else ""))
     lines.append(f"dedup ({d['dedup']['type']}): removed {d['dedup']['duplicates']}, kept {d['kept']}")
     split = manifest["split"]
     if split["method"] != "none":

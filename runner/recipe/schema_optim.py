@@ -14,7 +14,8 @@ NoDecay = Literal["bias", "norm", "embedding"]
 def _decay_exclude_field():
     return Field(
         default=["bias", "norm", "embedding"],
-        description="Parameter groups that get no weight decay: biases, LayerNorm scales, token/position embeddings.",
+        description="Parameter groups that get no weight decay: biases, LayerNorm parameters, token/position "
+        "embeddings. GPT-Code-Clippy's AdamW mask was [bias, norm] (its embeddings were decayed).",
     )
 
 

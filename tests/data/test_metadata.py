@@ -98,6 +98,28 @@ def test_missing_keep_and_fail_and_json_lines(tmp_path, tokenizer_dir):
         run(tmp_path, recipe(tmp_path, tokenizer_dir, data("metadata: {paths: [seart.jsonl], missing: fail}\n")), "f")
 
 
+def test_missing_unfiltered_keeps_the_piles_repositories_past_the_seart_filters(tmp_path, tokenizer_dir):
+    """GPT-Code-Clippy's corpus: SEART repositories meeting the SEART criteria *plus* every Pile
+    repository (not in the export), which the criteria never applied to; file filters apply to all."""
+    corpus(tmp_path)
+    write_jsonl(tmp_path / "corpus" / "pile.jsonl.zst",
+                [{"text": "1234567890\n" * 20, "meta": {"repo_name": "pile/digits", "stars": "0"}}], compress="zst")
+    write_csv(tmp_path / "seart.csv", SEART)
+    meta = ("metadata: {paths: [seart.csv], missing: unfiltered,\n"
+            "  columns: {stars: stargazers, commits: commits, license: license, fork: isFork, size: size}}\n")
+    manifest = run(tmp_path, recipe(tmp_path, tokenizer_dir, data(meta).replace("seq_len", "  - {type: digit_fraction, max: 0.8}\nseq_len")))
+    docs = load_from_disk(str(tmp_path / "out" / "documents"))["train"]
+    assert docs["repo_name"] == ["good/repo", "not/in/seart", "GOOD/REPO"]
+    assert docs["metadata_matched"] == [True, False, True]
+    assert docs["stars"] == ["40", None, "40"]  # SEART's stargazers replaced the corpus's stars
+    d = manifest["documents"]
+    assert (d["metadata"]["dropped"], d["metadata"]["missing"], d["metadata"]["policy"]) == (0, 2, "unfiltered")
+    by_type = {f["type"]: f for f in d["filters"]}
+    assert {t: f["removed"] for t, f in by_type.items()} == {
+        "stars": 0, "commits": 1, "license": 1, "fork": 1, "size": 1, "digit_fraction": 1}  # the Pile's digits file
+    assert by_type["commits"]["unfiltered"] == 2 and "unfiltered" not in by_type["digit_fraction"]
+
+
 def test_metadata_mistakes_are_named(tmp_path, tokenizer_dir):
     corpus(tmp_path)
     write_csv(tmp_path / "seart.csv", [{k: v for k, v in r.items() if k != "isFork"} for r in SEART])
@@ -131,12 +153,17 @@ def test_the_code_clippy_recipe_data_stage_runs_on_corpus_and_seart_files(tmp_pa
     sets = {"data.sources[0].paths": f"[{tmp_path}/corpus/train.jsonl.zst]",
             "data.validation.sources[0].paths": f"[{tmp_path}/corpus/validation.jsonl.zst]",
             "data.metadata.paths": f"[{tmp_path}/seart/*.csv]", "tokenizer.name": str(tokenizer_dir),
+            "data.filters[7].apps.path": str(ROOT / "tests" / "fixtures" / "apps-smoke.jsonl"),
             "data.seq_len": "16", "data.num_proc": "1"}
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     out = subprocess.run([sys.executable, "-m", "runner.cli", "data", "recipes/code-clippy-125m.yaml", *args, "--out",
                           str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "metadata: 5 repositories; 6 of 7 rows matched on repo_name, 1 without metadata dropped" in out.stdout
+    assert "metadata: 5 repositories; 6 of 7 rows matched on repo_name" in out.stdout
+    assert "filter data.filters[1] (commits): removed 1 of 7 (1 without metadata let through)" in out.stdout
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["documents"]["kept"] == 2 and manifest["split"]["validation_rows"] == 1
+    # good/repo and GOOD/REPO (SEART, meeting its criteria) and not/in/seart (taken as the Pile's)
+    assert manifest["documents"]["kept"] == 3 and manifest["split"]["validation_rows"] == 1
+    decontaminate = manifest["documents"]["filters"][7]
+    assert decontaminate["type"] == "decontaminate" and decontaminate["benchmark"]["humaneval"]["problems"] == 164

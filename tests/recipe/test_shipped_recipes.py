@@ -18,6 +18,7 @@ def test_the_seed_experiments_are_all_there():
     names = {p.name for p in RECIPES}
     assert {
         "code-clippy-125m.yaml",
+        "code-clippy-gpt2.yaml",
         "apps-125m.yaml",
         "apps-1.3b.yaml",
         "humaneval-gpt-neo-125m.yaml",
@@ -75,6 +76,22 @@ def test_code_clippy_125m_numbers():
     assert filters["stars"].min == 11 and filters["commits"].min == 3  # "> 10 stars", "> 2 commits"
     assert filters["size"].max == 70707  # "< 70708"
     assert {"license", "fork"} <= set(filters)
+    # The seed's corpus: SEART repositories (meeting its criteria) plus all of the Pile's, unfiltered.
+    m = r.data.metadata
+    assert m.missing == "unfiltered" and m.columns["stars"] == "stargazers"
+    seart = [f for f in r.data.filters if f.type in ("stars", "commits", "license", "fork", "size")]
+    assert {f.column for f in seart} <= set(m.columns), "the SEART filters read joined columns only"
+    d = filters["decontaminate"]
+    assert d.ngram == 13 and d.humaneval and d.apps.split == "test"
+
+
+def test_code_clippy_gpt2_is_the_125m_recipe_on_gpt2():
+    r, neo = _load("code-clippy-gpt2.yaml"), _load("code-clippy-125m.yaml")
+    assert (r.model.arch, r.model.checkpoint) == ("gpt2", "openai-community/gpt2")
+    assert r.data.seq_len == 1024, "GPT-2 has 1024 positions"
+    assert r.train.batch_size * r.data.seq_len == neo.train.batch_size * neo.data.seq_len  # tokens per step
+    assert r.optimizer == neo.optimizer and r.schedule == neo.schedule and r.train.steps == neo.train.steps
+    assert r.data.filters == neo.data.filters and r.data.metadata == neo.data.metadata
 
 
 def test_apps_125m_numbers():

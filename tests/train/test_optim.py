@@ -91,3 +91,42 @@ def test_gradient_clipping_by_global_norm():
     unit = big / 200.0
     np.testing.assert_allclose(step(1.0, big), step(None, unit), rtol=1e-6)
     assert not np.allclose(step(None, big), step(None, unit))
+
+
+def _seed_decay_mask(path) -> bool:
+    """GPT-Code-Clippy's decay_mask_fn (training/run_clm_apps.py, run_clm_streaming_flax.py): decay
+    everything but biases and the LayerNorm scales ln_1, ln_2, ln_f, on Flax GPT-2/GPT-Neo names."""
+    names = [str(getattr(p, "key", getattr(p, "name", p))) for p in path]
+    if names and names[-1] == "value":  # an nnx Variable's payload
+        names = names[:-1]
+    return names[-1] != "bias" and tuple(names[-2:]) not in [("ln_1", "scale"), ("ln_2", "scale"), ("ln_f", "scale")]
+
+
+@pytest.mark.parametrize("arch", ["gpt-neo", "gpt2"])
+def test_bias_and_norm_is_the_seeds_mask_on_the_real_parameter_tree(arch):
+    """`weight_decay_exclude: [bias, norm]` (the reproduction recipes') decays exactly what the seed
+    decayed, embeddings included; ccrun's default differs from it only on the embeddings."""
+    from flax import nnx
+
+    from runner.model.from_recipe import build_model
+
+    from runner.recipe.schema_model import ModelSpec
+
+    spec = ModelSpec.model_validate({"arch": arch, "init": "scratch", "config": {
+        "n_layer": 2, "d_model": 16, "n_head": 2, "vocab_size": 32, "max_positions": 8, "window_size": 4}})
+    _, params = nnx.split(build_model(spec))
+    ours = decay_mask(params, ["bias", "norm"])
+    seed = jax.tree_util.tree_map_with_path(lambda path, _: _seed_decay_mask(path), params)
+    assert jax.tree_util.tree_leaves(ours) == jax.tree_util.tree_leaves(seed)
+    default = decay_mask(params, ["bias", "norm", "embedding"])
+    differ = [jax.tree_util.keystr(p) for (p, a), b in zip(jax.tree_util.tree_leaves_with_path(seed),
+                                                            jax.tree_util.tree_leaves(default), strict=True) if a != b]
+    assert differ and all("wte" in d or "wpe" in d for d in differ), differ
+
+
+@pytest.mark.parametrize("name", ["code-clippy-125m.yaml", "code-clippy-gpt2.yaml", "apps-125m.yaml", "apps-1.3b.yaml"])
+def test_the_reproduction_recipes_use_the_seeds_mask_and_clipping(name):
+    o = load_recipe(ROOT / "recipes" / name).recipe.optimizer
+    assert o.weight_decay_exclude == ["bias", "norm"]
+    # AdamW runs: clip_by_global_norm(1) in the seed's scripts; its Adafactor: optax.adafactor, no clipping
+    assert o.grad_clip == (None if o.type == "adafactor" else 1.0)

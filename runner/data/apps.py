@@ -11,17 +11,34 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..common.errors import DataError
 from ..recipe.schema_data import AppsSource
 from .rows import fingerprint, jsonl_rows, rows_to_arrow
 
+PromptStyle = Literal["apps", "code-clippy"]
 
-def apps_prompt(question: str, starter_code: str | None, fn_name: str | None) -> str:
-    """The prompt of the APPS paper (Hendrycks et al. 2021), used for training and evaluation alike."""
-    kind = "Use Call-Based format" if fn_name else "Use Standard Input format"
-    return "\nQUESTION:\n" + question + "\n" + (starter_code or "") + "\n" + kind + "\nANSWER:\n"
+
+def apps_prompt(question: str, starter_code: str | None, fn_name: str | None, style: PromptStyle = "apps") -> str:
+    r"""The prompt of one APPS problem, for training and evaluation alike.
+
+    "apps": the APPS generation prompt (hendrycks/apps eval/generate_gpt_codes.py, generate_prompt):
+    "\nQUESTION:\n" + question, then "\n" + starter code when there is any (empty counts as none),
+    then "\nUse Call-Based format" when the tests name an fn_name, else "\nUse Standard Input format",
+    then "\nANSWER:\n".
+    "code-clippy": GPT-Code-Clippy's training prompt (its data_processing/apps.py), to train or evaluate
+    as its released checkpoints were: "\nQUESTION:\n" + question + "\n" + starter code + "\n" +
+    answer type + "\nANSWER:\n", the answer type "\nUse Call-Based format\n" when there is starter
+    code (it looked for a starter_code.py file, not at fn_name), else "\nUse Standard Input format\n".
+    """
+    if style == "code-clippy":
+        kind = "\nUse Call-Based format\n" if starter_code else "\nUse Standard Input format\n"
+        return "\nQUESTION:\n" + question + "\n" + (starter_code or "") + "\n" + kind + "\nANSWER:\n"
+    if style != "apps":
+        raise ValueError(f"unknown APPS prompt style {style!r}")
+    kind = "\nUse Call-Based format" if fn_name else "\nUse Standard Input format"
+    return "\nQUESTION:\n" + question + ("\n" + starter_code if starter_code else "") + kind + "\nANSWER:\n"
 
 
 def fn_name_of(input_output: Any) -> str | None:
@@ -122,9 +139,9 @@ def _documents(path: Path, split: str, difficulties: list[str], on_error: str, c
         }
 
 
-def apps_examples(row: dict[str, Any], max_solutions: int | None) -> list[tuple[str, str]]:
+def apps_examples(row: dict[str, Any], max_solutions: int | None, prompt_style: PromptStyle = "apps") -> list[tuple[str, str]]:
     """(prompt, solution) pairs of one problem, at most `max_solutions` of them."""
-    prompt = apps_prompt(row["text"], row.get("starter_code"), fn_name_of(row.get("input_output")))
+    prompt = apps_prompt(row["text"], row.get("starter_code"), fn_name_of(row.get("input_output")), prompt_style)
     solutions = solutions_of(row.get("solutions"))
     if max_solutions is not None:
         solutions = solutions[:max_solutions]

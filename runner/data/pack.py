@@ -5,11 +5,17 @@ says whether token t is a training target (predicted from the tokens before it):
 scores logits[:, :-1] against input_ids[:, 1:] with loss_weights[:, 1:]. Padding (the EOS id)
 has weight 0, so no token is counted twice and none is lost.
 
-- clm: documents joined with EOS; packed, they are cut into consecutive blocks (the last one
-  padded); unpacked, each document is cut into its own blocks.
+- clm: documents joined with EOS; packed (data.packing), they are cut into consecutive blocks
+  (the last one padded); unpacked, each document is cut into its own blocks.
 - apps: one example per solution, prompt (weight 0 with loss_on: solution) + solution + EOS
-  (weight 1); an example longer than seq_len is truncated or dropped; packed, whole examples
-  fill blocks in order (an example never straddles two blocks); unpacked, one example per block.
+  (weight 1); the first token of an example has weight 0 (nothing of its example precedes it);
+  an example longer than seq_len is truncated or dropped. format.layout:
+  row     one example per block, padded (GPT-Code-Clippy's: a batch of B rows is B examples).
+  packed  the examples, shuffled with the recipe's seed (the "pack" stream), fill blocks whole
+          (an example never straddles two blocks), and the blocks also carry `segment_ids` int32
+          [seq_len] (1, 2, ... per example, 0 on padding) and `positions` int32 [seq_len]
+          (restarting at 0 with every segment): the model attends within a segment only, so a
+          block's loss is the sum of its examples' losses computed one per row.
 """
 
 from __future__ import annotations
@@ -27,12 +33,16 @@ from .sources import workers
 OK, TRUNCATED, DROPPED = 0, 1, 2
 
 
-def block_features(seq_len: int):
+SEGMENT_COLUMNS = ("segment_ids", "positions")  # packed apps blocks only
+
+
+def block_features(seq_len: int, segments: bool = False):
     from datasets import Features, List, Value
 
-    return Features(
-        {"input_ids": List(Value("int32"), length=seq_len), "loss_weights": List(Value("uint8"), length=seq_len)}
-    )
+    columns = {"input_ids": List(Value("int32"), length=seq_len), "loss_weights": List(Value("uint8"), length=seq_len)}
+    if segments:
+        columns.update({name: List(Value("int32"), length=seq_len) for name in SEGMENT_COLUMNS})
+    return Features(columns)
 
 
 def _clm_tokens(batch: dict[str, list], tokenizer: Any, eos: int) -> dict[str, list]:
@@ -43,7 +53,7 @@ def _clm_tokens(batch: dict[str, list], tokenizer: Any, eos: int) -> dict[str, l
 def _apps_tokens(batch: dict[str, list], tokenizer: Any, eos: int, fmt: Any, seq_len: int) -> dict[str, list]:
     rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
     out: dict[str, list] = {"ids": [], "weights": [], "status": []}
-    pairs = [pair for row in rows for pair in apps_examples(row, fmt.max_solutions)]
+    pairs = [pair for row in rows for pair in apps_examples(row, fmt.max_solutions, fmt.prompt)]
     if not pairs:
         return out
     prompts = tokenizer([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
@@ -52,6 +62,7 @@ def _apps_tokens(batch: dict[str, list], tokenizer: Any, eos: int, fmt: Any, seq
     for p, s in zip(prompts, solutions, strict=True):
         ids = p + s + [eos]
         weights = [prompt_weight] * len(p) + [1] * (len(s) + 1)
+        weights[0] = 0  # never a target: in a row it has no predecessor, packed it must not have one
         status = OK
         if len(ids) > seq_len:
             if fmt.too_long == "drop":
@@ -104,7 +115,8 @@ def _iter_column(examples: Any, name: str) -> Iterator[np.ndarray]:
 
 
 def _blocks(examples: Any, seq_len: int, pad: int, packing: bool, whole: bool) -> Iterator[dict[str, np.ndarray]]:
-    """Blocks from examples in order. `whole`: never split an example across blocks (apps)."""
+    """Blocks from examples in order. `whole`: never split an example across blocks, and give each
+    example its own segment (apps packed)."""
     has_weights = "weights" in examples.column_names
     ids_iter = _iter_column(examples, "ids")
     weights_iter = _iter_column(examples, "weights") if has_weights else None
@@ -119,7 +131,16 @@ def _blocks(examples: Any, seq_len: int, pad: int, packing: bool, whole: bool) -
         out_w = np.zeros(seq_len, np.uint8)
         out_ids[: len(ids)] = ids
         out_w[: len(w)] = w
-        return {"input_ids": out_ids, "loss_weights": out_w}
+        block = {"input_ids": out_ids, "loss_weights": out_w}
+        if packing and whole:
+            lengths = [len(part) for part in ids_parts]
+            segments = np.zeros(seq_len, np.int32)  # padding: segment 0, after the examples
+            segments[: len(ids)] = np.repeat(np.arange(1, len(lengths) + 1, dtype=np.int32), lengths)
+            starts = np.cumsum([0, *lengths])  # each segment's first slot, padding's last
+            positions = np.arange(seq_len, dtype=np.int32)
+            positions -= np.repeat(starts, [*lengths, seq_len - len(ids)]).astype(np.int32)
+            block.update({"segment_ids": segments, "positions": positions})
+        return block
 
     for ids in ids_iter:
         weights = next(weights_iter) if has_weights else np.ones(len(ids), np.uint8)
@@ -150,17 +171,24 @@ def _blocks(examples: Any, seq_len: int, pad: int, packing: bool, whole: bool) -
         yield emit(buf_ids, buf_w)
 
 
-def pack(examples: Any, fmt: Any, seq_len: int, pad: int, packing: bool, work_dir: Path) -> tuple[Any, dict[str, Any]]:
-    """Examples → a Dataset of blocks, with token counts."""
+def pack(examples: Any, fmt: Any, seq_len: int, pad: int, packing: bool, work_dir: Path,
+         seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """Examples → a Dataset of blocks, with token counts. `packing` is data.packing (clm); apps
+    follows fmt.layout, its packed examples shuffled by `seed` (the recipe's)."""
     from datasets import Dataset
 
-    features = block_features(seq_len)
+    apps = fmt.type == "apps"
+    if apps:
+        packing = fmt.layout == "packed"
+        if packing and len(examples) > 1:
+            examples = examples.select(np.random.default_rng([seed, 0x7061636B]).permutation(len(examples)))  # "pack"
+    features = block_features(seq_len, segments=apps and packing)
     if not len(examples):
         empty = {"blocks": 0, "block_tokens": 0, "real_tokens": 0, "padding_tokens": 0, "loss_tokens": 0}
-        return Dataset.from_dict({"input_ids": [], "loss_weights": []}, features=features), empty
+        return Dataset.from_dict({name: [] for name in features}, features=features), empty
     blocks = Dataset.from_generator(
         _blocks,
-        gen_kwargs={"examples": examples, "seq_len": seq_len, "pad": pad, "packing": packing, "whole": fmt.type == "apps"},
+        gen_kwargs={"examples": examples, "seq_len": seq_len, "pad": pad, "packing": packing, "whole": apps},
         features=features,
         cache_dir=tempfile.mkdtemp(prefix="pack-", dir=work_dir),
     )

@@ -193,7 +193,7 @@ def _build(recipe: Recipe, tokenizer: Any, fingerprints: dict[str, list[dict[str
     for split, ds in documents.items():
         examples, tok_report = tokenize(ds, tokenizer, data.format, data.seq_len, num_proc)
         blocks[split], pack_report = pack(examples, data.format, data.seq_len, tokenizer.eos_token_id,
-                                          data.packing, work)
+                                          data.packing, work, seed=recipe.seed)
         token_reports[split] = {"documents": len(ds), **tok_report, **pack_report}
     if not len(blocks["train"]):
         raise DataError("data: no training blocks were made (every example was dropped)")

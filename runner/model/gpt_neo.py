@@ -247,7 +247,8 @@ class GPTNeo(nnx.Module):
 
     # --- forward -------------------------------------------------------------------------
 
-    def __call__(self, input_ids, *, attention_mask=None, positions=None, deterministic: bool = True, rngs=None):
+    def __call__(self, input_ids, *, attention_mask=None, positions=None, segment_ids=None,
+                 deterministic: bool = True, rngs=None):
         """input_ids int32 [B, T] → logits float32 [B, T, V].
 
         Training passes `deterministic=False` and `rngs` (an nnx.Rngs with a `dropout` stream).
@@ -255,9 +256,26 @@ class GPTNeo(nnx.Module):
         `attention_mask` [B, T] (1 = real token) allows padded batches: padded slots are never
         attended to, and positions count real tokens only (so left padding works) unless
         `positions` [B, T] is given.
+
+        `segment_ids` [B, T] int (packed rows): a token attends only to earlier tokens of its own
+        segment, and `positions` [B, T] (default: restarting at 0 where the segment id changes)
+        place it within its segment; local layers' windows count those positions. Without
+        segment_ids or attention_mask the causal path runs unchanged.
         """
         mask = None
-        if attention_mask is not None:
+        if segment_ids is not None:
+            if attention_mask is not None:
+                raise ValueError("give segment_ids or attention_mask, not both")
+            slots = jnp.arange(input_ids.shape[1])
+            if positions is None:
+                starts = jnp.concatenate(
+                    [jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1
+                )
+                positions = slots - jax.lax.cummax(jnp.where(starts, slots, 0), axis=1)  # [B, T]
+            same = segment_ids[:, :, None] == segment_ids[:, None, :]  # [B, T, S]
+            masks = self._masks(jnp.ones(input_ids.shape, bool), positions, positions, slots)
+            masks = {kind: m & same[:, None] for kind, m in masks.items()}
+        elif attention_mask is not None:
             valid = attention_mask.astype(bool)
             if positions is None:
                 positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)
@@ -267,7 +285,7 @@ class GPTNeo(nnx.Module):
         x = self._embed(input_ids, positions, deterministic, rngs)
         implementation = self._implementation()
         for block in self.blocks:
-            if attention_mask is not None:
+            if attention_mask is not None or segment_ids is not None:
                 mask = masks["local" if block.attn.local else "global"]
             x, _ = block(x, mask=mask, implementation=implementation, deterministic=deterministic, rngs=rngs)
         return self._logits(x)

@@ -282,6 +282,18 @@ class AppsFormat(Spec):
         default="truncate",
         description="An example longer than seq_len: keep its first seq_len tokens, or drop it (counted either way).",
     )
+    layout: Literal["row", "packed"] = Field(
+        default="row",
+        description="row: one example per sequence, padded to seq_len (GPT-Code-Clippy's; batch_size counts "
+        "examples). packed: whole examples, shuffled with the recipe's seed, fill sequences; each attends only "
+        "to itself (segment ids, positions restarting at 0). data.packing applies to clm only.",
+    )
+    prompt: Literal["apps", "code-clippy"] = Field(
+        default="apps",
+        description="apps: the APPS generation prompt (hendrycks/apps generate_prompt), as the APPS eval "
+        "prompts. code-clippy: GPT-Code-Clippy's training prompt (an extra blank line around the format "
+        "hint; call-based iff starter code), to continue training its released checkpoints.",
+    )
 
 
 Format = tagged(ClmFormat, AppsFormat)

@@ -33,7 +33,7 @@ from ..recipe.schema import Recipe
 from .checkpoint import Checkpoints
 from .mesh import batch_sharding, make_mesh, place, replicated, rows_sharding, to_host
 from .optim import optimizer, schedule
-from .step import make_eval_step, make_train_step
+from .step import BATCH_COLUMNS, make_eval_step, make_train_step
 
 # Dense bf16 peak FLOP/s by device kind (the sparse figures are twice these: never divide by them).
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
@@ -132,12 +132,12 @@ def evaluate(eval_step, params, blocks: Any, batch_size: int, mesh) -> dict[str,
     sharding = rows_sharding(mesh)
     for start in range(0, n, batch_size):
         rows = blocks[start : start + batch_size]
-        ids, w = np.asarray(rows["input_ids"]), np.asarray(rows["loss_weights"])
-        pad = batch_size - len(ids)  # weight-0 rows: one shape, one compilation
+        arrays = {k: np.asarray(rows[k]) for k in BATCH_COLUMNS if k in rows}  # segments: packed apps
+        pad = batch_size - len(arrays["input_ids"])  # weight-0 rows: one shape, one compilation
         if pad:
-            ids = np.concatenate([ids, np.zeros((pad, ids.shape[1]), ids.dtype)])
-            w = np.concatenate([w, np.zeros((pad, w.shape[1]), w.dtype)])
-        s, c = eval_step(params, jax.device_put(ids, sharding), jax.device_put(w, sharding))
+            arrays = {k: np.concatenate([v, np.zeros((pad, v.shape[1]), v.dtype)]) for k, v in arrays.items()}
+        ids, w, *segments = (jax.device_put(v, sharding) for v in arrays.values())
+        s, c = eval_step(params, ids, w, *segments)
         total, weight = total + float(s), weight + float(c)
     loss = total / max(weight, 1.0)
     return {"val/loss": loss, "val/perplexity": math.exp(min(loss, 700.0))}
@@ -256,7 +256,7 @@ def _loop(s: TrainSetup) -> tuple[nnx.State, dict[str, float]]:
     with _Signals() as signals:
         for i in range(s.start, s.steps):
             batch = s.train_blocks[batch_rows(i, rows, spec.batch_size, recipe.seed)]
-            device_batch = _to_device({"input_ids": batch["input_ids"], "loss_weights": batch["loss_weights"]},
+            device_batch = _to_device({k: batch[k] for k in BATCH_COLUMNS if k in batch},
                                       spec.grad_accum_steps, sharding)
             params, opt_state, m = s.train_step(params, opt_state, device_batch, jax.random.fold_in(dropout_key, i))
             step = i + 1  # optimizer updates done

@@ -5,6 +5,9 @@ loss_weights[:, 1:] (the data stage's weights: 1 on the tokens to learn). Micro-
 gradients are summed and divided by the batch's total weight once, so accumulating 4 micro-batches
 of 8 is the same update as one batch of 32.
 
+A batch may also carry `segment_ids` and `positions` (packed APPS rows, see runner/data/pack.py):
+the model then attends within each example only. Without them the model runs its causal path.
+
 The model travels split, as NNX means it: `graphdef, params = nnx.split(model)`; the steps take
 the nnx.State of the parameters (the model's only state) and merge it with the graphdef inside
 the trace. `runner.model.load_params(model, params)` puts the result back into a model.
@@ -20,6 +23,13 @@ import optax
 from flax import nnx
 
 
+BATCH_COLUMNS = ("input_ids", "loss_weights", "segment_ids", "positions")  # the last two optional
+
+
+def _segments(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    return {name: batch[name] for name in ("segment_ids", "positions") if name in batch}
+
+
 def weighted_ce(logits: jax.Array, ids: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(sum of weighted token losses, sum of weights). logits [B, T, V] fp32, ids/weights [B, T]."""
     w = weights[:, 1:].astype(jnp.float32)
@@ -31,19 +41,21 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
                     out_shardings: Any = None):
     """step(params, opt_state, batch, key) → (params, opt_state, metrics); params is an nnx.State.
 
-    batch: input_ids int32 [A, mb, T] and loss_weights [A, mb, T], A micro-batches of mb sequences.
-    params and opt_state are donated: the caller must use the returned ones.
+    batch: input_ids int32 [A, mb, T] and loss_weights [A, mb, T], A micro-batches of mb sequences;
+    optionally segment_ids and positions int32 [A, mb, T]. params and opt_state are donated: the
+    caller must use the returned ones.
     """
 
     def step(params, opt_state, batch, key):
         def micro(carry, xs):
             grad_sum, loss_sum, weight_sum = carry
-            ids, weights, k = xs
+            mb, k = xs
+            ids, weights = mb["input_ids"], mb["loss_weights"]
 
             def loss_of(p):
                 model = nnx.merge(graphdef, p)
                 rngs = nnx.Rngs(dropout=k) if dropout else None
-                logits = model(ids, deterministic=not dropout, rngs=rngs)
+                logits = model(ids, **_segments(mb), deterministic=not dropout, rngs=rngs)
                 return weighted_ce(logits, ids, weights)
 
             (s, n), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
@@ -54,9 +66,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
         keys = jax.random.split(key, micro_batches)
         zeros = jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
         init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
-        (grad_sum, loss_sum, weight_sum), _ = jax.lax.scan(
-            micro, init, (batch["input_ids"], batch["loss_weights"], keys)
-        )
+        columns = {name: batch[name] for name in BATCH_COLUMNS if name in batch}
+        (grad_sum, loss_sum, weight_sum), _ = jax.lax.scan(micro, init, (columns, keys))
         denom = jnp.maximum(weight_sum, 1.0)
         grads = jax.tree_util.tree_map(lambda g: g / denom, grad_sum)
         grad_norm = optax.tree.norm(grads)
@@ -70,9 +81,12 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
 
 
 def make_eval_step(graphdef: nnx.GraphDef):
-    """eval(params, input_ids [B, T], loss_weights [B, T]) → (loss sum, weight sum); params is an nnx.State."""
+    """eval(params, input_ids [B, T], loss_weights [B, T], segment_ids=None, positions=None)
+    → (loss sum, weight sum); params is an nnx.State."""
 
-    def evaluate(params, ids, weights):
-        return weighted_ce(nnx.merge(graphdef, params)(ids), ids, weights)
+    def evaluate(params, ids, weights, segment_ids=None, positions=None):
+        segments = {"segment_ids": segment_ids, "positions": positions}
+        logits = nnx.merge(graphdef, params)(ids, **{k: v for k, v in segments.items() if v is not None})
+        return weighted_ce(logits, ids, weights)
 
     return jax.jit(evaluate)

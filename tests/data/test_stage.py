@@ -134,11 +134,6 @@ def test_apps_loss_weights_are_exactly_on_solution_tokens(tmp_path, tokenizer_di
     assert examples[2][0].startswith("\nQUESTION:\nReturn the sum of a list.\nclass Solution:")
 
 
-def test_apps_prompt_is_the_papers():
-    assert apps_prompt("Q?", "def f():\n", "f") == "\nQUESTION:\nQ?\ndef f():\n\nUse Call-Based format\nANSWER:\n"
-    assert apps_prompt("Q?", None, None) == "\nQUESTION:\nQ?\n\nUse Standard Input format\nANSWER:\n"
-
-
 @pytest.mark.parametrize("too_long,examples,truncated,dropped", [("truncate", 4, 4, 0), ("drop", 0, 0, 4)])
 def test_apps_too_long_examples_are_counted(tmp_path, tokenizer_dir, too_long, examples, truncated, dropped):
     write_jsonl(tmp_path / "apps" / "train.jsonl", apps_rows())
@@ -154,7 +149,7 @@ def test_apps_too_long_examples_are_counted(tmp_path, tokenizer_dir, too_long, e
 
 def test_apps_packing_keeps_examples_whole_and_caps_solutions(tmp_path, tokenizer_dir):
     write_jsonl(tmp_path / "apps" / "train.jsonl", apps_rows())
-    data = APPS.replace("packing: false", "packing: true").replace("loss_on: solution}", "loss_on: solution, max_solutions: 1}")
+    data = APPS.replace("loss_on: solution}", "loss_on: solution, max_solutions: 1, layout: packed}")
     t = run(tmp_path, recipe(tmp_path, tokenizer_dir, data))["tokens"]["train"]
     assert t["examples"] == 3  # one solution per problem
     assert t["real_tokens"] + t["padding_tokens"] == t["block_tokens"]

@@ -60,3 +60,30 @@ def test_left_padding_matches_transformers_given_the_same_positions(save_hf):
     # ... and the padded row's real tokens score exactly as they would unpadded.
     alone = np.asarray(ours(jnp.asarray(ids[1:, 4:], jnp.int32)))
     assert np.abs(got[1, 4:] - alone[0]).max() <= 1e-5
+
+
+@pytest.mark.parametrize("case", ["neo-window-smaller-than-sequence", "gpt2"])
+def test_packed_segments_match_transformers_run_on_each_example_alone(case, save_hf):
+    """Packed rows (runner/data/pack.py): with segment_ids, every example of a row gets the logits
+    transformers gives it run alone; positions restart at 0 per segment (derived or given)."""
+    make, _, _ = CASES[case]
+    hf = make()
+    ours = from_pretrained(save_hf(hf))
+    lengths = [[7, 9, 5, 3], [24]]  # window 4: local layers cut off within the longer examples
+    T = 24
+    ids = random_ids(2, T, seed=1)
+    segments = np.zeros((2, T), np.int32)  # the padding of row 0 (slots 21..23) is segment 0
+    for row, parts in enumerate(lengths):
+        segments[row, : sum(parts)] = np.repeat(np.arange(1, len(parts) + 1), parts)
+    got = np.asarray(ours(jnp.asarray(ids, jnp.int32), segment_ids=jnp.asarray(segments)))
+    starts = np.cumsum([0] + lengths[0])
+    positions = np.concatenate([np.arange(n) for n in lengths[0] + [T - starts[-1]]])[None].repeat(2, 0)
+    positions[1] = np.arange(T)
+    given = np.asarray(ours(jnp.asarray(ids, jnp.int32), segment_ids=jnp.asarray(segments),
+                            positions=jnp.asarray(positions)))
+    assert np.array_equal(got, given)
+    for row, parts in enumerate(lengths):
+        for start, n in zip(np.cumsum([0] + parts), parts):
+            expected = torch_logits(hf, ids[row : row + 1, start : start + n])[0]
+            assert np.abs(got[row, start : start + n] - expected).max() <= TOLERANCE
+    assert np.isfinite(got).all()  # padding (its own segment) too

@@ -88,3 +88,41 @@ def test_dropout_uses_the_step_key():
                        jax.random.key(key))
         out.append(float(m["loss"]))
     assert out[0] == out[1] != out[2]
+
+
+def test_a_packed_row_scores_as_its_examples_one_per_row():
+    """Segments (packed APPS rows): the loss sum and the gradient of a packed row equal the sums
+    over its examples, each padded in a row of its own; the first token of each example has weight
+    0, as runner/data/pack.py writes it."""
+    ids, w = batch(3, seed=7)
+    lengths = [6, 5, 4]  # + 1 slot of padding
+    rows_ids = np.zeros((3, T), np.int32)
+    rows_w = np.zeros((3, T), np.uint8)
+    packed = {"input_ids": np.zeros((1, T), np.int32), "loss_weights": np.zeros((1, T), np.uint8),
+              "segment_ids": np.zeros((1, T), np.int32), "positions": np.zeros((1, T), np.int32)}
+    start = 0
+    for i, n in enumerate(lengths):
+        rows_ids[i, :n], rows_w[i, 1:n] = ids[i, :n], w[i, 1:n]
+        packed["input_ids"][0, start : start + n] = ids[i, :n]
+        packed["loss_weights"][0, start + 1 : start + n] = w[i, 1:n]
+        packed["segment_ids"][0, start : start + n] = i + 1
+        packed["positions"][0, start : start + n] = np.arange(n)
+        start += n
+    graphdef, params = nnx.split(tiny())
+    evaluate = make_eval_step(graphdef)
+    s_rows, n_rows = evaluate(params, jnp.asarray(rows_ids), jnp.asarray(rows_w))
+    s_packed, n_packed = evaluate(params, *(jnp.asarray(packed[k]) for k in packed))
+    assert float(n_rows) == float(n_packed) == sum(float(w[i, 1:n].sum()) for i, n in enumerate(lengths))
+    np.testing.assert_allclose(float(s_packed), float(s_rows), rtol=1e-6)
+    s_mixed, _ = evaluate(params, jnp.asarray(packed["input_ids"]), jnp.asarray(packed["loss_weights"]))
+    assert abs(float(s_mixed) - float(s_rows)) > 1e-3  # without segments the examples see each other
+
+    tx = optimizer(AdamW(type="adamw"), schedule(Constant(type="constant", peak_lr=1e-3), 10))
+    step = make_train_step(graphdef, tx, dropout=False)
+    out = []
+    for b in ({"input_ids": rows_ids, "loss_weights": rows_w}, packed):
+        p = jax.tree_util.tree_map(jnp.copy, params)
+        _, _, m = step(p, tx.init(p), {k: jnp.asarray(v)[None] for k, v in b.items()}, jax.random.key(0))
+        out.append(m)
+    np.testing.assert_allclose(float(out[0]["loss"]), float(out[1]["loss"]), rtol=1e-6)
+    np.testing.assert_allclose(float(out[0]["grad_norm"]), float(out[1]["grad_norm"]), rtol=1e-5)

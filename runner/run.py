@@ -120,9 +120,16 @@ def _recipe_files(loaded: Loaded, run: RunDir) -> dict[str, Path]:
 
 def execute(loaded: Loaded, run: RunDir, *, log: Log | None = None) -> RunSummary:
     """data → model → train → evals → final/ in `run`; returns the summary. A failure marks
-    summary.json `failed` with the error and re-raises, leaving everything written so far."""
+    summary.json `failed` with the error and re-raises, leaving everything written so far.
+
+    Resuming (the same `run` again): a stage whose output is complete is read, not redone (data,
+    training up to its latest checkpoint, each eval suite's results.json, final/); a run that
+    succeeded is returned as it is, without writing a byte."""
     import time
 
+    finished = _succeeded(run)
+    if finished is not None:
+        return finished
     if not is_primary():
         return _follow(loaded, run)
     log = log or stderr_line
@@ -139,23 +146,31 @@ def execute(loaded: Loaded, run: RunDir, *, log: Log | None = None) -> RunSummar
             trained = train(recipe, model, tokens, run.path, log=log, on_metrics=tracker.metrics)
             train_summary = _train_summary(recipe, trained, run.metrics())
             final = train_summary.final
-            log(f"train: {train_summary.steps} steps, loss {final['train/loss']:.4f}"
+            log(f"train: {train_summary.steps} steps, loss {final.get('train/loss', float('nan')):.4f}"
                 + (f", val loss {final['val/loss']:.4f}" if "val/loss" in final else ""))
+            if train_summary.best is not None and train_summary.weights_step != train_summary.steps:
+                log(f"train: final/ and the evals use the best checkpoint, step {train_summary.best.step} "
+                    f"({train_summary.best.metric} {train_summary.best.value})")
         losses = {}
         for spec in (e for e in recipe.evals if e.suite == "loss"):
-            losses[spec.name] = loss = _loss_suite(recipe, spec, model, tokens, train_summary)
+            done = run.file("eval", spec.name, "results.json")
+            if done.is_file():  # resuming: measured before
+                losses[spec.name] = LossResult.model_validate_json(done.read_bytes())
+                continue
+            losses[spec.name] = loss = _loss_suite(recipe, spec, model, tokens, train_summary, run.metrics())
             run.file("eval", spec.name).mkdir(parents=True, exist_ok=True)
-            write_json(run.file("eval", spec.name, "results.json"), loss.model_dump(mode="json"), overwrite=True)
+            write_json(done, loss.model_dump(mode="json"))
             log(f"eval {spec.name}: val loss {loss.val_loss:.4f}, perplexity {loss.val_perplexity:.2f}")
-        if recipe.train is not None:
+        if recipe.train is not None and not all(run.file("plots", f).is_file() for f in ("loss.png", "lr.png")):
             from .track.compare import plot
 
             plot([run.path], run.file("plots", "loss.png"))
             plot([run.path], run.file("plots", "lr.png"), metric="train/lr")
-        from .model import save_pretrained
+        if not all(run.file("final", f).is_file() for f in ("config.json", "model.safetensors", "tokenizer.json")):
+            from .model import save_pretrained
 
-        save_pretrained(model, run.file("final"))
-        tokenizer.save_pretrained(str(run.file("final")))
+            save_pretrained(model, run.file("final"))
+            tokenizer.save_pretrained(str(run.file("final")))
         generated = {}
         if any(e.suite != "loss" for e in recipe.evals):
             import shutil
@@ -181,6 +196,17 @@ def execute(loaded: Loaded, run: RunDir, *, log: Log | None = None) -> RunSummar
             status="failed", error=f"{type(exc).__name__}: {exc}", wall_time_s=round(time.time() - started, 1))))
         tracker.finish(exit_code=1)
         raise
+
+
+def _succeeded(run: RunDir) -> RunSummary | None:
+    """The summary of a run that already succeeded (resuming it changes nothing), else None."""
+    from .recipe.results import read_summary
+
+    path = run.file("summary.json")
+    if not path.is_file() or '"succeeded"' not in path.read_text(encoding="utf-8", errors="replace"):
+        return None
+    summary = read_summary(path)
+    return summary if summary.status == "succeeded" else None
 
 
 def _tracker(loaded: Loaded, run: RunDir, log: Log):
@@ -249,16 +275,21 @@ def _train_summary(recipe, trained: dict, metrics: list[dict]) -> TrainSummary:
         value = next((m[metric] for m in metrics if m.get("step") == trained["best_step"] and metric in m), None)
         best = BestCheckpoint(step=trained["best_step"], metric=metric, value=value)
     return TrainSummary(steps=trained["steps"], resumed_from=trained.get("resumed_from"),
-                        latest_step=trained.get("latest_step"), best=best, final=trained["final"])
+                        latest_step=trained.get("latest_step"), best=best, final=trained["final"],
+                        weights_step=trained.get("weights_step", trained["steps"]))
 
 
-def _loss_suite(recipe, spec, model, tokens, trained: TrainSummary | None) -> LossResult:
-    """A loss suite's results: the training's last validation when it measured the same thing
-    (all validation blocks, in micro-batches), else a pass of its own over the validation blocks."""
-    final = trained.final if trained else {}
+def _loss_suite(recipe, spec, model, tokens, trained: TrainSummary | None, metrics: list[dict]) -> LossResult:
+    """A loss suite's results: the training's validation of the weights in use (the last step's,
+    or the best checkpoint's) when it measured the same thing (all validation blocks, in
+    micro-batches), else a pass of its own over the validation blocks."""
+    measured = {}
+    if trained is not None:
+        at = [m for m in metrics if m.get("step") == trained.weights_step and "val/loss" in m]
+        measured = at[-1] if at else trained.final if trained.weights_step == trained.steps else {}
     same = spec.max_batches is None and spec.batch_size in (None, recipe.train.micro_batch_size if recipe.train else None)
-    if same and "val/loss" in final:
-        return LossResult(name=spec.name, val_loss=final["val/loss"], val_perplexity=final["val/perplexity"],
+    if same and "val/loss" in measured:
+        return LossResult(name=spec.name, val_loss=measured["val/loss"], val_perplexity=measured["val/perplexity"],
                           measured="training")
     from .train.loop import loss_eval
 

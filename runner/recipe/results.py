@@ -6,7 +6,8 @@ from the contents of a dict which part is which.
 
     RunSummary
       name, recipe_hash, status (running | succeeded | failed), error, wall_time_s
-      train   TrainSummary: steps, resumed_from, latest_step, best (step, metric, value), final metrics
+      train   TrainSummary: steps, resumed_from, latest_step, best (step, metric, value), weights_step
+              (the step final/ and the evals use), final metrics (of the last step)
       evals   one SuiteResult per eval suite of the recipe, in recipe order, tagged by `suite`:
               loss       val_loss, val_perplexity, measured (training | eval), rows, batch_size
               humaneval  problems, pass_at_k, sampling (per sampling setting)
@@ -51,6 +52,9 @@ class TrainSummary(Result):
     resumed_from: int | None = Field(None, description="The checkpoint step a resumed run continued from.")
     latest_step: int | None = Field(None, description="The step of the latest checkpoint.")
     best: BestCheckpoint | None = Field(None, description="The best checkpoint, when the recipe keeps one.")
+    weights_step: int | None = Field(
+        None, description="The step whose weights `final/` and every eval suite hold: the best checkpoint's when "
+        "`train.checkpoint.keep_best_by` is set (as transformers' load_best_model_at_end), else the last step's.")
     final: dict[str, float] = Field(
         default_factory=dict, description="Metrics at the last step: `train/loss`, and `val/loss`, `val/perplexity` "
         "when there is validation data.")
@@ -136,13 +140,17 @@ class RunSummary(Result):
         return next((e for e in self.evals if e.name == name), None)
 
     def flat(self) -> dict[str, float]:
-        """Headline numbers under flat keys: `train/loss`, `val/loss` (the training's, else the
-        first loss suite's), `<suite>/pass@k`, `<apps suite>/strict_accuracy`, ..."""
+        """Headline numbers under flat keys: `train/loss`, `val/loss` (the training's validation of
+        the weights final/ holds, else the first loss suite's), `<suite>/pass@k`,
+        `<apps suite>/strict_accuracy`, ..."""
         out: dict[str, float] = {}
         final = self.train.final if self.train else {}
         for key in ("train/loss", "val/loss", "val/perplexity"):
             if key in final:
                 out[key] = final[key]
+        reused = next((e for e in self.evals if isinstance(e, LossResult) and e.measured == "training"), None)
+        if reused is not None:  # the validation of the weights in use (the best checkpoint's, when kept)
+            out["val/loss"], out["val/perplexity"] = reused.val_loss, reused.val_perplexity
         for e in self.evals:
             if isinstance(e, LossResult):
                 out.setdefault("val/loss", e.val_loss)

@@ -30,7 +30,7 @@ from ..common.procs import is_primary
 from ..common.streams import stream_key
 from ..model import load_params
 from ..recipe.schema import Recipe
-from .checkpoint import Checkpoints
+from .checkpoint import Checkpoints, restore_params
 from .mesh import batch_sharding, make_mesh, place, replicated, rows_sharding, to_host
 from .optim import optimizer, schedule
 from .step import BATCH_COLUMNS, make_eval_step, make_train_step
@@ -82,6 +82,8 @@ class MetricsLog:
         if not self.path.exists():
             return
         kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+        if len(kept) == len(self.path.read_text().splitlines()):
+            return  # nothing after the checkpoint (a run resumed after its last step): the file stays as it is
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, self.path)
@@ -245,11 +247,14 @@ def _loop(s: TrainSetup) -> tuple[nnx.State, dict[str, float]]:
     sharding = batch_sharding(mesh)
     last_val: dict[str, float] = {}
     loss = math.nan
+    keep_best = spec.checkpoint.keep_best_by is not None
     window_tokens, window_start = 0, time.perf_counter()
 
-    def save(step: int, *, force: bool = False) -> None:
+    def save(step: int, metrics: dict[str, float], *, force: bool = False) -> None:
+        # Only this step's own metrics: a checkpoint scored by an older validation could be kept
+        # as the best for a loss it never had.
         record = {"step": step, "seed": recipe.seed}
-        s.ckpt.save(step, params, opt_state, record, dict(last_val) or None, force=force)
+        s.ckpt.save(step, params, opt_state, record, {"train/loss": loss, **metrics}, force=force)
 
     bar = tqdm(total=s.steps, initial=s.start, desc="train", unit="step",
                disable=not (s.primary and sys.stderr.isatty()))
@@ -288,7 +293,12 @@ def _loop(s: TrainSetup) -> tuple[nnx.State, dict[str, float]]:
                     "throughput/device_kind": device_kind,
                 })
                 window_tokens, window_start = 0, time.perf_counter()
-            if s.val_blocks is not None and ((spec.eval_every and step % spec.eval_every == 0) or step == s.steps):
+            every = spec.checkpoint.every
+            scheduled = step == s.steps or bool(every and step % every == 0)
+            # With keep_best_by, every checkpoint is validated: each one is a candidate for the best.
+            validated = s.val_blocks is not None and (
+                (spec.eval_every and step % spec.eval_every == 0) or step == s.steps or (keep_best and scheduled))
+            if validated:
                 last_val = evaluate(s.eval_step, params, s.val_blocks, spec.micro_batch_size, mesh)
                 record.update(last_val)
             if record and s.primary:
@@ -296,27 +306,41 @@ def _loop(s: TrainSetup) -> tuple[nnx.State, dict[str, float]]:
                 if s.on_metrics is not None:
                     s.on_metrics({"step": step, **record})
                 bar.set_postfix(loss=f"{loss:.4f}")
-            every = spec.checkpoint.every
-            scheduled = step == s.steps or bool(every and step % every == 0)
             if scheduled:
-                save(step, force=step == s.steps)
+                save(step, last_val if validated else {}, force=step == s.steps)
             if signals.received is not None:
                 if not scheduled:  # a step is saved once (orbax refuses a second save of it)
-                    save(step, force=True)
+                    save(step, last_val if validated else {}, force=True)
                 s.ckpt.close()  # waits for the save
                 bar.close()
                 raise Interrupted(f"signal {signals.received} at step {step}: checkpoint saved; the run can be resumed")
     bar.close()
+    if s.start == s.steps:  # resumed after the last step: its metrics are the logged ones
+        return params, logged_final(s.metrics_log.path, s.steps)
     return params, {"train/loss": loss, **last_val}
 
 
+def logged_final(path: Path, step: int) -> dict[str, float]:
+    """train/loss and val/* of `step` as metrics.jsonl logged them."""
+    records = [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+    at = next((r for r in reversed(records) if r.get("step") == step), {})
+    return {k: v for k, v in at.items() if k == "train/loss" or k.startswith("val/")}
+
+
 def _finish(s: TrainSetup, model: Any, params: nnx.State, final: dict[str, float]) -> dict[str, Any]:
-    """Wait for the last checkpoint, put the trained parameters into the caller's model; the summary."""
+    """Wait for the last checkpoint, put the weights to use into the caller's model: the best
+    checkpoint's when the recipe keeps one (as transformers' load_best_model_at_end), else the
+    last step's. The summary says which (weights_step)."""
     s.ckpt.wait()
+    best = s.ckpt.best_step()
     summary = {"steps": s.steps, "resumed_from": s.start if s.resumed else None, "final": final,
-               "best_step": s.ckpt.best_step(), "latest_step": s.ckpt.latest_step()}
+               "best_step": best, "latest_step": s.ckpt.latest_step(),
+               "weights_step": best if best is not None else s.steps}
     s.ckpt.close()
-    load_params(model, to_host(params))
+    if best is not None and best != s.steps:
+        restore_params(model, s.run_dir / "checkpoints", best)
+    else:
+        load_params(model, to_host(params))
     return summary
 
 
@@ -331,7 +355,8 @@ def train(
 ) -> dict[str, Any]:
     """Train (or resume) per recipe.train; the caller's `model` ends up holding the trained weights.
     Returns a summary: steps, resumed_from, final (train/loss and the last val/*), best_step,
-    latest_step."""
+    latest_step, weights_step (the step whose weights `model` holds: the best checkpoint's when
+    train.checkpoint.keep_best_by is set and one carries the metric, else the last step's)."""
     setup = _setup(recipe, model, tokens, Path(run_dir), log, on_metrics)
     params, final = _loop(setup)
     return _finish(setup, model, params, final)

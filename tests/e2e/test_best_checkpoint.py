@@ -1,7 +1,7 @@
 """`train.checkpoint.keep_best_by`: a run whose validation loss rises at the end keeps, reports and
 exports its lowest-loss checkpoint (as transformers' load_best_model_at_end), also after a SIGKILL
 and `ccrun resume`; resuming a finished run changes nothing, and resuming one interrupted after
-training redoes nothing that was done."""
+training redoes nothing that was done; `ccrun eval --checkpoint latest` evaluates the other one."""
 
 import json
 import shutil
@@ -130,3 +130,15 @@ def test_resuming_a_run_interrupted_after_training_redoes_nothing_done(tmp_path)
     assert after["evals"] == summary["evals"]
     assert {k: v for k, v in snapshot(c).items() if k in kept} == kept, "checkpoints, data and metrics untouched"
     assert (c / "final" / "model.safetensors").read_bytes() == (a / "final" / "model.safetensors").read_bytes()
+
+    # `ccrun eval --checkpoint`: the run's other checkpoint (final/ and eval/ hold the best's);
+    # the same seeded sampling, so different completions come from different weights only.
+    suite = ("evals=[{suite: humaneval, name: %s, limit: 1, max_new_tokens: 16,"
+             " sampling: [{temperature: 0.8, n_samples: 1, k: [1]}]}]")
+    completions = {}
+    for which in ("best", "latest"):
+        out = ccrun("eval", str(a), "--checkpoint", which, "--set", suite % f"he-{which}")
+        assert out.returncode == 0, out.stderr[-2000:]
+        samples = (a / "eval" / f"he-{which}" / "samples.jsonl").read_text().splitlines()
+        completions[which] = [json.loads(line)["completion"] for line in samples]
+    assert completions["best"] != completions["latest"]

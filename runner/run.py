@@ -330,9 +330,11 @@ def _follow(loaded: Loaded, run: RunDir) -> RunSummary:
 
 
 def eval_target(target: Path, overrides: Sequence[str] = (), *, checkpoint: str | None = None
-                ) -> tuple[Loaded, RunDir | None]:
-    """What `ccrun eval TARGET` evaluates: a run directory (its recipe; results go to its eval/)
-    or a recipe (a new run directory is made once the model loads). Bad targets are BadInput."""
+                ) -> tuple[Loaded, RunDir | None, str]:
+    """What `ccrun eval TARGET` evaluates and where the results go: a run directory (its recipe;
+    its eval/, or eval-<checkpoint>/ for `--checkpoint best|latest`, so evaluating the other
+    checkpoint never overwrites the run's own evals) or a recipe (a new run directory is made once
+    the model loads; results in its eval/). Bad targets are BadInput."""
     if target.is_dir():
         run = RunDir.open(target)
         loaded = run.recipe(overrides)
@@ -340,13 +342,18 @@ def eval_target(target: Path, overrides: Sequence[str] = (), *, checkpoint: str 
         run, loaded = None, load_recipe(target, overrides)
         if checkpoint is not None:
             raise BadInput("--checkpoint applies to a run directory, not a recipe")
+        model, tokenizer = loaded.recipe.model, loaded.recipe.tokenizer
+        if model.init == "scratch" and tokenizer.train is not None:
+            raise BadInput(f"{target}: the model is trained from scratch and the tokenizer in the data stage, so there "
+                           f"is nothing to evaluate yet: `ccrun run {target}`, then `ccrun eval RUN_DIR`")
     suites = [e for e in loaded.recipe.evals if e.suite != "loss"]
     if not suites:
         raise BadInput(f"{target}: the recipe has no humaneval or apps suite to run")
+    out = "eval" if checkpoint is None else f"eval-{checkpoint}"
     for spec in suites:
-        if run is not None and run.file("eval", spec.name).exists():
-            raise BadInput(f"{run.file('eval', spec.name)}: already evaluated (nothing was overwritten)")
-    return loaded, run
+        if run is not None and run.file(out, spec.name).exists():
+            raise BadInput(f"{run.file(out, spec.name)}: already evaluated (nothing was overwritten)")
+    return loaded, run, out
 
 
 def execute_in(loaded: Loaded, run: RunDir, *, log: Log | None = None) -> RunSummary:

@@ -86,7 +86,7 @@ def test_validate_checks_every_file_and_fails_if_any_fails(tmp_path):
 def test_validate_applies_set_to_every_recipe():
     out = ccrun("validate", "recipes/smoke.yaml", "--set", "train.steps=5")
     assert out.returncode == 2
-    assert out.stderr == "recipes/smoke.yaml:25:64: schedule.warmup_steps: must be <= train.steps (30 > 5)\n"
+    assert out.stderr == "recipes/smoke.yaml:26:64: schedule.warmup_steps: must be <= train.steps (30 > 5)\n"
 
 
 def test_resolve_prints_canonical_yaml_and_hash():

@@ -28,6 +28,7 @@ BAD = [
     (["eval-samples", "FILE", "--out", "FILE"], "--out"),
     (["eval", "TMP"], "not a run directory"),
     (["eval", "recipes/smoke.yaml", "--checkpoint", "best"], "--checkpoint applies to a run directory"),
+    (["eval", "recipes/smoke.yaml"], "nothing to evaluate yet: `ccrun run recipes/smoke.yaml`, then"),
     (["serve", "TMP", "--checkpoint", "worst"], "--checkpoint: best or latest"),
     (["serve", "TMP/missing"], "no such directory"),
 ]

@@ -58,14 +58,14 @@ def eval_(
     from .. import run as conductor
 
     checkpoint_choice(checkpoint)
-    loaded, run = conductor.eval_target(target, set_ or (), checkpoint=checkpoint)
+    loaded, run, out = conductor.eval_target(target, set_ or (), checkpoint=checkpoint)
     from ..evals.suites import run_evals
     from ..train.checkpoint import load_run_model
 
     model, tokenizer = load_run_model(target, loaded.recipe, checkpoint=checkpoint)
     if run is None:
         run = conductor.create_run_dir(loaded, runs_root=runs_dir)
-    for result in run_evals(loaded.recipe, model, tokenizer, run.file("eval"), workers=workers):
+    for result in run_evals(loaded.recipe, model, tokenizer, run.file(out), workers=workers):
         typer.echo(f"{result.name}: {result.problems} problems; "
                    + ", ".join(f"pass@{k} {v:.4f}" for k, v in result.pass_at_k.items()))
-    typer.echo(str(run.file("eval")))
+    typer.echo(str(run.file(out)))

@@ -131,14 +131,16 @@ def test_resuming_a_run_interrupted_after_training_redoes_nothing_done(tmp_path)
     assert {k: v for k, v in snapshot(c).items() if k in kept} == kept, "checkpoints, data and metrics untouched"
     assert (c / "final" / "model.safetensors").read_bytes() == (a / "final" / "model.safetensors").read_bytes()
 
-    # `ccrun eval --checkpoint`: the run's other checkpoint (final/ and eval/ hold the best's);
-    # the same seeded sampling, so different completions come from different weights only.
+    # `ccrun eval --checkpoint`: each checkpoint into its own eval-<which>/ (final/ and eval/ hold
+    # the best's); the same seeded sampling, so different completions come from different weights only.
     suite = ("evals=[{suite: humaneval, name: %s, limit: 1, max_new_tokens: 16,"
              " sampling: [{temperature: 0.8, n_samples: 1, k: [1]}]}]")
     completions = {}
     for which in ("best", "latest"):
-        out = ccrun("eval", str(a), "--checkpoint", which, "--set", suite % f"he-{which}")
+        out = ccrun("eval", str(a), "--checkpoint", which, "--set", suite % "he")
         assert out.returncode == 0, out.stderr[-2000:]
-        samples = (a / "eval" / f"he-{which}" / "samples.jsonl").read_text().splitlines()
+        samples = (a / f"eval-{which}" / "he" / "samples.jsonl").read_text().splitlines()
         completions[which] = [json.loads(line)["completion"] for line in samples]
     assert completions["best"] != completions["latest"]
+    again = ccrun("eval", str(a), "--checkpoint", "latest", "--set", suite % "he")
+    assert again.returncode == 2 and "already evaluated" in again.stderr

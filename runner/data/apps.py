@@ -11,16 +11,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ..common.errors import DataError
-from ..recipe.schema_data import AppsSource
+from ..recipe.schema_data import AppsPrompt, AppsSource
 from .rows import fingerprint, jsonl_rows, rows_to_arrow
 
-PromptStyle = Literal["apps", "code-clippy"]
 
 
-def apps_prompt(question: str, starter_code: str | None, fn_name: str | None, style: PromptStyle = "apps") -> str:
+def apps_prompt(question: str, starter_code: str | None, fn_name: str | None, style: AppsPrompt = "apps") -> str:
     r"""The prompt of one APPS problem, for training and evaluation alike.
 
     "apps": the APPS generation prompt (hendrycks/apps eval/generate_gpt_codes.py, generate_prompt):
@@ -139,7 +138,7 @@ def _documents(path: Path, split: str, difficulties: list[str], on_error: str, c
         }
 
 
-def apps_examples(row: dict[str, Any], max_solutions: int | None, prompt_style: PromptStyle = "apps") -> list[tuple[str, str]]:
+def apps_examples(row: dict[str, Any], max_solutions: int | None, prompt_style: AppsPrompt = "apps") -> list[tuple[str, str]]:
     """(prompt, solution) pairs of one problem, at most `max_solutions` of them."""
     prompt = apps_prompt(row["text"], row.get("starter_code"), fn_name_of(row.get("input_output")), prompt_style)
     solutions = solutions_of(row.get("solutions"))

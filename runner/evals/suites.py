@@ -77,7 +77,7 @@ def load_apps(spec: AppsEval) -> list[dict]:
 def run_apps(spec: AppsEval, model: Any, tokenizer: Any, sandbox: Any, *, seed: int, workers: int) -> tuple[list[dict], dict]:
     problems = apps_scoring.problems_by_id(load_apps(spec))
     ids = list(problems)
-    prompts = [apps_prompt(p["question"], p.get("starter_code"), fn_name_of(p.get("input_output")))
+    prompts = [apps_prompt(p["question"], p.get("starter_code"), fn_name_of(p.get("input_output")), spec.prompt)
                for p in problems.values()]
     rows = _sample_all(spec, model, tokenizer, prompts, ids, seed)
     scored_all, results = [], {"suite": "apps", "problems": len(ids), "sampling": []}

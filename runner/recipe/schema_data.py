@@ -9,6 +9,8 @@ from pydantic import Field
 from .base import LocalPath, Path, Spec, tagged
 
 Difficulty = Literal["introductory", "interview", "competition"]
+# The APPS prompt: the reference's generation prompt, or GPT-Code-Clippy's training prompt.
+AppsPrompt = Literal["apps", "code-clippy"]
 ALL_DIFFICULTIES: list[Difficulty] = list(get_args(Difficulty))
 OnError = Literal["fail", "skip"]
 
@@ -288,10 +290,10 @@ class AppsFormat(Spec):
         "examples). packed: whole examples, shuffled with the recipe's seed, fill sequences; each attends only "
         "to itself (segment ids, positions restarting at 0). data.packing applies to clm only.",
     )
-    prompt: Literal["apps", "code-clippy"] = Field(
+    prompt: AppsPrompt = Field(
         default="apps",
         description="apps: the APPS generation prompt (hendrycks/apps generate_prompt), as the APPS eval "
-        "prompts. code-clippy: GPT-Code-Clippy's training prompt (an extra blank line around the format "
+        "prompts by default. code-clippy: GPT-Code-Clippy's training prompt (an extra blank line around the format "
         "hint; call-based iff starter code), to continue training its released checkpoints.",
     )
 

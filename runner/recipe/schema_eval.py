@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from .base import LocalPath, Path, Spec, tagged
-from .schema_data import ALL_DIFFICULTIES, Difficulty
+from .schema_data import ALL_DIFFICULTIES, AppsPrompt, Difficulty
 
 # Codex paper (Chen et al. 2021): completions stop at the next top-level statement.
 CODEX_STOP = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
@@ -115,6 +115,9 @@ class AppsEval(Spec):
         description="Sampling settings, each with the pass@k values it reports. Default: greedy, pass@1.",
     )
     stop: list[str] = Field(default=[], description="Completions are cut at the first of these strings.")
+    prompt: AppsPrompt = Field(
+        default="apps", description="apps: the APPS generation prompt (hendrycks/apps generate_prompt). "
+        "code-clippy: GPT-Code-Clippy's training prompt, to evaluate its released checkpoints as they were trained.")
     max_new_tokens: int = _APPS[0]
     batch_size: int = _APPS[1]
     limit: int | None = _APPS[2]

@@ -143,6 +143,11 @@ class SelfAttention(nnx.Module):
             keys = jax.lax.dynamic_update_slice(keys, k.astype(keys.dtype), (0, start, 0, 0))  # [B, S, N, H]
             values = jax.lax.dynamic_update_slice(values, v.astype(values.dtype), (0, start, 0, 0))
             k, v, new_cache = keys, values, (keys, values)
+        # bf16 q and k go into the score product as they are: every path multiplies them with fp32
+        # accumulation (XLA: BF16_BF16_F32; cuDNN: fp32 accumulators; dropout: preferred fp32), and a
+        # bf16 x bf16 product is exact in fp32, so the scores are transformers' GPT-Neo's (which
+        # casts q and k to fp32 first) up to summation order. Casting here would only take bf16
+        # GPT-Neo off the fused cuDNN kernel. Measured in tests/model/test_bf16.py.
         dropout = self.attn_dropout.rate > 0 and not deterministic
         if dropout:
             y = self._attend_with_dropout(q, k, v, mask, rngs)

@@ -34,10 +34,8 @@ def eval_samples(
     out: Annotated[Optional[Path], typer.Option(help="New directory for results.jsonl and results.json.")] = None,
 ) -> None:
     """Score completions in a sandbox: results.jsonl (every sample) and results.json (pass@k, per task)."""
-    from ..evals.score_file import SUITES, headline, score_file, write_results
+    from ..evals.score_file import headline, score_file, write_results
 
-    if suite not in SUITES:
-        raise BadInput(f"--suite: must be humaneval or apps (got {suite!r})")
     ks = _ks(k)
     out = new_directory(out or samples.with_name(samples.stem + "-results"), "--out")
     scored, results = score_file(samples, suite=suite, problems=problems, ks=ks, workers=workers, timeout_s=timeout)

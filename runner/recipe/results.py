@@ -95,29 +95,29 @@ class LossResult(Result):
     batch_size: int | None = Field(None, description="Rows per batch (a pass of its own).")
 
 
-class HumanEvalResult(Result):
+class GenerationResult(Result):
+    """What every generation suite reports (HumanEval, APPS)."""
+
+    name: str
+    problems: int
+    pass_at_k: dict[int, float] = Field(description="pass@k of every sampling setting, each k from the setting "
+                                                    "that asked for it (the last one when two did).")
+    sampling: list[SamplingScores]
+
+
+class HumanEvalResult(GenerationResult):
     """A `humaneval` suite."""
 
     suite: Literal["humaneval"] = "humaneval"
-    name: str
-    problems: int
-    pass_at_k: dict[int, float] = Field(description="pass@k of every sampling setting, each k from the setting "
-                                                    "that asked for it (the last one when two did).")
-    sampling: list[SamplingScores]
 
 
-class AppsResult(Result):
+class AppsResult(GenerationResult):
     """An `apps` suite. The headline accuracies are those of the first sampling setting."""
 
     suite: Literal["apps"] = "apps"
-    name: str
-    problems: int
-    pass_at_k: dict[int, float] = Field(description="pass@k of every sampling setting, each k from the setting "
-                                                    "that asked for it (the last one when two did).")
     strict_accuracy: float | None
     test_case_average: float | None
     per_difficulty: dict[Difficulty, Scores]
-    sampling: list[SamplingScores]
 
 
 SuiteResult = Annotated[LossResult | HumanEvalResult | AppsResult, Field(discriminator="suite")]
@@ -165,9 +165,9 @@ class RunSummary(Result):
                         out[f"{e.name}/{key}"] = getattr(e, key)
         return out
 
-    def generation(self) -> list[HumanEvalResult | AppsResult]:
+    def generation(self) -> list[GenerationResult]:
         """The generation suites (HumanEval, APPS), in recipe order."""
-        return [e for e in self.evals if not isinstance(e, LossResult)]
+        return [e for e in self.evals if isinstance(e, GenerationResult)]
 
 
 def summary_schema() -> dict[str, Any]:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from ..common.errors import CcrunError
-from ..recipe.results import RunSummary
 from .rundir import RunDir
 
 # Flat summary keys (besides pass@k) read back from a W&B run's summary: see RunSummary.flat.
@@ -38,17 +37,11 @@ def _median_speed(metrics: list[dict[str, Any]]) -> float | None:
     return speeds[len(speeds) // 2] if speeds else None  # median of the logged windows
 
 
-def summary_row(summary: RunSummary | None) -> dict[str, Any]:
-    """What a run achieved, flat: status, then its summary's headline numbers (RunSummary.flat)."""
-    if summary is None:
-        return {"status": "unknown"}
-    return {"status": summary.status, **summary.flat()}
-
-
 def run_row(run: RunDir) -> dict[str, Any]:
-    """A run directory's row: its summary's, with the median throughput and the wall time."""
+    """What a run achieved, flat: status, its summary's headline numbers (RunSummary.flat), the
+    median throughput and the wall time."""
     summary = run.summary()
-    row = summary_row(summary)
+    row = {"status": "unknown"} if summary is None else {"status": summary.status, **summary.flat()}
     speed = _median_speed(run.metrics())
     if speed:
         row["tokens_per_s"] = speed

@@ -3,7 +3,6 @@ dropped, near-misses are kept, the manifest counts them and names the benchmark 
 inputs are part of the cache key."""
 
 import json
-import time
 
 import pytest
 from datasets import load_from_disk
@@ -118,25 +117,6 @@ def test_a_filter_that_checks_nothing_is_refused(tmp_path):
 
     with pytest.raises(RecipeError, match="checks against nothing"):
         load_recipe(f)
-
-
-def test_speed_on_a_few_thousand_documents():
-    """HumanEval's n-grams against 4,000 documents of real Python (the standard library's): the
-    rate is printed (pytest -s) and must stay well above what the data stage needs."""
-    import sysconfig
-    from pathlib import Path
-
-    files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("**/*.py"))[:4000]
-    texts = [p.read_text(errors="replace") for p in files]
-    bench = Benchmark(13)
-    bench.add(p["prompt"] + p["canonical_solution"] for p in HUMANEVAL.values())
-    start = time.perf_counter()
-    hits = sum(int(bench.contaminated(texts[i : i + 1000]).sum()) for i in range(0, len(texts), 1000))
-    seconds = time.perf_counter() - start
-    mb = sum(len(t.encode()) for t in texts) / 1e6
-    print(f"decontaminate: {len(texts)} documents, {mb:.1f} MB in {seconds:.2f} s "
-          f"({len(texts) / seconds:.0f} docs/s, {mb / seconds:.1f} MB/s), {hits} contaminated")
-    assert len(texts) / seconds > 500
 
 
 def test_same_rows_with_one_or_two_processes(tmp_path, tokenizer_dir):

@@ -19,9 +19,16 @@ As the reference does:
   A dict as first argument, or an expected value that is a dict (or a list whose first item is
   one), gets its JSON string keys turned back into ints; a returned tuple is compared as a list;
   the expected value may be wrapped in a one-element list (`[[1, 2]]` accepts `[1, 2]` and `(1, 2)`);
-  a list of tuples equals the wrapped list of lists. The value crosses from the program to us
-  typed (tuple, set, dict keys, numpy scalars as Python numbers) and is compared here with
-  Python's `==`, never inside the program's interpreter.
+  a list of tuples equals the wrapped list of lists. One loaded module and one `Solution()`
+  serve all of a sample's tests, so state left by one test reaches the next, as there.
+- one sandboxed process runs all tests of a sample (the reference runs them in one process too);
+  a test that kills it (timeout, crash, `os._exit`) is -1 and the tests after it run in a fresh one.
+
+Each verdict stays the parent's, so no program can forge it (see sandbox.py): the process never
+sees the expected outputs. A call's arguments go in and its returned value comes back through
+the channel (runner/evals/channel.py) as plain data (tuple, set, dict keys, numpy scalars as
+Python numbers), compared here with Python's `==`, never inside the program's interpreter; a
+standard-input test's output comes back as text, compared here.
 - standard input: the output's lines are compared with the expected text, the first that holds
   decides "equal": (1) the texts after stripping, also with each output line stripped; (2) the
   output's lines equal the expected text's non-empty lines, stripped (the output's empty lines
@@ -41,8 +48,9 @@ a correct program it fails; none lets a wrong answer pass):
   `global n` misses the body's `n` (-1); here each behaves as under a judge. A top-level
   `import` that fails is -1 here, -2 there (both score 0).
 - a compile error is -2 for every test (the reference returns one -2; the averages are the same).
-- call-based tests each run in a fresh process (the reference calls one loaded module and one
-  `Solution()` for all tests, so state left by one test reaches the next there).
+- a standard-input program's tests share the process, each in a fresh `__main__` namespace with
+  its own standard input and output (files at descriptors 0 and 1): modules it imported stay
+  imported, as in the reference, where the module is loaded once.
 - a returned value of a type that is not plain data (an object, a numpy array) never equals the
   expected value here; the reference compares it with `==` (an array there usually raises: -1).
 """
@@ -51,10 +59,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..data.apps import fn_name_of, solutions_of
+from .channel import ChannelError, decode, encode
 from ..recipe.schema_data import ALL_DIFFICULTIES
 from .humaneval import check_known
 from .passk import aggregate
@@ -70,58 +79,6 @@ HEADER = (
     "log, log2\nimport fractions\nfrom typing import List, Tuple\nimport numpy as np\nimport random\nimport heapq\n"
     "from heapq import *\n"
 )
-
-# Typed plain values as JSON, both ways: the parent encodes arguments, the program's harness
-# decodes them and encodes the returned value, the parent decodes it. Containers are tagged so
-# that a tuple stays a tuple and a dict keeps keys of any plain type; anything else is opaque.
-CODEC = r"""
-def _ccrun_encode(v):
-    if v is None:
-        return None
-    for kind in (bool, int, float, str):  # subclasses (numpy.float64, IntEnum) as their base
-        if isinstance(v, kind):
-            return kind(v)
-    for kind in (tuple, list, frozenset, set):
-        if isinstance(v, kind):
-            return {"t": kind.__name__, "v": [_ccrun_encode(x) for x in v]}
-    if isinstance(v, dict):
-        return {"t": "dict", "v": [[_ccrun_encode(k), _ccrun_encode(x)] for k, x in v.items()]}
-    if type(v).__module__ == "numpy" and getattr(v, "ndim", None) == 0 and hasattr(v, "item"):
-        return _ccrun_encode(v.item())  # numpy.int64, numpy.bool_: compare as the reference's == does
-    return {"t": "opaque", "v": type(v).__name__}
-
-
-def _ccrun_decode(v):
-    if not isinstance(v, dict):
-        return v
-    items = v["v"]
-    if v["t"] == "dict":
-        return {_ccrun_decode(k): _ccrun_decode(x) for k, x in items}
-    if v["t"] == "opaque":
-        return object()  # equals nothing
-    return {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}[v["t"]](_ccrun_decode(x) for x in items)
-"""
-_codec: dict[str, Any] = {}
-exec(CODEC, _codec)  # noqa: S102 - our own source, the one definition both sides use
-encode, decode = _codec["_ccrun_encode"], _codec["_ccrun_decode"]
-
-LOADED, RESULT = "#ccrun-apps-loaded", "#ccrun-apps-result "
-CALL_HARNESS = """
-import json as _ccrun_json, types as _ccrun_types
-{codec}
-_ccrun_module = _ccrun_types.ModuleType("tmp_sol")
-try:
-    exec(compile({source!r}, "<solution>", "exec"), _ccrun_module.__dict__)
-    _ccrun_method = getattr(_ccrun_module.Solution() if {has_class} else _ccrun_module, {fn!r})
-except Exception:
-    import traceback as _ccrun_traceback
-    _ccrun_traceback.print_exc()
-else:
-    print("\\n" + {loaded!r}, flush=True)
-    _ccrun_result = _ccrun_method(*_ccrun_decode(_ccrun_json.loads({args!r})))
-    print("\\n" + {result!r} + _ccrun_json.dumps(_ccrun_encode(_ccrun_result)), flush=True)
-"""
-
 
 def tests_of(problem: dict[str, Any]) -> tuple[list[Any], list[Any], str | None]:
     """(inputs, outputs, fn_name) of a problem's input_output field."""
@@ -224,11 +181,19 @@ def outputs_equal(got: str, expected: Any) -> bool:
         return False
 
 
-def _returned(stdout: str) -> Any:
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(RESULT):
-            return decode(json.loads(line[len(RESULT):]))
-    raise ValueError("no result line")
+def _restarted(problem_tests: int, timeout_s: float, ask: Callable[[Any, int], Any],
+               open_session: Callable[[float], Any]) -> list[Any]:
+    """Per-test results of one program served by sessions: one process for all tests, a fresh one
+    after a test that killed it (timeout, crash, os._exit) for the tests after it."""
+    results: list[Any] = []
+    while len(results) < problem_tests:
+        with open_session(timeout_s * (problem_tests - len(results) + 1)) as session:
+            loaded = session.ask(None, timeout_s)
+            if not isinstance(loaded, dict) or loaded.get("loaded") is not True:
+                return results + [COMPILE_ERROR if not results else RUNTIME_ERROR] * (problem_tests - len(results))
+            while len(results) < problem_tests and session.alive:
+                results.append(ask(session, len(results)))
+    return results
 
 
 def run_tests(code: str, problem: dict[str, Any], sandbox: Any, *, timeout_s: float) -> list[Any]:
@@ -236,27 +201,39 @@ def run_tests(code: str, problem: dict[str, Any], sandbox: Any, *, timeout_s: fl
     inputs, outputs, fn_name = tests_of(problem)
     if not compiles(code):
         return [COMPILE_ERROR] * max(len(inputs), 1)
+    count = min(len(inputs), len(outputs))
     if fn_name:
         has_class = "class Solution" in code  # the reference decides on the text, as here
-        programs = [CALL_HARNESS.format(
-            codec=CODEC, source=HEADER + code, has_class=has_class, fn=fn_name, loaded=LOADED, result=RESULT,
-            args=json.dumps(encode(call_arguments(x)))) for x in inputs]
-        runs = sandbox.run_many(programs, timeout_s=timeout_s, workers=1)
-        if any(LOADED not in r.stdout.splitlines() for r in runs):  # it did not load: one verdict for all
-            return [COMPILE_ERROR] * max(len(inputs), 1)
-        results: list[Any] = []
-        for r, y in zip(runs, outputs, strict=False):
+
+        def open_call(cpu_s: float) -> Any:
+            return sandbox.session(HEADER + code, mode="call", module="tmp_sol", fn=fn_name, cls=has_class,
+                                   cpu_s=cpu_s)
+
+        def call(session: Any, i: int) -> Any:
+            reply = session.ask({"args": encode(call_arguments(inputs[i]))}, timeout_s)
+            if not isinstance(reply, dict) or "ok" not in reply:
+                return RUNTIME_ERROR  # it raised, died, timed out or broke the channel
             try:
-                results.append(returns_equal(_returned(r.stdout), call_expected(y)) if r.passed else RUNTIME_ERROR)
-            except (ValueError, KeyError, TypeError):  # no result line: it printed over ours, or was cut
-                results.append(RUNTIME_ERROR)
-        return results
+                return returns_equal(decode(reply["ok"]), call_expected(outputs[i]))
+            except ChannelError:
+                return RUNTIME_ERROR
+
+        # A program that does not load (an exception at the top level, no such function) is -2 for all.
+        return _restarted(count, timeout_s, call, open_call) if count else []
     stdins = [x if isinstance(x, str) else "\n".join(map(str, x)) for x in inputs]
-    runs = sandbox.run_many([HEADER + code] * len(stdins), timeout_s=timeout_s, workers=1, stdin=stdins,
-                            as_main=True)
-    # The reference catches SystemExit and judges the output: a program may end with sys.exit(...).
-    return [outputs_equal(r.stdout, y) if r.passed or (r.outcome == "exited_early" and r.detail.startswith(
-        "SystemExit(")) else RUNTIME_ERROR for r, y in zip(runs, outputs, strict=False)]
+
+    def open_stdin(cpu_s: float) -> Any:
+        return sandbox.session(HEADER + code, mode="stdin", cpu_s=cpu_s)
+
+    def feed(session: Any, i: int) -> Any:
+        reply = session.ask({"stdin": stdins[i]}, timeout_s)
+        # The reference catches SystemExit and judges the output: a program may end with sys.exit(...).
+        if not isinstance(reply, dict) or reply.get("status") not in ("done", "exit") or not isinstance(
+                reply.get("out"), str):
+            return RUNTIME_ERROR
+        return outputs_equal(reply["out"], outputs[i])
+
+    return _restarted(count, timeout_s, feed, open_stdin) if count else []
 
 
 def score(

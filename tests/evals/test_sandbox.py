@@ -1,5 +1,6 @@
 """The sandbox: HumanEval's canonical solutions pass and empty bodies fail; hostile programs are
-contained, fail, and leave no process and no changed file behind; the verdict is the parent's."""
+contained, fail, and leave no process and no changed file behind; the verdict is the parent's.
+(Programs written to fool the grader: tests/evals/test_attacks.py.)"""
 
 import json
 import os
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from runner.evals import Sandbox
+from runner.evals.humaneval import candidate
+from runner.evals.sandbox import STUB
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,16 +36,9 @@ def problems() -> list[dict]:
     return list(read_problems().values())
 
 
-def humaneval_program(problem: dict, completion: str) -> str:
-    return problem["prompt"] + completion + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})"
-
-
 def sandbox_processes(marker: str) -> set[int]:
-    """Live processes naming `marker` on their command line, and every process in their PID namespaces.
-
-    Precise even while other sandboxes run on the machine: `no_leftovers` puts the runs'
-    directories (hence the bootstrap's command line) under a directory named by the marker.
-    """
+    """Live processes naming `marker` (or, for programs, the sandbox's bootstrap) on their command
+    line, and every process in their PID namespaces."""
     own_namespace = os.readlink("/proc/self/ns/pid")
     namespaces: dict[int, str] = {}
     marked = set()
@@ -54,7 +50,7 @@ def sandbox_processes(marker: str) -> set[int]:
             namespaces[int(entry)] = os.readlink(f"/proc/{entry}/ns/pid")
         except OSError:  # gone meanwhile
             continue
-        if marker.encode() in cmdline:
+        if marker.encode() in cmdline or STUB.encode() in cmdline:
             marked.add(int(entry))
     theirs = {namespaces[p] for p in marked if p in namespaces} - {own_namespace}
     return marked | {p for p, ns in namespaces.items() if ns in theirs}
@@ -77,15 +73,15 @@ def no_leftovers(monkeypatch):
 
 
 def test_humaneval_canonical_solutions_all_pass(sandbox, problems):
-    results = sandbox.run_many([humaneval_program(p, p["canonical_solution"]) for p in problems],
-                               timeout_s=3.0, workers=2)
+    results = sandbox.check_many([candidate(p, p["canonical_solution"]) for p in problems], timeout_s=3.0,
+                                 workers=2)
     failures = [(p["task_id"], r.outcome, r.detail) for p, r in zip(problems, results) if not r.passed]
     assert not failures
     assert len(results) == 164
 
 
 def test_humaneval_empty_bodies_all_fail(sandbox, problems):
-    results = sandbox.run_many([humaneval_program(p, "    pass") for p in problems], timeout_s=3.0, workers=2)
+    results = sandbox.check_many([candidate(p, "    pass") for p in problems], timeout_s=3.0, workers=2)
     assert sum(r.passed for r in results) == 0
     assert {r.outcome for r in results} <= {"failed", "error"}
 
@@ -100,10 +96,10 @@ def test_infinite_loop_ignoring_sigalrm_times_out(sandbox, no_leftovers):
 
 
 def test_fork_bomb_is_bounded_and_cleaned_up(sandbox, no_leftovers):
-    # RLIMIT_NPROC is set as `nobody`, or (not root) in a fresh user namespace; otherwise only the
-    # timeout would bound it, which is no test to run on a shared machine.
-    if not (sandbox.isolation["uid"] or (sandbox.isolation["pid"] and os.geteuid() != 0)):
-        pytest.skip("RLIMIT_NPROC cannot be set for the program's own processes here")
+    # A pids cgroup per sample, or (not root) RLIMIT_NPROC in a fresh user namespace; otherwise only
+    # the timeout would bound it, which is no test to run on a shared machine.
+    if not (sandbox.isolation["budget"] or (sandbox.isolation["pid"] and os.geteuid() != 0)):
+        pytest.skip("no per-sample process budget here")
     _, check = no_leftovers
     result = sandbox.run("import os\nwhile True:\n    os.fork()\n", timeout_s=3.0)
     assert not result.passed
@@ -119,11 +115,7 @@ def test_large_allocation_fails(sandbox):
 
 @pytest.fixture
 def victim():
-    """A file where only its owner (root) may change it: directory 0755, file 0644.
-
-    Not pytest's tmp_path: its parents are 0700, so `nobody` could not even reach it, and the test
-    would not show that the uid drop (rather than path traversal) protects the file.
-    """
+    """A file anyone may read: directory 0755, file 0644, in the shared temporary directory."""
     directory = Path(tempfile.mkdtemp(prefix="ccrun-victim-"))
     directory.chmod(0o755)
     target = directory / "victim.txt"
@@ -147,24 +139,30 @@ def victim():
     ],
 )
 def test_files_outside_its_directory_are_untouched(sandbox, victim, action, no_leftovers):
-    if not sandbox.isolation["uid"]:
-        pytest.skip("no uid drop here (not root, or setpriv unavailable): the program may change your files")
+    if not sandbox.isolation["filesystem"]:
+        pytest.skip("host paths are visible here (no bwrap): the program may change your files")
     _, check = no_leftovers
     stat = victim.stat()
     result = sandbox.run(f"import os, shutil\nTARGET = {str(victim)!r}\n{action}\n", timeout_s=3.0)
     assert not result.passed
-    assert result.outcome == "error" and "PermissionError" in result.detail
+    assert result.outcome == "error" and "FileNotFoundError" in result.detail, result.detail  # not even there
     assert victim.read_text() == "precious\n"
     assert (victim.stat().st_mode, victim.stat().st_mtime_ns) == (stat.st_mode, stat.st_mtime_ns)
     assert sorted(p.name for p in victim.parent.iterdir()) == ["victim.txt"]
     check()
 
 
-def test_its_own_directory_is_writable_and_removed_afterwards(sandbox):
-    program = "import os\nopen('scratch.txt', 'w').write('x' * 1000)\nprint(os.getcwd())\n"
+def test_its_own_temporary_directories_are_writable_private_and_gone_afterwards(sandbox):
+    if not sandbox.isolation["private_tmp"]:
+        pytest.skip("no private /tmp here")
+    name = f"ccrun-scratch-{os.getpid()}"
+    program = (f"import os\nfor d in ('.', '/tmp', '/var/tmp', '/dev/shm'):\n"
+               f"    open(os.path.join(d, {name!r}), 'w').write('x' * 1000)\n"
+               f"print(os.getcwd(), sorted(os.listdir('/tmp')))\n")
     result = sandbox.run(program, timeout_s=3.0)
     assert result.passed, result.detail
-    assert result.stdout.startswith("/") and not os.path.exists(result.stdout.strip())
+    assert result.stdout == f"/tmp [{name!r}]\n"  # an empty /tmp of its own, nothing of the host's
+    assert not any(os.path.exists(os.path.join(d, name)) for d in ("/tmp", "/var/tmp", "/dev/shm"))
 
 
 def test_no_connection_reaches_a_local_listener(sandbox, no_leftovers):
@@ -297,14 +295,14 @@ def test_without_pidfd_the_polling_fallback_gives_the_same_verdicts(monkeypatch,
 
 
 def test_missing_isolation_is_one_warning_naming_what_is_missing(monkeypatch):
-    monkeypatch.setattr(shutil, "which", lambda *args, **kwargs: None)  # no unshare, no setpriv
+    monkeypatch.setattr(shutil, "which", lambda *args, **kwargs: None)  # no bwrap
     with pytest.warns(RuntimeWarning) as record:
         bare = Sandbox()
     assert len(record) == 1
     message = str(record[0].message)
-    for missing in ("no network namespace: programs can reach the network", "no PID namespace", "no uid drop"):
-        assert missing in message
-    assert bare.isolation == {"network": False, "pid": False, "uid": False, "rlimits": True}
+    assert "bubblewrap (bwrap) is missing" in message and "apt install bubblewrap" in message
+    assert {k: v for k, v in bare.isolation.items() if k != "budget"} == {
+        "network": False, "pid": False, "filesystem": False, "private_tmp": False, "rlimits": True}
     assert bare.run("print(1)", timeout_s=3.0).passed
 
 
@@ -315,20 +313,24 @@ def test_full_isolation_does_not_warn_about_isolation(sandbox):
         warnings.simplefilter("always")
         Sandbox()
     # A warning about the Python version programs get may remain (see Sandbox.python).
-    assert not [w for w in record if "no network" in str(w.message) or "no PID" in str(w.message)
-                or "no uid" in str(w.message)]
+    assert not [w for w in record if "sandbox" in str(w.message)]
 
 
-def test_site_packages_are_importable_and_exit_builtins_exist(sandbox):
-    result = sandbox.run("import yaml\nprint(yaml.safe_load('a: 1'), callable(exit), callable(quit))\n",
-                         timeout_s=3.0)
+def test_only_the_allowed_packages_are_importable_and_exit_builtins_exist(sandbox):
+    result = sandbox.run("import numpy\nprint(int(numpy.arange(4).sum()), callable(exit), callable(quit))\n",
+                         timeout_s=10.0)
     assert result.passed, result.stderr
-    assert result.stdout == "{'a': 1} True True\n"
+    assert result.stdout == "6 True True\n"
+    if sandbox.isolation["filesystem"]:  # the rest of site-packages is not there
+        assert sandbox.run("import yaml\n", timeout_s=3.0).detail == "ModuleNotFoundError: No module named 'yaml'"
+        with_yaml = Sandbox(packages=("numpy", "PyYAML"))
+        assert with_yaml.run("import yaml\nprint(yaml.safe_load('a: 1'))\n", timeout_s=3.0).stdout == "{'a': 1}\n"
 
 
 def test_without_isolation_limits_and_verdicts_still_hold():
     bare = Sandbox(isolate=False)
-    assert bare.isolation == {"network": False, "pid": False, "uid": False, "rlimits": True}
+    assert bare.isolation == {"network": False, "pid": False, "filesystem": False, "private_tmp": False,
+                              "rlimits": True, "budget": False}
     assert bare.run("print(1)", timeout_s=3.0).passed
     assert bare.run("import sys; sys.exit(0)", timeout_s=3.0).outcome == "exited_early"
     assert bare.run("while True: pass", timeout_s=0.5).outcome == "timeout"
@@ -350,34 +352,33 @@ def test_works_when_the_start_method_is_spawn():
     assert results == [["passed", "42\n"], ["failed", ""]]
 
 
-def test_an_interpreter_and_site_packages_under_a_private_directory_work(monkeypatch, tmp_path):
-    """A clone (its venv) inside a home of mode 0700: as `nobody` the program still imports from
-    it, on this very interpreter (here pyenv's, under /root, mode 0700 too), and sees nothing
-    else of the private directory."""
-    if os.geteuid() != 0:
-        pytest.skip("programs run as you when not root: nothing to make readable")
+def test_an_interpreter_and_packages_under_a_private_directory_work(monkeypatch, tmp_path):
+    """A clone (its venv) inside a home of mode 0700: the program still imports an allowed package
+    from it, on this very interpreter (here pyenv's, under /root, mode 0700 too), sees nothing
+    else of the private directory and cannot write there."""
     home = tmp_path / "home"
     site_dir = home / "clone" / ".venv" / "lib" / "site-packages"
-    site_dir.mkdir(parents=True)
-    (site_dir / "ccrun_private_probe.py").write_text("VALUE = 42\n")
+    (site_dir / "ccrun_private_probe").mkdir(parents=True)
+    (site_dir / "ccrun_private_probe" / "__init__.py").write_text("VALUE = 42\n")
+    info = site_dir / "ccrun_private_probe-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ccrun-private-probe\nVersion: 1.0\n")
+    (info / "RECORD").write_text("ccrun_private_probe/__init__.py,,\nccrun_private_probe-1.0.dist-info/METADATA,,\n"
+                                 "ccrun_private_probe-1.0.dist-info/RECORD,,\n")
     (home / "secret.txt").write_text("not for programs\n")
-    for directory in (site_dir, *site_dir.parents):
-        if directory == home:
-            break
-        directory.chmod(0o755)
     home.chmod(0o700)
-    original = site.getsitepackages
-    monkeypatch.setattr(site, "getsitepackages", lambda: [*original(), str(site_dir)])
+    monkeypatch.syspath_prepend(str(site_dir))  # where importlib.metadata finds the distribution
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no "programs run on Python ..." note
-        box = Sandbox()
-    if not box.isolation["uid"]:
-        pytest.skip(f"no uid drop here: {box.isolation}")
+        box = Sandbox(packages=("numpy", "ccrun-private-probe"))
+    if not box.isolation["filesystem"]:
+        pytest.skip(f"no filesystem isolation here: {box.isolation}")
     assert box.python == platform.python_version()
     program = (f"import ccrun_private_probe, numpy, os, platform\n"
                f"print(ccrun_private_probe.VALUE, os.getuid(), platform.python_version(), sorted(os.listdir({str(home)!r})))\n"
-               f"open({str(site_dir / 'x.py')!r}, 'w')\n")
+               f"open({str(site_dir / 'x.py')!r}, 'w')\n"  # the way to the package: its private /tmp
+               f"open({str(site_dir / 'ccrun_private_probe' / 'x.py')!r}, 'w')\n")
     result = box.run(program, timeout_s=10.0)
     assert result.stdout == f"42 {65534} {platform.python_version()} ['clone']\n", result.stderr
-    assert result.outcome == "error" and ("Read-only" in result.detail or "Permission" in result.detail), result.detail
-    assert not (site_dir / "x.py").exists()
+    assert result.outcome == "error" and "Read-only" in result.detail, result.detail
+    assert not (site_dir / "x.py").exists() and not (site_dir / "ccrun_private_probe" / "x.py").exists()

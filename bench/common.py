@@ -21,5 +21,17 @@ def median_seconds(fn: Callable[[], object], runs: int, *, warmup: int = 0) -> f
     return statistics.median(times)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (ratios differ between CPUs)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def machine() -> str:
-    return f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
+    return f"{cpu_model()}, {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"

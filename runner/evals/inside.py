@@ -1,9 +1,12 @@
 """What runs inside the sandbox, before and around the untrusted program (standard library only).
 
-Run as `python -I -S -c STUB CONFIG_FD IN_FD OUT_FD CODE_FD` (see sandbox.py; CODE_FD holds
-channel.py's source followed by this file's, compiled): the
-configuration (marshal data: mode, the program's source, module name, resource limits, site directories,
-the target function) is read from CONFIG_FD, which is then closed. Everything here shares the
+Run as `python -I -S -c STUB IN_FD OUT_FD CODE_FD PRELOAD` (see sandbox.py; CODE_FD holds
+channel.py's source followed by this file's, compiled). The process is started before it has
+work (a spare): it imports the PRELOAD modules (comma-separated: what the programs of its kind
+import anyway, e.g. typing for HumanEval, the APPS header's numpy) and waits for its
+configuration, the first frame on IN_FD (mode, the program's source, module name, resource
+limits, site directories, the target function, standard input); one process serves one sample.
+Everything here shares the
 interpreter with the program, so nothing here is trusted by the judging side: in the modes that
 give verdicts ("call", "stdin"), what leaves this process is only frames of plain values that the
 parent (APPS) or the judge (HumanEval) checks against answers this process never sees.
@@ -24,7 +27,6 @@ import _signal  # not `signal`: it imports enum, a few milliseconds of every pro
 import _sitebuiltins  # exit() and quit() as site would install them (site itself is skipped: -S)
 import builtins
 import io
-import marshal
 import os
 import resource
 import sys
@@ -55,20 +57,17 @@ def _traceback(exc):
         pass
 
 
-def _read_all(fd):
-    os.lseek(fd, 0, os.SEEK_SET)
-    chunks = []
-    while chunk := os.read(fd, 1 << 20):
-        chunks.append(chunk)
-    os.close(fd)
-    return b"".join(chunks)
-
-
 def _setup(config):
     for name, (soft, hard) in config["limits"].items():
         resource.setrlimit(getattr(resource, name), (soft, hard))
     _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)  # past the file size limit a write fails (EFBIG), no kill
     sys.path.extend(config["site"])
+    if config.get("stdin") is not None:  # one-shot runs: the standard input, a file of its own
+        stdin = os.memfd_create("stdin")
+        os.write(stdin, config["stdin"].encode("utf-8", "surrogatepass"))
+        os.lseek(stdin, 0, os.SEEK_SET)
+        os.dup2(stdin, 0)
+        os.close(stdin)
     builtins.exit = _sitebuiltins.Quitter("exit", "Ctrl-D (i.e. EOF)")
     builtins.quit = _sitebuiltins.Quitter("quit", "Ctrl-D (i.e. EOF)")
     builtins.help = _sitebuiltins._Helper()
@@ -106,7 +105,7 @@ def run_once(config, out_fd):
     report("passed", True, nonce)
 
 
-def serve_calls(config, in_fd, out_fd):
+def serve_calls(config, in_fd, out_fd, reader):
     me = os.getpid()
     module = types.ModuleType(config["module"])
     module.__file__ = "<solution>"
@@ -126,7 +125,6 @@ def serve_calls(config, in_fd, out_fd):
         os._exit(1)
     _flush()
     send(out_fd, answer_frame({"loaded": True}))
-    reader = Frames(REQUEST_LIMIT, request)
     while True:
         try:
             message = receive(in_fd, reader)
@@ -152,7 +150,7 @@ def serve_calls(config, in_fd, out_fd):
             send(out_fd, answer_frame({"raise": f"the value cannot be sent: {_line(e)}", "type": "ValueError", "exit": False}))
 
 
-def serve_stdin(config, in_fd, out_fd):
+def serve_stdin(config, in_fd, out_fd, reader):
     me, cap = os.getpid(), config["output_cap"]
     try:
         code = compile(config["source"], "<solution>", "exec")
@@ -160,7 +158,6 @@ def serve_stdin(config, in_fd, out_fd):
         send(out_fd, answer_frame({"loaded": False, "exit": False, "detail": _line(e)}))
         os._exit(1)
     send(out_fd, answer_frame({"loaded": True}))
-    reader = Frames(REQUEST_LIMIT, request)
     while True:
         try:
             message = receive(in_fd, reader)
@@ -199,19 +196,33 @@ def serve_stdin(config, in_fd, out_fd):
                       "truncated": len(out) > cap}))
 
 
-def main():
-    config_fd, in_fd, out_fd, code_fd = (int(x) for x in sys.argv[1:5])
-    os.close(code_fd)  # this file, compiled (sandbox.py's STUB loaded it)
-    config = marshal.loads(_read_all(config_fd))
+def run_sample(in_fd, out_fd):
+    """Wait for the configuration (the first frame on IN_FD) and run the sample it describes."""
+    reader = Frames(REQUEST_LIMIT, request)
+    try:
+        config = receive(in_fd, reader)
+    except (EOFError, ChannelError, ValueError):  # a spare never used
+        os._exit(0)
     _setup(config)
     mode = config["mode"]
     if mode == "run":
         run_once(config, out_fd)
     elif mode == "call":
-        serve_calls(config, in_fd, out_fd)
+        serve_calls(config, in_fd, out_fd, reader)
     else:
-        serve_stdin(config, in_fd, out_fd)
+        serve_stdin(config, in_fd, out_fd, reader)
 
 
-if __name__ == "__main__":
+def main():
+    in_fd, out_fd, code_fd = (int(x) for x in sys.argv[1:4])
+    os.close(code_fd)  # this file, compiled (sandbox.py's STUB loaded it)
+    for name in filter(None, sys.argv[4].split(",")):
+        try:
+            __import__(name)
+        except Exception:  # the program's own import will say what is wrong
+            pass
+    run_sample(in_fd, out_fd)
+
+
+if __name__ == "__main__" and sys.argv[1:2] != ["--forkserver"]:  # forkserver.py's source may follow
     main()

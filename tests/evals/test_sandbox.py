@@ -40,25 +40,42 @@ def problems() -> list[dict]:
 
 
 def sandbox_processes(marker: str, idle: set[int] = frozenset()) -> set[int]:
-    """Live processes naming `marker` (or, for programs, the sandbox's bootstrap or fork server) on
-    their command line, and every process in their PID namespaces; except `idle` (the processes
-    kept waiting for samples to come: `Sandbox.idle_pids()`)."""
+    """Live descendants of this process that name `marker` (or, for programs, the sandbox's
+    bootstrap or fork server) on their command line, and every process in their PID namespaces;
+    except `idle` (kept waiting for samples to come: `Sandbox.idle_pids()`). Descendants only, so
+    that sandboxes other processes on the machine run at the same time are not counted."""
+    def descendants(pid: int) -> set[int]:
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            return set()
+        return set(children).union(*(descendants(c) for c in children))
+
+    ours = descendants(os.getpid())
     own_namespace = os.readlink("/proc/self/ns/pid")
     namespaces: dict[int, str] = {}
     marked = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in ours:
         try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            namespaces[int(entry)] = os.readlink(f"/proc/{entry}/ns/pid")
-        except OSError:  # gone meanwhile
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX":
+                continue  # exited, not yet reaped: nothing runs
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            namespaces[pid] = os.readlink(f"/proc/{pid}/ns/pid")
+        except (OSError, IndexError):  # gone meanwhile
             continue
         if marker.encode() in cmdline or STUB.encode() in cmdline or b"--forkserver" in cmdline:
-            marked.add(int(entry))
+            marked.add(pid)
     marked -= idle
     theirs = {namespaces[p] for p in marked if p in namespaces} - {own_namespace}
     return (marked | {p for p, ns in namespaces.items() if ns in theirs}) - idle
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()[:80]
+    except OSError:
+        return b"(gone)"
 
 
 @pytest.fixture
@@ -75,7 +92,7 @@ def no_leftovers(monkeypatch):
 
         before = idle()
         left = sandbox_processes(marker, before) - idle()  # a spare started meanwhile is idle too
-        assert not left, f"processes left behind: {[Path(f'/proc/{p}/cmdline').read_bytes()[:80] for p in left]}"
+        assert not left, f"processes left behind: {[_cmdline(p) for p in left]}"
 
     yield marker, check
     shutil.rmtree(marker, ignore_errors=True)

@@ -162,6 +162,11 @@ class Process:
     def alive(self) -> bool:
         raise NotImplementedError
 
+    def wait_exit(self, timeout_s: float) -> None:
+        """Wait up to `timeout_s` for it to exit by itself (so that `finish` reports how it ended,
+        not the kill)."""
+        raise NotImplementedError
+
     def assign(self, config: dict[str, Any], cpu_s: float) -> None:
         """Send its sample (the first frame); the sample's time starts now. A process that cannot
         take it (dead) shows that in what follows: no answer, an exit status."""
@@ -274,6 +279,9 @@ class Spawned(Process):
     def alive(self) -> bool:
         return not has_exited(self.proc, self.exit_fd, 0)
 
+    def wait_exit(self, timeout_s: float) -> None:
+        has_exited(self.proc, self.exit_fd, timeout_s)
+
     def _kill(self) -> None:
         _kill_all(self.proc, self.exit_fd, self.pid_namespace, self.group)
         self.returncode = self.proc.returncode
@@ -319,6 +327,10 @@ class Forked(Process):
 
     def alive(self) -> bool:
         return self.returncode is None and not select.select([self.exit_fd], [], [], 0)[0]
+
+    def wait_exit(self, timeout_s: float) -> None:
+        if self.returncode is None and select.select([self.exit_fd], [], [], timeout_s)[0]:
+            self._exited()
 
     def _exited(self) -> None:
         """Read the keeper's report up to EOF: the keeper has exited too (it reaped the namespace's

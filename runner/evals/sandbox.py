@@ -213,16 +213,18 @@ class Sandbox:
             return not chunk  # EOF: the judge's child wrote its verdict and is gone
 
         reason = proc.pump(proc.start + timeout_s + _JUDGE_GRACE_S, verdict_r, collect, until_exit=False)
-        proc.finish()
         close_fds(verdict_r)
-        if reason == "deadline":
-            return proc.result("timeout", f"still running after {timeout_s:g} s (killed)", False)
         try:
-            message = json.loads(bytes(verdict))
+            message = json.loads(bytes(verdict)) if reason != "deadline" else {}
             outcome, detail = str(message["outcome"]), str(message["detail"])
         except (ValueError, KeyError, TypeError):
-            return proc.result("error", "the judge gave no verdict", False)
-        if outcome == "gone":  # the program ended during the check: the parent knows how
+            outcome, detail = "error", "the judge gave no verdict"
+        if outcome == "gone":  # the program ended during the check: let it finish ending, then say how
+            proc.wait_exit(_JUDGE_GRACE_S)
+        proc.finish()
+        if reason == "deadline":
+            return proc.result("timeout", f"still running after {timeout_s:g} s (killed)", False)
+        if outcome == "gone":
             outcome, detail = "error", _how_it_ended(proc)
         if outcome not in OUTCOMES:
             outcome, detail = "error", f"the judge said {outcome!r}"

@@ -29,6 +29,12 @@ def sweep_points(sweep: dict | None) -> list[dict]:
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(sweep[k] for k in keys))]
 
 
+def check_index(points: Sequence[dict], sweep_index: int | None) -> None:
+    """A --sweep-index names one of the points (0 .. len - 1); BadInput names the range."""
+    if sweep_index is not None and not 0 <= sweep_index < len(points):
+        raise BadInput(f"--sweep-index: the sweep has {len(points)} point(s) (0..{len(points) - 1}); got {sweep_index}")
+
+
 def point_label(point: dict) -> str:
     """A sweep point as a directory-name suffix: `peak_lr=0.001,seed=1` (last key segment=value)."""
     text = ",".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in point.items())
@@ -61,8 +67,7 @@ def expand(path: str | Path, overrides: Sequence[str] = (), *, sweep_index: int 
     `sweep_index`, for job arrays), each loaded with the point's values and `sweep: null`."""
     loaded = load_recipe(path, overrides)
     points = sweep_points(loaded.recipe.sweep)
-    if sweep_index is not None and not 0 <= sweep_index < len(points):
-        raise BadInput(f"--sweep-index: the sweep has {len(points)} point(s) (0..{len(points) - 1})")
+    check_index(points, sweep_index)
     if not loaded.recipe.sweep:
         return [Point(loaded, {})]
     group = sweep_group(loaded.recipe)

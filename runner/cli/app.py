@@ -41,11 +41,29 @@ def checkpoint_choice(checkpoint: str | None) -> str | None:
     return checkpoint
 
 
+def directory_option(path: Path, option: str) -> Path:
+    """A directory argument that is, or can become, a directory: neither it nor anything above it
+    is a file (checked before any work starts, so a typo fails at once)."""
+    for place in (path, *path.parents):
+        try:
+            if place.is_dir():
+                return path
+            if place.exists() or place.is_symlink():
+                what = "is" if place == path else f"is inside {place}, which is"
+                raise BadInput(f"{option} {path}: {what} not a directory (nothing was written)")
+        except OSError as exc:
+            raise BadInput(f"{option} {path}: cannot be used ({exc.strerror or exc})") from None
+    return path
+
+
 def new_directory(path: Path, option: str) -> Path:
     """An output directory that must not exist yet, or be empty (nothing is ever overwritten)."""
-    if path.exists() and not path.is_dir():
-        raise BadInput(f"{option} {path}: exists and is not a directory (nothing was overwritten)")
-    if path.is_dir() and any(path.iterdir()):
+    directory_option(path, option)
+    try:
+        used = path.is_dir() and any(path.iterdir())
+    except OSError as exc:
+        raise BadInput(f"{option} {path}: cannot be read ({exc.strerror or exc})") from None
+    if used:
         raise BadInput(f"{option} {path}: exists and is not empty; give a new one (nothing was overwritten)")
     return path
 

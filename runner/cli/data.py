@@ -7,13 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import SetOption, app
+from .app import SetOption, app, directory_option, new_directory
 
 
 @app.command()
 def data(
     recipe: Annotated[Path, typer.Argument(help="Recipe file.", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", help="New directory for manifest.json, documents/, tokens/.")],
+    out: Annotated[Path, typer.Option("--out", help="New (or empty) directory for manifest.json, documents/, tokens/.")],
     set_: SetOption = None,
     cache_dir: Annotated[
         Optional[Path], typer.Option(help="Cache of built data (default: $CCRUN_CACHE/data or ~/.cache/ccrun/data).")
@@ -24,6 +24,9 @@ def data(
     from ..data import describe, prepare_data
     from ..recipe.load import load_recipe
 
+    new_directory(out, "--out")
+    if cache_dir is not None:
+        directory_option(cache_dir, "--cache-dir")
     loaded = load_recipe(recipe, set_ or ())
     manifest = prepare_data(loaded.recipe, out, cache_dir=cache_dir, num_proc=num_proc)
     typer.echo(describe(manifest))

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..common.errors import BadInput, CcrunError
-from .app import Options, SetOption, app
+from .app import Options, SetOption, app, directory_option
 
 
 class StaleSchemas(CcrunError):
@@ -95,20 +95,20 @@ def schema(
     from ..common.io import atomic_write
     from ..recipe.jsonschema import schema_files
 
-    if out_dir.exists() and not out_dir.is_dir():
-        raise BadInput(f"--out-dir {out_dir}: exists and is not a directory")
+    directory_option(out_dir, "--out-dir")
     stale = []
     for name, text in schema_files().items():
         path = out_dir / name
-        current = path.read_text(encoding="utf-8") if path.is_file() else None
-        if current == text:
-            continue
-        stale.append(path)
-        if not check:
+        if path.exists() and not path.is_file():
+            raise BadInput(f"--out-dir {out_dir}: {path} is not a file (nothing was written)")
+        if not (path.is_file() and path.read_text(encoding="utf-8", errors="replace") == text):
+            stale.append((path, text))
+    if not check:
+        for path, text in stale:  # the schemas are generated files: stale ones are replaced, atomically
             out_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(path, text, overwrite=True)
             typer.echo(f"wrote {path}")
     if check and stale:
-        raise StaleSchemas(f"stale: {', '.join(map(str, stale))}; run `ccrun schema` and commit the result")
+        raise StaleSchemas(f"stale: {', '.join(str(path) for path, _ in stale)}; run `ccrun schema` and commit the result")
     if not stale:
         typer.echo("schemas are up to date")

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import SetOption, app
+from .app import SetOption, app, directory_option
 
 
 @app.command()
@@ -24,10 +24,14 @@ def run(
     A recipe with a sweep runs every point of its grid, one after another (or one: --sweep-index)."""
     from ..recipe.load import load_recipe
 
+    directory_option(runs_dir, "--runs-dir")
     if dry_run:
         from ..run import create_run_dir
+        from ..sweep import check_index, sweep_points
 
-        typer.echo(str(create_run_dir(load_recipe(recipe, set_ or ()), runs_root=runs_dir).path))
+        loaded = load_recipe(recipe, set_ or ())
+        check_index(sweep_points(loaded.recipe.sweep), sweep_index)
+        typer.echo(str(create_run_dir(loaded, runs_root=runs_dir).path))
         return
     from ..common.procs import is_primary, maybe_initialize_distributed
     from ..sweep import expand, launch, sweep_table
@@ -71,6 +75,8 @@ def reproduce(
     from ..common.procs import maybe_initialize_distributed
     from ..track.rundir import RunDir
 
+    if runs_dir is not None:
+        directory_option(runs_dir, "--runs-dir")
     original = RunDir.open(run_dir)
     original.recipe()  # a broken recipe is bad input before anything starts
     maybe_initialize_distributed()

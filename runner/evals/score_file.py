@@ -4,6 +4,10 @@ per line) scored in the sandbox against HumanEval or APPS problems."""
 from __future__ import annotations
 
 import json
+import math
+import os
+import secrets
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,40 +18,85 @@ from ..common.io import atomic_write
 
 SUITES = ("humaneval", "apps")
 DEFAULT_TIMEOUT_S = {"humaneval": 3.0, "apps": 4.0}  # per program (HumanEval) or per test (APPS)
+MAX_TIMEOUT_S = 3600.0
+
+
+def check_arguments(samples: Path, *, suite: str, problems: Path | None, timeout_s: float | None) -> float:
+    """Everything about the arguments that can be known before reading a line: the suite, the
+    files (regular files: a directory or a FIFO is refused, not waited on) and the timeout (the
+    suite's default when None). Returns the timeout in seconds; BadInput names the argument."""
+    if suite not in SUITES:
+        raise BadInput(f"--suite: must be humaneval or apps (got {suite[:80]!r})")
+    for path, what in ((samples, "SAMPLES"), (problems, "--problems")):
+        if path is None:
+            continue
+        if not path.exists():
+            raise BadInput(f"{what} {path}: no such file")
+        if not path.is_file():
+            raise BadInput(f"{what} {path}: not a regular file")
+    if suite == "apps" and problems is None:
+        raise BadInput("--problems: APPS needs the problems file (JSON Lines with the APPS fields)")
+    if timeout_s is None:
+        return DEFAULT_TIMEOUT_S[suite]
+    if not (math.isfinite(timeout_s) and 0 < timeout_s <= MAX_TIMEOUT_S):
+        raise BadInput(f"--timeout: seconds per program, more than 0 and at most {MAX_TIMEOUT_S:.0f} (got {timeout_s})")
+    return float(timeout_s)
 
 
 def score_file(samples: Path, *, suite: Literal["humaneval", "apps"], problems: Path | None, ks: Sequence[int],
                workers: int = 2, timeout_s: float | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(every sample with its verdict, the results: pass@k, and for APPS the accuracies overall
-    and per difficulty). Bad samples or problems files raise BadInput subclasses."""
+    and per difficulty). Bad arguments, samples or problems files raise BadInput subclasses
+    naming the file and line, before any program runs."""
     from .humaneval import read_samples
     from .sandbox import Sandbox
 
-    if suite not in SUITES:
-        raise BadInput(f"--suite: must be humaneval or apps (got {suite!r})")
-    if not samples.is_file():
-        raise BadInput(f"{samples}: no such file")
+    timeout_s = check_arguments(samples, suite=suite, problems=problems, timeout_s=timeout_s)
     rows = read_samples(samples)
-    timeout_s = timeout_s or DEFAULT_TIMEOUT_S[suite]
     if suite == "humaneval":
-        from .humaneval import load_problems, score
+        from .humaneval import check_known, load_problems, score
 
-        return score(rows, load_problems(problems), Sandbox(), timeout_s=timeout_s, workers=workers, ks=ks,
-                     progress=sys.stderr.isatty())
+        table = load_problems(problems)
+        check_known(rows, table, "task")  # before the sandbox starts
+        return score(rows, table, Sandbox(), timeout_s=timeout_s, workers=workers, ks=ks, progress=sys.stderr.isatty())
     from ..data.apps import read_problems
     from .apps import problems_by_id, score
+    from .humaneval import check_known
 
-    if problems is None:
-        raise BadInput("--problems: APPS needs the problems file (JSON Lines with the APPS fields)")
     table = problems_by_id(read_problems(problems, where="--problems"))
+    check_known(rows, table, "problem")
     return score(rows, table, Sandbox(), timeout_s=timeout_s, workers=workers, ks=ks)
 
 
-def write_results(out: Path, scored: list[dict[str, Any]], results: dict[str, Any]) -> None:
-    """out/results.jsonl (every sample) and out/results.json (the results)."""
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "results.jsonl", "".join(json.dumps(s) + "\n" for s in scored))
-    atomic_write(out / "results.json", json.dumps(results, indent=2) + "\n")
+def write_results(out: Path, scored: list[dict[str, Any]], results: dict[str, Any], *, where: str = "out") -> None:
+    """out/results.jsonl (every sample) and out/results.json (the results); nothing is ever
+    replaced. A new `out` is written beside it and renamed into place whole; into an existing
+    empty directory (or a link to one) each file goes in new. When `out` was taken meanwhile, the
+    BadInput says so and, where it can, names the directory that keeps the results (scoring took
+    long: they are not thrown away)."""
+    files = {"results.jsonl": "".join(json.dumps(s) + "\n" for s in scored),
+             "results.json": json.dumps(results, indent=2) + "\n"}
+    try:
+        if out.is_dir():
+            for name, text in files.items():
+                atomic_write(out / name, text)  # FileExistsError rather than replace one that appeared
+            return
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = out.parent / f".{out.name}-{secrets.token_hex(6)}.tmp"
+        staging.mkdir()  # the usual permissions (mkdtemp's are 0700)
+    except OSError as exc:
+        raise BadInput(f"{where} {out}: cannot take the results ({exc.strerror or exc})") from None
+    try:
+        for name, text in files.items():
+            atomic_write(staging / name, text)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    try:
+        os.rename(staging, out)  # fails on a file or a used directory (an empty one is replaced)
+    except OSError as exc:
+        raise BadInput(f"{where} {out}: cannot take the results ({exc.strerror or exc}); "
+                       f"they are in {staging}") from None
 
 
 def headline(suite: str, scored: list[dict[str, Any]], results: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ table, the recipe diff and the plot are the same code for both.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,14 @@ class RunView:
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _number(value: Any) -> bool:
+    """A finite number (metrics.jsonl may hold NaN, strings or anything else a hand made)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _median_speed(metrics: list[dict[str, Any]]) -> float | None:
-    speeds = sorted(m["throughput/tokens_per_s"] for m in metrics if m.get("throughput/tokens_per_s"))
+    speeds = sorted(m["throughput/tokens_per_s"] for m in metrics
+                    if _number(m.get("throughput/tokens_per_s")) and m["throughput/tokens_per_s"] > 0)
     return speeds[len(speeds) // 2] if speeds else None  # median of the logged windows
 
 
@@ -144,29 +151,40 @@ def report(views: list[RunView]) -> str:
 
 def plot(runs: list[RunView | Path], out: Path, *, metric: str = "loss") -> Path:
     """One PNG of every run's curve against step: `loss` (training, and validation dashed) or any
-    logged metric such as `train/lr`."""
+    logged metric such as `train/lr`. The file is new: an existing `out` is never replaced
+    (FileExistsError), and it appears whole or not at all."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..common.io import atomic_write
+
     fig, ax = plt.subplots(figsize=(8, 5))
-    for run in runs:
-        view = run if isinstance(run, RunView) else RunView(run.name, {}, None, RunDir(run).metrics())
-        key = "train/loss" if metric == "loss" else metric
-        points = [(m["step"], m[key]) for m in view.metrics if m.get(key) is not None]
-        if not points:
-            continue
-        line = ax.plot(*zip(*points, strict=True), label=f"{view.name} {key}")[0]
-        val = [(m["step"], m["val/loss"]) for m in view.metrics if "val/loss" in m] if metric == "loss" else []
-        if val:
-            ax.plot(*zip(*val, strict=True), "--", color=line.get_color(), label=f"{view.name} val/loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel(metric)
-    ax.legend(fontsize="small")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
+    try:
+        for run in runs:
+            view = run if isinstance(run, RunView) else RunView(run.name, {}, None, RunDir(run).metrics())
+            key = "train/loss" if metric == "loss" else metric
+            points = [(m["step"], m[key]) for m in view.metrics if _number(m.get(key)) and _number(m.get("step"))]
+            if not points:
+                continue
+            line = ax.plot(*zip(*points, strict=True), label=f"{view.name} {key}")[0]
+            val = [(m["step"], m["val/loss"]) for m in view.metrics
+                   if _number(m.get("val/loss")) and _number(m.get("step"))] if metric == "loss" else []
+            if val:
+                ax.plot(*zip(*val, strict=True), "--", color=line.get_color(), label=f"{view.name} val/loss")
+        ax.set_xlabel("step")
+        ax.set_ylabel(metric)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=120)
+    finally:
+        plt.close(fig)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    atomic_write(out, png.getvalue())
     return out

@@ -45,15 +45,18 @@ class RunDir:
         """Claim a fresh directory runs_root/name/<utc time>-<hash8>[-label][-N]."""
         now = now or dt.datetime.now(dt.timezone.utc)
         parent = Path(runs_root) / name
-        parent.mkdir(parents=True, exist_ok=True)
         stem = f"{now:%Y%m%d-%H%M%S}-{recipe_hash[:8]}" + (f"-{label}" if label else "")
-        for n in range(1, 10_000):
-            candidate = parent / (stem if n == 1 else f"{stem}-{n}")
-            try:
-                candidate.mkdir()  # atomic claim: fails if another launch got there first
-            except FileExistsError:
-                continue
-            return cls(candidate)
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            for n in range(1, 10_000):
+                candidate = parent / (stem if n == 1 else f"{stem}-{n}")
+                try:
+                    candidate.mkdir()  # atomic claim: fails if another launch got there first
+                except FileExistsError:
+                    continue
+                return cls(candidate)
+        except (FileExistsError, NotADirectoryError, PermissionError) as exc:  # a file where a directory goes
+            raise BadInput(f"{runs_root}: cannot hold run directories ({parent}: {exc.strerror or exc})") from None
         raise RuntimeError(f"could not find a free run directory under {parent}")
 
     @classmethod
@@ -76,18 +79,32 @@ class RunDir:
         return load_recipe(self.file("resolved.yaml"), overrides)
 
     def metrics(self) -> list[dict[str, Any]]:
-        """metrics.jsonl, one dict per logged step ([] before the first)."""
+        """metrics.jsonl, one dict per logged step ([] before the first). A damaged file (a line
+        cut short, not UTF-8, not a JSON object with an integer step) is BadInput naming its line."""
         path = self.file("metrics.jsonl")
         if not path.is_file():
             return []
         rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise BadInput(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        for number, raw in enumerate(data.splitlines(), 1):
+            if not raw.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise BadInput(f"{path}:{number}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+                               ) from None
             except ValueError as exc:
                 raise BadInput(f"{path}:{number}: not JSON ({exc})") from None
+            except RecursionError:
+                raise BadInput(f"{path}:{number}: not a metrics record (nested too deeply)") from None
+            step = row.get("step") if isinstance(row, dict) else None
+            if not isinstance(step, int) or isinstance(step, bool):
+                raise BadInput(f"{path}:{number}: not a metrics record (a JSON object with an integer step)")
+            rows.append(row)
         return rows
 
     def summary(self) -> RunSummary | None:

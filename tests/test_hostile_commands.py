@@ -88,6 +88,21 @@ def test_a_line_longer_than_the_cap_is_refused_without_reading_it_whole(tmp):
     refused(tmp, "eval-samples", tmp / "s.jsonl", "--out", tmp / "out", needle="s.jsonl:1: longer than 16 MiB")
 
 
+def test_odd_but_valid_samples_are_scored(tmp):
+    """A byte-order mark, a NUL in a program, NaN and non-ASCII text in extra fields, blank lines:
+    scored (the NUL one fails to compile), written back as read, exit 0."""
+    write(tmp / "s.jsonl", b"\xef\xbb\xbf" + b"\n".join([
+        b'{"task_id": "HumanEval/0", "completion": "    return 1\\u0000\\n"}', b"", b"   ",
+        b'{"task_id": "HumanEval/0", "completion": "    return True  # \xc3\xa9\\u4e2d\\ud83d\\ude00\\n", "nan": NaN,'
+        b' "note": "\xc3\xa9"}', b""]))
+    out = ccrun("eval-samples", str(tmp / "s.jsonl"), "--k", "1", "--timeout", "10", "--out", str(tmp / "res"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp / "res" / "results.jsonl").read_text().splitlines()]
+    assert [r["passed"] for r in rows] == [False, False] and rows[0]["outcome"] == "error"
+    assert rows[1]["note"] == "\u00e9" and rows[1]["nan"] != rows[1]["nan"]
+    assert json.loads((tmp / "res" / "results.json").read_text())["samples"] == 2
+
+
 def test_samples_that_are_not_a_regular_file(tmp):
     refused(tmp, "eval-samples", tmp, "--out", tmp / "out", needle="not a regular file")
     os.mkfifo(tmp / "fifo")  # would block a reader forever: refused, never opened
@@ -235,6 +250,13 @@ def test_an_output_directory_that_is_a_file(tmp, argv, needle):
     file = str(tmp / "keep.txt")
     argv = [a.replace("FILE", file).replace("TMP", str(tmp)) for a in argv]
     refused(tmp, *argv, needle=needle.replace("FILE", file))
+
+
+def test_a_file_where_the_recipe_s_runs_go(tmp):
+    (tmp / "runs").mkdir()
+    write(tmp / "runs" / "smoke", "not a directory\n")
+    refused(tmp, "run", "recipes/smoke.yaml", "--dry-run", "--runs-dir", tmp / "runs",
+            needle=f"{tmp / 'runs'}: cannot hold run directories ({tmp / 'runs' / 'smoke'}: File exists)")
 
 
 def test_a_runs_dir_inside_a_file_from_the_library_is_bad_input(tmp):

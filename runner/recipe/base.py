@@ -63,10 +63,15 @@ def format_path(path: Path) -> str:
 
 
 class Spec(BaseModel):
-    """Base of every recipe model. Subclasses yield cross-field problems from `check`."""
+    """Base of every recipe model. Subclasses yield cross-field problems from `check`.
+
+    Numbers are bounded where the runner would otherwise fail later, far from the recipe: floats
+    must be finite (`.inf` and `.nan` are valid YAML floats, and no setting means either), and
+    integers must fit in 64 bits (NumPy and JAX hold them as int64; Python would take any size).
+    """
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, strict=True, defer_build=True
+        extra="forbid", frozen=True, strict=True, defer_build=True, allow_inf_nan=False
     )
 
     def complete(self) -> None:
@@ -82,13 +87,34 @@ class Spec(BaseModel):
             object.__setattr__(self, name, value)
             self.__pydantic_fields_set__.add(name)
 
+    def _int64_problems(self) -> Iterator[tuple]:
+        for name, value in self:
+            for i, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
+                if type(item) is int and not -INT64 <= item < INT64:
+                    bound = "< 2**63" if item > 0 else ">= -2**63"
+                    yield ((name,) if i is None else (name, i)), f"must be {bound}, a 64-bit integer (got {item})"
+
     @model_validator(mode="after")
     def _run_checks(self):
         self.complete()
         problems = list(self.check())
+        said = {tuple(p[0]) for p in problems}  # a field's own bound says it better
+        problems += [p for p in self._int64_problems() if p[0] not in said]
         if problems:
             raise Problems(problems)
         return self
+
+
+INT64 = 2**63
+
+
+def at_most(spec: Spec, bounds: dict[str, int]) -> Iterator[tuple[Path, str]]:
+    """A problem for each field of `spec` above its bound in `bounds` (unset fields pass)."""
+    for name, bound in bounds.items():
+        value = getattr(spec, name)
+        if value is not None and value > bound:
+            shown = int(bound) if isinstance(bound, float) and bound.is_integer() else bound
+            yield (name,), f"must be <= {shown} (got {value})"
 
 
 def tagged(*variants: type, key: str = "type") -> Any:

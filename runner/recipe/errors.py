@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,10 @@ class Problem:
         return ": ".join(parts)
 
 
+# Problems printed at most; a list of 100,000 bad items is said in a screenful, then counted.
+MAX_SHOWN = 100
+
+
 class RecipeError(BadInput):
     """Bad input: one or more problems, each printed on its own line as `file:line:col: key: message`
     (no `ccrun:` prefix). Exit code 2."""
@@ -48,7 +53,10 @@ class RecipeError(BadInput):
 
     def __init__(self, problems: list[Problem]):
         self.problems = _sorted_unique(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
+        lines = [str(p) for p in self.problems[:MAX_SHOWN]]
+        if len(self.problems) > MAX_SHOWN:
+            lines.append(f"... and {len(self.problems) - MAX_SHOWN} more problems")
+        super().__init__("\n".join(lines))
 
 
 def _sorted_unique(problems: list[Problem]) -> list[Problem]:
@@ -119,6 +127,8 @@ def got(value: Any) -> str:
         text = "true" if value else "false"
     elif isinstance(value, str):
         text = repr(value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        text = ".nan" if math.isnan(value) else ".inf" if value > 0 else "-.inf"
     elif isinstance(value, dict):
         text = "a mapping"
     elif isinstance(value, list):
@@ -150,6 +160,8 @@ def message_for(error: dict[str, Any], root: type[BaseModel], data: Any, path: P
         return f"must be {bounds[kind]} {bound} (got {got(value)})"
     if kind == "missing":
         return "required"
+    if kind == "finite_number":
+        return f"must be a finite number (got {got(value)})"
     if kind == "extra_forbidden":
         parent = path[:-1]
         try:
@@ -166,7 +178,10 @@ def message_for(error: dict[str, Any], root: type[BaseModel], data: Any, path: P
     if kind == "union_tag_not_found":
         if not isinstance(value, dict):
             return f"must be a mapping (got {got(value)})"
-        annotation, _ = walk.type_at(root, data, path[:-1])
+        try:
+            annotation, _ = walk.type_at(root, data, path[:-1])
+        except walk.UnknownPath:
+            return "required"
         return f"required; one of: {walk.describe_tag_choices(annotation)}"
     if kind == "literal_error":
         expected = [e.strip().strip("'") for e in ctx.get("expected", "").replace(" or ", ", ").split(",")]

@@ -10,8 +10,10 @@ Merge rules (`extends` and `--set` alike):
 from __future__ import annotations
 
 import copy
+import errno
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -20,7 +22,7 @@ from pydantic import ValidationError
 
 from . import walk, yamlio
 from .base import TAG_KEYS, Path, PathKind, format_path, looks_local
-from .errors import Loc, Positions, Problem, RecipeError, display_path, problems_from
+from .errors import Loc, Positions, Problem, RecipeError, display_path, got, problems_from
 from .schema import Recipe
 
 FRAGMENT_SCHEMA = "recipe-fragment.schema.json"
@@ -55,57 +57,163 @@ def is_fragment(text: str) -> bool:
     return "yaml-language-server" in first and FRAGMENT_SCHEMA in first
 
 
+# Bounds on what one load reads. A recipe and its bases are a few KB; these keep hostile input
+# (a device like /dev/zero, a FIFO, a huge file, an endless extends chain) from costing more than
+# a moment: only regular files are read, never more than they are allowed to hold.
+MAX_FILE_BYTES = 1 << 20  # one recipe file
+MAX_TOTAL_BYTES = 4 << 20  # every file one load reads (a base extended twice counts twice)
+MAX_FILES = 256  # files one load reads, the same way
+MAX_EXTENDS_DEPTH = 64  # files in one extends chain (a extends b extends c ...)
+MAX_LOAD_VALUES = 5 * yamlio.MAX_VALUES  # values in every file one load reads, the same way
+
+_KINDS = [
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+]
+
+
+@dataclass
+class _Reads:
+    """What one load has read so far, against MAX_FILES, MAX_TOTAL_BYTES and MAX_LOAD_VALUES."""
+
+    files: int = 0
+    bytes: int = 0
+    values: int = 0
+
+
 def _read_text(path: FsPath, shown: str, where: Loc | None, key: str) -> str:
+    """A recipe file's text: a regular file of at most MAX_FILE_BYTES, UTF-8. Opened without
+    blocking (a FIFO would wait for a writer) and checked with fstat before a byte is read."""
+
+    def refuse(message: str) -> RecipeError:
+        return RecipeError([Problem(where, key, message)])
+
     try:
-        return path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise RecipeError([Problem(where, key, f"file not found: {shown}")]) from None
+        raise refuse(f"file not found: {shown}") from None
     except IsADirectoryError:
-        raise RecipeError([Problem(where, key, f"is a directory, not a recipe file: {shown}")]) from None
-    except UnicodeDecodeError as exc:
-        raise RecipeError([Problem(Loc(shown, 1, 1), "", f"not UTF-8 text ({exc.reason})")]) from None
+        raise refuse(f"is a directory, not a recipe file: {shown}") from None
     except OSError as exc:
-        raise RecipeError([Problem(where, key, f"cannot read {shown}: {exc.strerror}")]) from None
+        reason = "a symlink loop" if exc.errno == errno.ELOOP else exc.strerror
+        raise refuse(f"cannot read {shown}: {reason}") from None
+    except ValueError:  # a NUL character in the name
+        raise refuse(f"not a file name: {shown!r}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise refuse(f"is a directory, not a recipe file: {shown}")
+        if not stat.S_ISREG(info.st_mode):
+            kind = next((name for test, name in _KINDS if test(info.st_mode)), "not a file")
+            raise refuse(f"not a regular file ({kind}): {shown}")
+        too_big = f"file too large (a recipe file holds at most {MAX_FILE_BYTES >> 20} MiB): {shown}"
+        if info.st_size > MAX_FILE_BYTES:
+            raise refuse(too_big)
+        chunks, size = [], 0
+        while chunk := os.read(fd, MAX_FILE_BYTES + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_FILE_BYTES:  # it grew since fstat
+                raise refuse(too_big)
+    except OSError as exc:
+        raise refuse(f"cannot read {shown}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        loc = Loc(shown, data.count(b"\n", 0, exc.start) + 1, len(data[line_start : exc.start].decode("utf-8")) + 1)
+        raise RecipeError([Problem(loc, "", f"not UTF-8 text (byte 0x{data[exc.start]:02x}: {exc.reason})")]) from None
+
+
+def _chain(files: tuple[FsPath, ...]) -> str:
+    shown = [display_path(p) for p in files]
+    if len(shown) > 6:
+        shown = [*shown[:3], f"... ({len(shown) - 5} more)", *shown[-2:]]
+    return " -> ".join(shown)
 
 
 def _read_tree(
-    path: FsPath, stack: tuple[FsPath, ...], where: Loc | None = None, extends_dir: FsPath | None = None
+    path: FsPath,
+    stack: tuple[FsPath, ...],
+    where: Loc | None = None,
+    extends_dir: FsPath | None = None,
+    *,
+    reads: _Reads | None = None,
+    text: str | None = None,
 ) -> _Tree:
     """One file and, recursively, what it extends (relative to `extends_dir`, default its own directory)."""
     shown = display_path(path)
-    text = _read_text(path, shown, where, "extends" if where else "")
+    reads = reads if reads is not None else _Reads()
+    key = "extends" if where else ""
+    reads.files += 1
+    if reads.files > MAX_FILES:
+        raise RecipeError([Problem(where, key, f"more than {MAX_FILES} files to read through extends")])
+    if text is None:
+        text = _read_text(path, shown, where, key)
+    reads.bytes += len(text)
+    if reads.bytes > MAX_TOTAL_BYTES:
+        raise RecipeError(
+            [Problem(where, key, f"more than {MAX_TOTAL_BYTES >> 20} MiB to read through extends (at {shown})")]
+        )
     data, keys, values = yamlio.parse(text, shown)
+    reads.values += len(values)  # one location per value, aliases expanded
+    if reads.values > MAX_LOAD_VALUES:
+        raise RecipeError([Problem(where, key, f"more than {MAX_LOAD_VALUES} values in the files read through "
+                                               f"extends (at {shown})")])
     root = Loc(shown, 1, 1)
     if data is None:
         raise RecipeError([Problem(root, "", "the file is empty; a recipe is a mapping (name, model, ...)")])
     if not isinstance(data, dict):
-        kind = "a list" if isinstance(data, list) else f"a single value ({data!r})"
+        kind = "a list" if isinstance(data, list) else f"a single value ({got(data)})"
         raise RecipeError([Problem(root, "", f"a recipe must be a mapping of keys to values, not {kind}")])
 
     bases = data.pop("extends", None)
     ext_values = {p[1:]: v for p, v in values.items() if p[:1] == ("extends",)}
+    ext_at = ext_values.get((), root)
     keys = {p: v for p, v in keys.items() if p[:1] != ("extends",)}
     values = {p: v for p, v in values.items() if p[:1] != ("extends",)}
     if bases is None:
         return _Tree(data, keys, values, [path])
     if isinstance(bases, str):
         bases = [bases]
-        ext_values = {(0,): ext_values[()]}
-    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
-        raise RecipeError([Problem(ext_values[()], "extends", "must be a file path or a list of file paths")])
+        ext_values = {(0,): ext_at}
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise RecipeError([Problem(ext_at, "extends", "must be a file path or a list of file paths")])
+    empty = [Problem(ext_values.get((i,), ext_at), "extends", "is empty; give a file path") for i, b in
+             enumerate(bases) if not b.strip()]
+    if empty:
+        raise RecipeError(empty)
 
     merged = _Tree({}, {}, {}, [])
     problems = []
+    seen = [p.resolve() for p in (*stack, path)]  # each resolved before it was read
     for i, base in enumerate(bases):
-        target = ((extends_dir or path.parent) / os.path.expanduser(base)).resolve()
-        where_base = ext_values.get((i,), ext_values.get((), root))
-        seen = [p.resolve() for p in (*stack, path)]
+        where_base = ext_values.get((i,), ext_at)
+        try:
+            target = ((extends_dir or path.parent) / os.path.expanduser(base)).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:
+            # Python 3.11's Path.resolve raises RuntimeError on a symlink loop (3.13: OSError),
+            # and ValueError on a NUL character.
+            loop = isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP
+            reason = "a symlink loop" if loop else getattr(exc, "strerror", None) or str(exc)
+            problems.append(Problem(where_base, "extends", f"cannot read {base!r}: {reason}"))
+            continue
         if target in seen:
             chain = " -> ".join(display_path(p) for p in (*seen, target)[seen.index(target):])
             problems.append(Problem(where_base, "extends", f"cycle: {chain}"))
             continue
+        if len(seen) >= MAX_EXTENDS_DEPTH:
+            problems.append(Problem(where_base, "extends", f"chain of more than {MAX_EXTENDS_DEPTH} files: "
+                                    f"{_chain((*seen, target))}"))
+            continue
         try:
-            tree = _read_tree(target, (*stack, path), where_base)
+            tree = _read_tree(target, (*stack, path), where_base, reads=reads)
         except RecipeError as exc:
             problems.extend(exc.problems)
             continue
@@ -191,12 +299,20 @@ def schema_path(data: Any, dotted: str) -> tuple[Path, Any]:
 
 
 def _set(data: dict, path: Path, value: Any) -> None:
+    """Set `path` (checked against the schema) in recipe data. A mapping that is missing on the way,
+    or holds a value that is not one, becomes an empty one: the override wins, as in a merge."""
     node: Any = data
     for depth, part in enumerate(path[:-1]):
-        nxt = node[part] if (isinstance(node, dict) and part in node) or isinstance(node, list) else None
-        if nxt is None:
-            if isinstance(node, list):
-                raise walk.UnknownPath(depth, f"index {part} is out of range")
+        if isinstance(node, list):
+            if not (isinstance(part, int) and 0 <= part < len(node)):
+                raise walk.UnknownPath(depth, f"index {part} is out of range ({walk.items(len(node))})")
+            nxt = node[part]
+        else:
+            nxt = node.get(part)
+        wants_list = isinstance(path[depth + 1], int)
+        if wants_list and not isinstance(nxt, list):
+            raise walk.UnknownPath(depth + 1, f"index {path[depth + 1]} is out of range (the list is empty)")
+        if not wants_list and not isinstance(nxt, dict):
             nxt = node[part] = {}
         node = nxt
     last = path[-1]
@@ -213,6 +329,9 @@ def _set(data: dict, path: Path, value: Any) -> None:
 def apply_override(tree: _Tree, arg: str) -> tuple[str, Any]:
     """Apply one `--set dotted.key=value` in place. Returns the (dotted key, parsed value)."""
     where = Loc(f"--set {arg}")
+    bad = yamlio.bad_character("--set", arg)
+    if bad is not None:
+        raise RecipeError([Problem(where, "", bad.message)])
     if "=" not in arg:
         raise RecipeError([Problem(where, "", "expected dotted.key=value")])
     dotted, text = arg.split("=", 1)
@@ -248,10 +367,15 @@ def apply_override(tree: _Tree, arg: str) -> tuple[str, Any]:
 # --- paths ---------------------------------------------------------------------------------
 
 
-def _resolve_paths(tree: _Tree, relative_to: FsPath | None) -> None:
-    """Relative paths resolve against the directory of the file that wrote them (cwd for --set)."""
+def _resolve_paths(tree: _Tree, relative_to: FsPath | None) -> list[Problem]:
+    """Relative paths resolve against the directory of the file that wrote them (cwd for --set).
+    Returns the problems: a NUL character (YAML's "\\0"), which no file name can hold."""
+    problems = []
     for path, kind in list(walk.iter_path_fields(Recipe, tree.data)):
         value = walk.value_at(tree.data, path)
+        if "\0" in value:
+            problems.append(Problem(tree.values.get(path), format_path(path), "a file path cannot hold a NUL character"))
+            continue
         if kind is PathKind.HUB_OR_LOCAL and not looks_local(value):
             continue
         loc = tree.values.get(path)
@@ -261,6 +385,7 @@ def _resolve_paths(tree: _Tree, relative_to: FsPath | None) -> None:
         )
         resolved = os.path.normpath(os.path.join(base, os.path.expanduser(value)))
         _set(tree.data, path, resolved)
+    return problems
 
 
 def _source_file(loc: Loc | None, files: list[FsPath]) -> FsPath | None:
@@ -346,7 +471,7 @@ def load_recipe(
             [Problem(Loc(shown, 1, 1), "", "is a fragment (recipes/base piece for extends), not a runnable recipe")]
         )
     base_dir = FsPath(relative_to).absolute() if relative_to else None
-    tree = _read_tree(file, (), None, extends_dir=base_dir)
+    tree = _read_tree(file, (), None, extends_dir=base_dir, text=text)
     set_values: dict[str, Any] = {}
     problems: list[Problem] = []
     for arg in overrides:
@@ -355,7 +480,7 @@ def load_recipe(
             set_values[key] = value
         except RecipeError as exc:
             problems.extend(exc.problems)
-    _resolve_paths(tree, base_dir)
+    problems.extend(_resolve_paths(tree, base_dir))
     positions = Positions(tree.keys, tree.values, Loc(shown, 1, 1))
     try:
         recipe = _validate(tree, positions, fragment)

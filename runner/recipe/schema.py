@@ -17,6 +17,16 @@ from .schema_optim import Optimizer, Schedule
 from .schema_train import TrainSpec
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+# A name is a directory name (runs/<name>/, eval/<name>/) and part of W&B's run names; file
+# systems take 255 bytes per name, W&B shows far fewer.
+MAX_NAME = 100
+# Seeds reach jax.random.key (a 64-bit seed) and NumPy, plus small offsets per stream and per
+# sampling setting; below 2**32 every use stays in range, as most tools' seeds do.
+MAX_SEED = 2**32 - 1
+# A sweep is a grid of whole runs; past these it is a typo (or an attack), not an experiment,
+# and validating each of its values would take long.
+MAX_SWEEP_KEYS = 64
+MAX_SWEEP_RUNS = 10_000
 
 
 class WandbSpec(Spec):
@@ -79,12 +89,27 @@ class Recipe(Spec):
             )
         if tok.train is not None and self.data is None:
             yield ("tokenizer", "train"), "trains on the recipe's data, and there is no data section"
+        if len(self.name) > MAX_NAME:
+            yield ("name",), f"must be at most {MAX_NAME} characters (got {len(self.name)})"
+        if self.seed > MAX_SEED:
+            yield ("seed",), f"must be <= {MAX_SEED} (2**32 - 1) (got {self.seed})"
         yield from self._check_sizes()
         yield from self._check_training()
         yield from self._check_evals()
-        for key, values in (self.sweep or {}).items():
+        yield from self._check_sweep()
+
+    def _check_sweep(self) -> Iterator[tuple[Path, str]]:
+        sweep = self.sweep or {}
+        if len(sweep) > MAX_SWEEP_KEYS:
+            yield ("sweep",), f"must have at most {MAX_SWEEP_KEYS} keys (got {len(sweep)})"
+            return
+        runs = 1
+        for key, values in sweep.items():
             if not values:
                 yield ("sweep", key), "needs at least one value"
+            runs *= max(1, len(values))
+        if runs > MAX_SWEEP_RUNS:
+            yield ("sweep",), f"makes {runs} runs; a sweep makes at most {MAX_SWEEP_RUNS}"
 
     def _check_sizes(self) -> Iterator[tuple[Path, str]]:
         config = self.model.config
@@ -123,7 +148,17 @@ class Recipe(Spec):
 
     def _check_evals(self) -> Iterator[tuple[Path, str]]:
         names: dict[str, int] = {}
+        config = self.model.config
         for i, spec in enumerate(self.evals):
+            if len(spec.name) > MAX_NAME:
+                yield ("evals", i, "name"), f"must be at most {MAX_NAME} characters (got {len(spec.name)})"
+            # The sampler keeps at least one prompt token in the context (runner/evals/sample.py).
+            # Known here only for a scratch model; a checkpoint's context is in its config.json.
+            new = getattr(spec, "max_new_tokens", None)
+            if config is not None and new is not None and new >= config.max_positions:
+                yield ("evals", i, "max_new_tokens"), (
+                    f"must be < model.config.max_positions, leaving room for the prompt ({new} >= {config.max_positions})"
+                )
             if spec.name in names:
                 yield ("evals", i, "name"), (
                     f"eval name {spec.name!r} is already used by evals[{names[spec.name]}]; give each a distinct name"

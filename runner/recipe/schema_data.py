@@ -6,7 +6,8 @@ from typing import Literal, get_args
 
 from pydantic import Field
 
-from .base import LocalPath, Path, Spec, tagged
+from .base import LocalPath, Path, Spec, at_most, tagged
+from .schema_model import MAX_TOKENS
 
 Difficulty = Literal["introductory", "interview", "competition"]
 # The APPS prompt: the reference's generation prompt, or GPT-Code-Clippy's training prompt.
@@ -357,6 +358,7 @@ class DataSpec(Spec):
     num_proc: int | None = Field(default=None, ge=1, description="Worker processes for data stages; unset: all cores.")
 
     def check(self) -> Iterator[tuple[Path, str]]:
+        yield from at_most(self, {"seq_len": MAX_TOKENS})
         apps_format = self.format.type == "apps"
         all_sources = [("sources", i, s) for i, s in enumerate(self.sources)]
         if self.validation is not None and self.validation.sources:

@@ -6,8 +6,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import LocalPath, Path, Spec, tagged
+from .base import LocalPath, Path, Spec, at_most, tagged
 from .schema_data import ALL_DIFFICULTIES, AppsPrompt, Difficulty
+from .schema_model import MAX_TOKENS
+
+# A program (or test case) that runs an hour is a hung one; a larger limit only postpones the
+# verdict (and one past ~10**7 s overflows the timers that enforce it).
+MAX_TIMEOUT_S = 3600.0
+GENERATION_BOUNDS = {"max_new_tokens": MAX_TOKENS, "timeout_s": MAX_TIMEOUT_S}
 
 # Codex paper (Chen et al. 2021): completions stop at the next top-level statement.
 CODEX_STOP = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
@@ -89,6 +95,7 @@ class HumanEvalEval(Spec):
     timeout_s: float = _HE[3]
 
     def check(self) -> Iterator[tuple[Path, str]]:
+        yield from at_most(self, GENERATION_BOUNDS)
         yield from _unique_k(self.sampling)
 
 
@@ -124,6 +131,7 @@ class AppsEval(Spec):
     timeout_s: float = _APPS[3]
 
     def check(self) -> Iterator[tuple[Path, str]]:
+        yield from at_most(self, GENERATION_BOUNDS)
         yield from _unique_k(self.sampling)
 
 

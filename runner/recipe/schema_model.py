@@ -6,11 +6,26 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import HubOrLocal, Path, Spec
+from .base import HubOrLocal, Path, Spec, at_most
 
 Arch = Literal["gpt-neo", "gpt2"]
 DType = Literal["float32", "bfloat16"]
 AttentionKind = Literal["global", "local"]
+
+# Upper bounds of a scratch model's sizes: far above any model this runner trains (GPT-3 175B has
+# 96 layers of 96 heads, d_model 12288, 2048 positions; large vocabularies have ~256k tokens), low
+# enough that validating stays instant (attention_layers is derived per layer) and every size
+# fits the int32 arrays that hold token ids and positions.
+MAX_TOKENS = 1 << 20  # vocabulary sizes and positions (context lengths)
+MAX_SIZES = {
+    "n_layer": 1024,
+    "n_head": 1024,
+    "d_model": 1 << 16,
+    "d_ff": 1 << 18,
+    "vocab_size": MAX_TOKENS,
+    "max_positions": MAX_TOKENS,
+    "window_size": MAX_TOKENS,
+}
 
 
 class ModelConfig(Spec):
@@ -42,6 +57,7 @@ class ModelConfig(Spec):
     layer_norm_eps: float = Field(default=1e-5, gt=0, description="LayerNorm epsilon.")
 
     def check(self) -> Iterator[tuple[Path, str]]:
+        yield from at_most(self, MAX_SIZES)
         if self.d_model % self.n_head:
             yield ("n_head",), f"must divide d_model ({self.d_model} % {self.n_head} = {self.d_model % self.n_head})"
         if self.attention_layers is not None and len(self.attention_layers) != self.n_layer:
@@ -128,6 +144,9 @@ class TokenizerTrainSpec(Spec):
         min_length=1,
         description="Special tokens; the first one is the end-of-text (EOS) token that separates documents.",
     )
+
+    def check(self) -> Iterator[tuple[Path, str]]:
+        yield from at_most(self, {"vocab_size": MAX_TOKENS})
 
 
 class TokenizerSpec(Spec):

@@ -97,7 +97,8 @@ def pick_model(annotation: Any, data: Any) -> type[BaseModel] | None:
     found = union_variants(annotation)
     if found and isinstance(data, dict):
         key, variants = found
-        return variants.get(data.get(key))
+        tag = data.get(key)
+        return variants.get(tag) if isinstance(tag, str) else None  # a list there is not a tag (nor hashable)
     return None
 
 

@@ -3,6 +3,15 @@
 Reading keeps the line and column of every key and value, rejects duplicate keys (PyYAML keeps
 the last one silently), and resolves plain scalars by YAML 1.2's core rules: `5e-5` is a float,
 `yes`/`no`/`on`/`off` are strings, dates stay strings.
+
+Reading is safe against hostile text: only plain values (mappings, lists, strings, numbers,
+booleans, null) are built, never objects (`!!python/object` is refused like any other tag), and
+one document may hold at most MAX_VALUES values once its aliases are expanded and nest at most
+MAX_DEPTH collections deep. PyYAML itself shares an anchored node between its aliases and leaves
+the cost of expanding them to whoever walks the tree: 353 bytes of nested aliases ("billion
+laughs") expand to 10**9 values, and `&a [*a]` is a list that contains itself. The composer here
+measures every anchored node as it is built, so such a document is refused at the offending alias,
+before anything is expanded.
 """
 
 from __future__ import annotations
@@ -13,11 +22,23 @@ from typing import Any
 
 import yaml
 
-from .base import Path
+from .base import Path, format_path
 from .errors import Loc, Problem, RecipeError
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BaseDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+# A recipe has a few hundred values (the largest shipped one, resolved, 164) and nests a
+# handful of levels; these bounds are far above any real recipe and keep reading (~15 us a value)
+# and every later walk of the data (merge, validation, positions) well under a second, and its
+# recursion far from Python's limit.
+MAX_VALUES = 10_000  # scalars and collections in one document, aliases expanded
+MAX_DEPTH = 64  # collections nested in one another, aliases expanded
+MAX_INT_BITS = 64  # no recipe number needs more; a longer one is a mistake (or an attack)
+
+# Characters YAML 1.1 (libyaml's reader) accepts; anything else, e.g. a NUL byte, is refused here,
+# located, instead of by the reader (whose error has a byte offset and no line).
+_NOT_YAML = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
@@ -38,6 +59,13 @@ for _tag, _pattern, _first in [
 # Recognised only to be refused with a clear message (merge keys are YAML 1.1; recipes use extends).
 _Loader.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^<<$"), ["<"])
 
+_CORE = "tag:yaml.org,2002:"
+
+
+def _unsupported(tag: str) -> str:
+    shown = "!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag
+    return f"unsupported YAML tag {shown}: a recipe holds plain values (mappings, lists, text, numbers, true/false, null)"
+
 
 def _scalar(node: yaml.ScalarNode) -> Any:
     tag, text = node.tag, node.value
@@ -48,7 +76,16 @@ def _scalar(node: yaml.ScalarNode) -> Any:
     if tag == "tag:yaml.org,2002:bool":
         return text.lower() == "true"
     if tag == "tag:yaml.org,2002:int":
-        return int(text.replace("_", ""), 0) if text[:2] in ("0o", "0x") else int(text.replace("_", ""))
+        digits = text.replace("_", "")
+        prefixed = digits[:2] in ("0o", "0x")
+        # Bounded before converting: Python refuses to read (or print) a decimal int of more than
+        # 4300 digits, and a hex one of a megabyte converts just fine into a number nothing can use.
+        if len(digits.lstrip("+-")[2 if prefixed else 0 :].lstrip("0")) > 24:
+            raise ValueError(f"integer too large (more than {MAX_INT_BITS} bits)")
+        value = int(digits, 0) if prefixed else int(digits)
+        if abs(value).bit_length() > MAX_INT_BITS:
+            raise ValueError(f"integer too large (more than {MAX_INT_BITS} bits)")
+        return value
     if tag == "tag:yaml.org,2002:float":
         lowered = text.replace("_", "").lower()
         if lowered.endswith("inf"):
@@ -56,15 +93,40 @@ def _scalar(node: yaml.ScalarNode) -> Any:
         if lowered.endswith("nan"):
             return math.nan
         return float(lowered)
-    raise ValueError(f"unsupported YAML tag {tag}")
+    raise ValueError(_unsupported(tag))
 
 
 def _loc(file: str, mark: Any) -> Loc:
     return Loc(file, mark.line + 1, mark.column + 1)
 
 
+def _loc_at(file: str, text: str, index: int) -> Loc:
+    """The 1-based line and column (in characters, as YAML marks count) of text[index]."""
+    line_start = text.rfind("\n", 0, index) + 1
+    return Loc(file, text.count("\n", 0, index) + 1, index - line_start + 1)
+
+
+def bad_character(file: str, text: str) -> Problem | None:
+    """The first character YAML does not allow (a control character, a byte that was not UTF-8), located."""
+    found = _NOT_YAML.search(text)
+    if found is None:
+        return None
+    code = ord(found.group())
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, kept by Python's surrogateescape (argv)
+        message = f"not UTF-8 text (byte 0x{code - 0xDC00:02x})"
+    elif 0xD800 <= code <= 0xDFFF:
+        message = f"not UTF-8 text (lone surrogate U+{code:04X})"
+    else:
+        message = f"control character U+{code:04X} is not allowed in YAML"
+    return Problem(_loc_at(file, text, found.start()), "", message)
+
+
 def _syntax_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is None and isinstance(exc, yaml.reader.ReaderError):
+        # libyaml's reader says where in bytes (of the UTF-8 text it was given), not in lines.
+        index = len(text.encode("utf-8")[: exc.position].decode("utf-8", "ignore"))
+        return Problem(_loc_at(file, text, index), "", f"YAML syntax error: {exc.reason}")
     loc = _loc(file, mark) if mark is not None else Loc(file, 1, 1)
     line = text.splitlines()[loc.line - 1] if mark is not None and loc.line <= len(text.splitlines()) else ""
     if "\t" in line[: max(loc.col, len(line) - len(line.lstrip()))] or "\t" in line[: loc.col]:
@@ -79,11 +141,137 @@ def _syntax_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
     return Problem(loc, "", f"YAML syntax error: {problem}")
 
 
+class _Alias:
+    """`*name` as written: where, and the node its anchor `&name` names (shared, never copied)."""
+
+    __slots__ = ("name", "node", "start_mark")
+
+    def __init__(self, name: str, node: yaml.Node, start_mark: Any):
+        self.name, self.node, self.start_mark = name, node, start_mark
+
+
+def _target(node: Any) -> yaml.Node:
+    return node.node if isinstance(node, _Alias) else node
+
+
+class _Composer:
+    """PyYAML's Composer (yaml/composer.py) over the loader's events, with aliases kept as
+    `_Alias` and every node measured as it is built: values it expands to, levels it nests.
+    Refuses, at the alias or node where it happens, what would expand past MAX_VALUES or
+    MAX_DEPTH, and an alias inside the collection it names (PyYAML builds that as a collection
+    that contains itself; expanding it never ends)."""
+
+    def __init__(self, loader: Any, file: str):
+        self.events = loader
+        self.file = file
+        self.anchors: dict[str, yaml.Node] = {}
+        self.sizes: dict[str, tuple[int, int]] = {}  # anchor → (values, levels), once its node is complete
+        self.total = 0  # values so far, aliases expanded
+        self.path: list[str | int] = []  # where the composer is, for messages
+
+    def document(self) -> yaml.Node | None:
+        events = self.events
+        events.get_event()  # stream start
+        node = None
+        if not events.check_event(yaml.StreamEndEvent):
+            events.get_event()  # document start
+            node = self.node(0)[0]
+            events.get_event()  # document end
+        if not events.check_event(yaml.StreamEndEvent):
+            event = events.get_event()
+            raise yaml.composer.ComposerError(
+                "expected a single document in the stream",
+                node.start_mark if node is not None else None,
+                "but found another document",
+                event.start_mark,
+            )
+        return node
+
+    def refuse(self, mark: Any, message: str) -> None:
+        raise RecipeError([Problem(_loc(self.file, mark), format_path(tuple(self.path)), message)])
+
+    def node(self, depth: int) -> tuple[Any, int, int]:
+        """The next node at nesting `depth`: (node, values it expands to, levels it nests)."""
+        event = self.events.get_event()
+        if isinstance(event, yaml.AliasEvent):
+            return self.alias(event, depth)
+        anchor = event.anchor
+        if anchor is not None and anchor in self.anchors:
+            raise yaml.composer.ComposerError(
+                f"found duplicate anchor {anchor!r}; first occurrence",
+                self.anchors[anchor].start_mark,
+                "second occurrence",
+                event.start_mark,
+            )
+        self.total += 1
+        if self.total > MAX_VALUES:
+            self.refuse(event.start_mark, f"more than {MAX_VALUES} values in one recipe")
+        if isinstance(event, yaml.ScalarEvent):
+            tag = event.tag
+            if tag is None or tag == "!":
+                tag = self.events.resolve(yaml.ScalarNode, event.value, event.implicit)
+            node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
+            if anchor is not None:
+                self.anchors[anchor], self.sizes[anchor] = node, (1, 0)
+            return node, 1, 0
+        if depth >= MAX_DEPTH:
+            self.refuse(event.start_mark, f"nested deeper than {MAX_DEPTH} levels")
+        mapping = isinstance(event, yaml.MappingStartEvent)
+        kind = yaml.MappingNode if mapping else yaml.SequenceNode
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.events.resolve(kind, None, event.implicit)
+        node = kind(tag, [], event.start_mark, None, flow_style=event.flow_style)
+        if anchor is not None:
+            self.anchors[anchor] = node  # registered before its items, as PyYAML does; sized after
+        values, levels = 1, 0
+        end = yaml.MappingEndEvent if mapping else yaml.SequenceEndEvent
+        index = 0
+        while not self.events.check_event(end):
+            if mapping:
+                key, n, h = self.node(depth + 1)
+                values, levels = values + n, max(levels, h)
+                target = _target(key)
+                self.path.append(target.value if isinstance(target, yaml.ScalarNode) else "?")
+                value, n, h = self.node(depth + 1)
+                node.value.append((key, value))
+            else:
+                self.path.append(index)
+                item, n, h = self.node(depth + 1)
+                node.value.append(item)
+            self.path.pop()
+            values, levels = values + n, max(levels, h)
+            index += 1
+        node.end_mark = self.events.get_event().end_mark
+        if anchor is not None:
+            self.sizes[anchor] = (values, levels + 1)
+        return node, values, levels + 1
+
+    def alias(self, event: Any, depth: int) -> tuple[Any, int, int]:
+        name = event.anchor
+        if name not in self.anchors:
+            raise yaml.composer.ComposerError(None, None, f"found undefined alias {name!r}", event.start_mark)
+        if name not in self.sizes:
+            self.refuse(event.start_mark, f"alias *{name} is inside &{name}, the collection it names "
+                        "(a structure that contains itself; a recipe cannot hold one)")
+        values, levels = self.sizes[name]
+        if depth + levels > MAX_DEPTH:
+            self.refuse(event.start_mark, f"alias *{name} nests deeper than {MAX_DEPTH} levels when expanded")
+        if self.total + values > MAX_VALUES:
+            self.refuse(event.start_mark, f"alias *{name} expands to {values} values, past the limit of "
+                        f"{MAX_VALUES} values in one recipe (aliases expanded)")
+        self.total += values
+        return _Alias(name, self.anchors[name], event.start_mark), values, levels
+
+
 def parse(text: str, file: str) -> tuple[Any, dict[Path, Loc], dict[Path, Loc]]:
     """YAML text → (data, key locations, value locations). Raises RecipeError."""
+    bad = bad_character(file, text)
+    if bad is not None:
+        raise RecipeError([bad])
     loader = _Loader(text)
     try:
-        node = loader.get_single_node()
+        node = _Composer(loader, file).document()
     except yaml.YAMLError as exc:
         raise RecipeError([_syntax_problem(file, text, exc)]) from None
     finally:
@@ -98,14 +286,19 @@ def parse(text: str, file: str) -> tuple[Any, dict[Path, Loc], dict[Path, Loc]]:
 
 
 def _convert(node, path, file, keys, values, problems) -> Any:
+    """Plain data from a composed node; an alias gives a fresh copy of what its anchor names,
+    located where the alias is written (the composer has bounded the size of every copy)."""
     values[path] = _loc(file, node.start_mark)
-    from .base import format_path
-
+    node = _target(node)
     if isinstance(node, yaml.MappingNode):
+        if node.tag != _CORE + "map":
+            problems.append(Problem(values[path], format_path(path), _unsupported(node.tag)))
+            return None
         out: dict[str, Any] = {}
         first_seen: dict[str, Loc] = {}
         for key_node, value_node in node.value:
             where = _loc(file, key_node.start_mark)
+            key_node = _target(key_node)
             if key_node.tag == "tag:yaml.org,2002:merge":
                 problems.append(Problem(where, format_path(path), "YAML merge keys (<<) are not supported; use extends"))
                 continue
@@ -124,6 +317,9 @@ def _convert(node, path, file, keys, values, problems) -> Any:
             out[key] = _convert(value_node, (*path, key), file, keys, values, problems)
         return out
     if isinstance(node, yaml.SequenceNode):
+        if node.tag != _CORE + "seq":
+            problems.append(Problem(values[path], format_path(path), _unsupported(node.tag)))
+            return None
         return [_convert(item, (*path, i), file, keys, values, problems) for i, item in enumerate(node.value)]
     try:
         return _scalar(node)

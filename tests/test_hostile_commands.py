@@ -348,5 +348,5 @@ def test_the_library_plot_never_replaces_a_file(run, tmp):
     from runner.track.compare import plot
 
     with pytest.raises(FileExistsError):
-        plot([run], tmp / "keep.txt")
+        plot([run], tmp / "keep.txt", exclusive=True)
     assert (tmp / "keep.txt").read_text() == "mine\n"

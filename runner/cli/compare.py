@@ -45,6 +45,6 @@ def compare(
     typer.echo(report(views), nl=False)
     if plot is not None:
         try:
-            typer.echo(f"plot: {draw(views, plot)}")
+            typer.echo(f"plot: {draw(views, plot, exclusive=True)}")
         except FileExistsError:  # it appeared while the runs were read
             raise BadInput(f"--plot {plot}: exists; give a new file name (nothing was overwritten)") from None

@@ -149,10 +149,11 @@ def report(views: list[RunView]) -> str:
     return "".join(parts)
 
 
-def plot(runs: list[RunView | Path], out: Path, *, metric: str = "loss") -> Path:
+def plot(runs: list[RunView | Path], out: Path, *, metric: str = "loss", exclusive: bool = False) -> Path:
     """One PNG of every run's curve against step: `loss` (training, and validation dashed) or any
-    logged metric such as `train/lr`. The file is new: an existing `out` is never replaced
-    (FileExistsError), and it appears whole or not at all."""
+    logged metric such as `train/lr`, written whole or not at all. `exclusive` (what `ccrun compare
+    --plot` asks): `out` must be new, an existing file is never replaced (FileExistsError); without
+    it, a run redrawing its own plots/ on resume replaces them."""
     import io
 
     import matplotlib
@@ -186,5 +187,5 @@ def plot(runs: list[RunView | Path], out: Path, *, metric: str = "loss") -> Path
     finally:
         plt.close(fig)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, png.getvalue())
+    atomic_write(out, png.getvalue(), overwrite=not exclusive)
     return out

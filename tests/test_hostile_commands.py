@@ -242,6 +242,7 @@ def test_apps_needs_a_problems_file(tmp):
     (["run", "recipes/smoke.yaml", "--dry-run", "--runs-dir", "FILE"], "--runs-dir FILE: is not a directory"),
     (["run", "recipes/smoke.yaml", "--dry-run", "--runs-dir", "FILE/runs"], "--runs-dir FILE/runs: is inside FILE"),
     (["eval", "recipes/smoke.yaml", "--runs-dir", "FILE"], "--runs-dir FILE: is not a directory"),
+    (["reproduce", "TMP", "--runs-dir", "FILE/runs"], "--runs-dir FILE/runs: is inside FILE"),
     (["schema", "--out-dir", "FILE"], "--out-dir FILE: is not a directory"),
     (["schema", "--out-dir", "FILE/schemas"], "--out-dir FILE/schemas: is inside FILE"),
     (["schema", "--check", "--out-dir", "FILE"], "--out-dir FILE: is not a directory"),
@@ -250,6 +251,12 @@ def test_an_output_directory_that_is_a_file(tmp, argv, needle):
     file = str(tmp / "keep.txt")
     argv = [a.replace("FILE", file).replace("TMP", str(tmp)) for a in argv]
     refused(tmp, *argv, needle=needle.replace("FILE", file))
+
+
+@pytest.mark.parametrize("num_proc", ["0", "100000"])
+def test_data_refuses_absurd_process_counts(tmp, num_proc):
+    refused(tmp, "data", "recipes/smoke.yaml", "--out", tmp / "d", "--num-proc", num_proc, needle="'--num-proc'",
+            lines=None)
 
 
 def test_a_file_where_the_recipe_s_runs_go(tmp):

@@ -18,7 +18,8 @@ def data(
     cache_dir: Annotated[
         Optional[Path], typer.Option(help="Cache of built data (default: $CCRUN_CACHE/data or ~/.cache/ccrun/data).")
     ] = None,
-    num_proc: Annotated[Optional[int], typer.Option(min=1, help="Worker processes (default: the recipe's, or all cores).")] = None,
+    num_proc: Annotated[Optional[int], typer.Option(
+        min=1, max=256, help="Worker processes, at most 256 (default: the recipe's, or all cores).")] = None,
 ) -> None:
     """Run the data stage of a recipe: sources → filters → dedup → tokenize → pack, with a manifest."""
     from ..data import describe, prepare_data

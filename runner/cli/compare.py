@@ -23,7 +23,7 @@ def compare(
     """Runs side by side: summary metrics (losses, pass@k, tokens/s, wall time), then the recipe
     differences between the first run and each other one.
 
-    A damaged run (a metrics.jsonl or summary.json that cannot be read) is not skipped: the
+    A damaged run (a metrics.jsonl, summary.json or resolved.yaml that cannot be read) is not skipped: the
     command exits 2 naming the file and line, and shows nothing, so a table never silently lacks
     a run. Leave that run out of the arguments to compare the others."""
     from ..track.compare import local_run, report, wandb_runs

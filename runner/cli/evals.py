@@ -44,7 +44,8 @@ def eval_samples(
         help="New (or empty) directory for results.jsonl and results.json (default: SAMPLES' name + -results).")] = None,
 ) -> None:
     """Score completions in a sandbox: results.jsonl (every sample) and results.json (pass@k, per task).
-    Bad input (a malformed line, an unknown task, a bad problems file) exits 2 naming the file and line."""
+    Bad input (a malformed line, an unknown task, a bad problems file) exits 2 naming the file and line,
+    before any program runs; a string that is not text (a lone surrogate, JSON's "\\ud800") is bad input."""
     from ..evals.score_file import check_arguments, headline, score_file, write_results
 
     ks = _ks(k)

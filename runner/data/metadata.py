@@ -78,24 +78,27 @@ def read_metadata(spec: Any, files: list[str]) -> tuple[dict[str, tuple], dict[s
     table: dict[str, tuple] = {}
     rows = repeated = 0
     for path in map(Path, files):
-        header, reader = _rows(path)
-        if header is not None:
-            missing = [c for c in [spec.key, *wanted] if c not in header]
-            if missing:
-                raise DataError(f"data.metadata: {path} has no column {', '.join(map(repr, missing))}; "
-                                f"columns: {', '.join(header)}")
-        for n, row in enumerate(reader, 1):
-            if header is None:
-                missing = [c for c in [spec.key, *wanted] if c not in row]
+        try:
+            header, reader = _rows(path)
+            if header is not None:
+                missing = [c for c in [spec.key, *wanted] if c not in header]
                 if missing:
-                    raise DataError(f"data.metadata: {path}:{n}: no key {', '.join(map(repr, missing))}; "
-                                    f"keys: {', '.join(row)}")
-            rows += 1
-            key = _norm(row[spec.key])
-            if key in table:
-                repeated += 1
-                continue
-            table[key] = tuple(_text(row[c]) for c in wanted)
+                    raise DataError(f"data.metadata: {path} has no column {', '.join(map(repr, missing))}; "
+                                    f"columns: {', '.join(header)}")
+            for n, row in enumerate(reader, 1):
+                if header is None:
+                    missing = [c for c in [spec.key, *wanted] if c not in row]
+                    if missing:
+                        raise DataError(f"data.metadata: {path}:{n}: no key {', '.join(map(repr, missing))}; "
+                                        f"keys: {', '.join(row)}")
+                rows += 1
+                key = _norm(row[spec.key])
+                if key in table:
+                    repeated += 1
+                    continue
+                table[key] = tuple(_text(row[c]) for c in wanted)
+        except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:  # a cut .gz, a broken file
+            raise DataError(f"data.metadata: {path}: unreadable ({type(exc).__name__}: {exc})") from None
     return table, {"metadata_rows": rows, "repositories": len(table), "repeated_keys": repeated}
 
 

@@ -1,7 +1,8 @@
 """Rows in: the reading every data input shares (sources, APPS problems, metadata files).
 
-Local files: glob patterns, plain/.gz/.zst text, a content hash, JSON Lines rows. Generators of
-rows: streamed into Arrow on disk, so nothing is held in memory.
+Local files: glob patterns, plain/.gz/.zst text (a cut archive is refused), a content hash, JSON
+Lines rows (as they are, or checked to fit one Arrow table, refused at their line when they do
+not). Generators of rows: streamed into Arrow on disk, so nothing is held in memory.
 """
 
 from __future__ import annotations
@@ -34,18 +35,67 @@ def expand(patterns: list[str], what: str) -> list[Path]:
 
 
 def open_text(path: Path) -> io.TextIOBase:
-    """A text stream of a plain, .gz or .zst file."""
+    """A text stream of a plain, .gz or .zst file. A compressed file cut short raises EOFError
+    when the reading reaches the cut (never a silently shorter text)."""
     try:
         if path.suffix == ".gz":
             return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
         if path.suffix == ".zst":
-            import zstandard
-
             raw = open(path, "rb")  # noqa: SIM115 - closed with the wrapper
-            return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), encoding="utf-8")
+            return io.TextIOWrapper(io.BufferedReader(ZstdFrames(raw)), encoding="utf-8")
         return open(path, encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
         raise DataError(f"{path}: cannot open ({exc.strerror or exc})") from None
+
+
+class ZstdFrames(io.RawIOBase):
+    """The decompressed bytes of every zstd frame of `raw`, one after the other.
+
+    zstandard's stream_reader ends quietly where a cut file ends, even inside a frame (a
+    truncated download reads as fewer rows); here a frame that has not ended at the end of the
+    input raises EOFError, as gzip does.
+    """
+
+    CHUNK = 1 << 16  # compressed bytes read at a time
+
+    def __init__(self, raw: io.BufferedIOBase):
+        import zstandard
+
+        super().__init__()
+        self._raw = raw
+        self._decompressor = zstandard.ZstdDecompressor()
+        self._frame: Any = None  # the frame being read; None between frames
+        self._out = b""  # decompressed, not yet handed out
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while self._at == len(self._out):
+            chunk = self._raw.read(self.CHUNK)
+            if not chunk:
+                if self._frame is not None:
+                    raise EOFError("the file ends inside a zstd frame: it is truncated")
+                return 0
+            parts = []
+            while chunk:
+                if self._frame is None:
+                    self._frame = self._decompressor.decompressobj()
+                parts.append(self._frame.decompress(chunk))
+                if self._frame.eof:  # the frame ended inside this chunk; the rest is the next frame
+                    chunk, self._frame = self._frame.unused_data, None
+                else:
+                    chunk = b""
+            self._out, self._at = b"".join(parts), 0
+        n = min(len(buffer), len(self._out) - self._at)
+        buffer[:n] = self._out[self._at:self._at + n]
+        self._at += n
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 def fingerprint(path: Path) -> str:
@@ -67,8 +117,9 @@ def flatten_meta(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def jsonl_rows(files: list[Path], text_field: str, on_error: str, counts: dict[str, int]) -> Iterator[dict]:
-    """Rows of JSON Lines files; `counts` gets rows read and lines skipped."""
+def jsonl_records(files: list[Path], text_field: str, on_error: str,
+                  counts: dict[str, int]) -> Iterator[tuple[Path, int, dict]]:
+    """(file, line number, row) of JSON Lines files; `counts` gets lines skipped."""
     for path in files:
         stream = open_text(path)
         try:
@@ -87,7 +138,7 @@ def jsonl_rows(files: list[Path], text_field: str, on_error: str, counts: dict[s
                         continue
                     raise DataError(f"{path}:{number}: malformed line ({exc}); set on_error: skip to skip such lines") from None
                 row["text"] = row.pop(text_field)
-                yield flatten_meta(row)
+                yield path, number, flatten_meta(row)
         except (OSError, EOFError, UnicodeDecodeError) as exc:
             raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
         except Exception as exc:  # zstandard raises its own ZstdError
@@ -98,9 +149,154 @@ def jsonl_rows(files: list[Path], text_field: str, on_error: str, counts: dict[s
             stream.close()
 
 
+def jsonl_rows(files: list[Path], text_field: str, on_error: str, counts: dict[str, int]) -> Iterator[dict]:
+    """Rows of JSON Lines files, as they are; `counts` gets lines skipped."""
+    for _path, _number, row in jsonl_records(files, text_field, on_error, counts):
+        yield row
 
-def rows_to_arrow(generator, cache_dir: Path, label: str, **kwargs):
-    """Rows from a generator straight into Arrow on disk (nothing held in memory); None if it yields none."""
+
+# --- rows one Arrow table can hold ------------------------------------------------------------------
+
+# Rows per Arrow batch (rows_to_arrow): without given features, the first batch fixes the table.
+BATCH_ROWS = 1000
+INT64 = (-(1 << 63), (1 << 63) - 1)
+SAMPLES = 100  # values of a list or object column that type it when the table is given
+
+
+def jsonl_table(files: list[Path], text_field: str, on_error: str, counts: dict[str, int], cache_dir: Path,
+                label: str) -> Any:
+    """JSON Lines files as one Arrow table (a Dataset; None when they hold no row): every column any
+    row has, null where a row leaves it out. One pass when the first batch of rows shows every
+    column and type (datasets infers the table from it); else a second one with the table the
+    first pass saw (a column only later rows have, a column null throughout the first batch)."""
+    from datasets import Features
+
+    args = {"files": files, "text_field": text_field, "on_error": on_error}
+    try:
+        return rows_to_arrow(table_rows, cache_dir, label, counts=counts, **args)
+    except Reshape as seen:
+        counts.clear()
+        return rows_to_arrow(table_rows, cache_dir, label, features=Features.from_arrow_schema(seen.schema),
+                             counts=counts, schema=seen.schema, **args)
+
+
+class Reshape(Exception):
+    """The rows need a table their first batch does not show: `schema`, from all of them."""
+
+    def __init__(self, schema: Any):
+        super().__init__("the rows need another table")
+        self.schema = schema
+
+
+def table_rows(files: list[Path], text_field: str, on_error: str, counts: dict[str, int],
+               schema: Any = None) -> Iterator[dict]:
+    """Rows of JSON Lines files, each with every column (None where it has none), in the order
+    of `schema` or of first appearance. What Arrow cannot hold is refused at its line ("file:line:
+    what"), or skipped (counted in skipped_lines) with on_error: skip: a column whose values change
+    kind (text, number, boolean, list, object), an integer beyond 64 bits. Without `schema`, when
+    the first batch of rows cannot make the table (a later row adds a column, a column's first
+    value or first fraction comes after it), the rest is only checked and Reshape raised at the end."""
+    columns = TableColumns(schema)
+    for path, number, row in jsonl_records(files, text_field, on_error, counts):
+        try:
+            fitted = columns.fit(row, f"{path}:{number}")
+        except ValueError as exc:
+            if on_error == "skip":
+                counts["skipped_lines"] = counts.get("skipped_lines", 0) + 1
+                continue
+            raise DataError(f"{path}:{number}: {exc}; set on_error: skip to skip such lines") from None
+        if not columns.reshape:
+            yield fitted
+    if columns.reshape:
+        raise Reshape(columns.schema())
+
+
+class TableColumns:
+    """What the rows so far hold: columns in order of first appearance, the kind of each one's
+    values and where it was first seen, a few values of list and object columns, the number
+    columns with fractions. `fit` checks a row (ValueError), records it and fills its missing
+    columns; `reshape` turns true when the first batch of rows cannot make the table."""
+
+    def __init__(self, schema: Any = None) -> None:
+        self.fixed = schema is not None
+        self.order: dict[str, None] = dict.fromkeys(schema.names) if schema is not None else {}
+        self.kinds: dict[str, tuple[str, str]] = {}
+        self.samples: dict[str, list] = {}
+        self.fractions: set[str] = set()
+        self.rows = 0
+        self.reshape = False
+
+    def fit(self, row: dict[str, Any], where: str) -> dict[str, Any]:
+        late = self.rows >= BATCH_ROWS  # the first batch, which fixes an inferred table, is written
+        kinds, fractions, reshape = {}, set(), False
+        for name, value in row.items():
+            if name not in self.order:
+                if self.fixed:
+                    raise ValueError(f"column {name!r} was not there when the files were first read; did they change?")
+                reshape = reshape or self.rows > 0
+            big = _beyond_int64(value)
+            if big is not None:
+                shown = str(big) if len(str(big)) <= 40 else str(big)[:37] + "..."
+                raise ValueError(f"column {name!r}: the integer {shown} does not fit in 64 bits; write it as a string")
+            if value is None:
+                continue
+            kind, seen = _kind(value), self.kinds.get(name)
+            if seen is None:
+                kinds[name] = (kind, where)
+                reshape = reshape or late
+            elif seen[0] != kind:
+                raise ValueError(f"rows disagree on a column's type: {name!r} is {kind} here, {seen[0]} at {seen[1]}")
+            if isinstance(value, float) and name not in self.fractions:
+                fractions.add(name)
+                reshape = reshape or (late and seen is not None)  # an int64 column of the first batch
+        for name, value in row.items():
+            if isinstance(value, (list, dict)) and len(self.samples.setdefault(name, [])) < SAMPLES:
+                self.samples[name].append(value)
+        self.order.update(dict.fromkeys(row))
+        self.kinds.update(kinds)
+        self.fractions |= fractions
+        self.reshape = self.reshape or (reshape and not self.fixed)
+        self.rows += 1
+        return {name: row.get(name) for name in self.order}
+
+    def schema(self) -> Any:
+        """The Arrow schema of every row seen."""
+        import pyarrow as pa
+
+        def arrow_type(name: str) -> Any:
+            kind = self.kinds.get(name, ("null",))[0]
+            simple = {"null": pa.null(), "text": pa.string(), "a boolean": pa.bool_(),
+                      "a number": pa.float64() if name in self.fractions else pa.int64()}
+            return simple[kind] if kind in simple else pa.array(self.samples[name]).type
+
+        return pa.schema([pa.field(name, arrow_type(name)) for name in self.order])
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):  # Arrow stores a batch of both as doubles
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+def _beyond_int64(value: Any) -> int | None:
+    """The first integer in `value` (a JSON value) that int64 cannot hold, or None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None if INT64[0] <= value <= INT64[1] else value
+    if isinstance(value, (list, dict)):
+        for item in value.values() if isinstance(value, dict) else value:
+            big = _beyond_int64(item)
+            if big is not None:
+                return big
+    return None
+
+
+def rows_to_arrow(generator, cache_dir: Path, label: str, features: Any = None, **kwargs):
+    """Rows from a generator straight into Arrow on disk (nothing held in memory); None if it yields
+    none. Without `features`, the first BATCH_ROWS rows fix the columns and their types."""
     from datasets import Dataset
 
     # A fresh cache directory every time: datasets keys generator caches on the arguments (file
@@ -108,15 +304,20 @@ def rows_to_arrow(generator, cache_dir: Path, label: str, **kwargs):
     # through a partial: datasets would take a list argument for shards to parallelise over.
     target = Path(tempfile.mkdtemp(prefix="gen-", dir=cache_dir))
     try:
-        return Dataset.from_generator(functools.partial(generator, **kwargs), cache_dir=str(target))
+        return Dataset.from_generator(functools.partial(generator, **kwargs), cache_dir=str(target),
+                                      features=features, writer_batch_size=BATCH_ROWS)
     except Exception as exc:
         cause: BaseException | None = exc
         while cause is not None:
-            if isinstance(cause, DataError):
+            if isinstance(cause, (DataError, Reshape)):
                 raise cause from None
             if type(cause).__name__ == "SchemaInferenceError":  # the generator yielded no row
                 return None
             if type(cause).__name__ in ("ArrowInvalid", "ArrowTypeError", "ArrowNotImplementedError"):
+                raise DataError(f"{label}: rows disagree on a column's type ({cause})") from None
+            if isinstance(cause, OverflowError):
+                raise DataError(f"{label}: a number too large for Arrow ({cause})") from None
+            if isinstance(cause, TypeError) and "Couldn't write column" in str(cause):  # first batch all null
                 raise DataError(f"{label}: rows disagree on a column's type ({cause})") from None
             cause = cause.__cause__ or cause.__context__
         raise

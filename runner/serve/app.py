@@ -3,7 +3,11 @@
   POST /models/{name}   Hugging Face Inference API text generation (the Code Clippy VS Code extension)
   POST /v1/completions  OpenAI completions
   POST /v1/solve        the problem page: APPS prompt of training → solutions
-  GET  /                the problem page;   GET /health   liveness + batching counters;   GET /info
+  GET  /                the problem page;   GET /health   readiness + batching counters;   GET /info
+
+A request is read (body within `body_timeout`), tokenized in a thread pool, checked, and queued for
+the batcher; while it waits, the handler watches its connection, and a client that leaves takes its
+job out of the queue (or ends its rows at the next chunk). `guard.py` holds the limits below HTTP.
 """
 
 from __future__ import annotations
@@ -15,21 +19,33 @@ import re
 import socket
 import time
 import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.requests import ClientDisconnect
 
 from ..data.apps import apps_prompt
 from ..evals.sample import Sampling
 from .api import CompletionRequest, InferenceRequest, SolveRequest
 from .batcher import Batcher, Job, Result
+from .decode import compiled_programs
 from .errors import RequestError, parse
+from .guard import BODY_TIMEOUT, Guard, server_config
 from .source import Served
 
 log = logging.getLogger("ccrun.serve")
 MAX_BODY = 8 * 1024 * 1024  # bytes; MAX_INPUT_CHARS of text fits with room to spare
+TOKENIZERS = 4  # threads that tokenize prompts (a 1M-character prompt takes seconds: never on the model thread)
+BODIES = {"/models/{name}": InferenceRequest, "/v1/completions": CompletionRequest, "/v1/solve": SolveRequest}
+
+
+class ClientGone(Exception):
+    """The client closed its connection before it was answered: nothing to send, nothing to log."""
 
 
 class Limits:
@@ -59,21 +75,40 @@ def _fn_name(starter_code: str) -> str | None:
     return found.group(1) if found else None
 
 
-def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024) -> FastAPI:
-    """The FastAPI app serving `served` through `batcher` (closed when the app shuts down)."""
-    limits = Limits(served, batcher.max_batch, max_new_tokens)
+def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024, allow_hosts: Iterable[str] = (),
+              allow_origins: Iterable[str] = (), body_timeout: float = BODY_TIMEOUT) -> FastAPI:
+    """The FastAPI app serving `served` through `batcher` (closed when the app shuts down).
+
+    allow_hosts: Host names answered besides loopback names and IP addresses ("*": any);
+    allow_origins: origins whose pages may POST here besides the server's own ("*": any).
+    """
+    limits = Limits(served, batcher.max_batch, min(max_new_tokens, batcher.max_new_tokens))
     started = time.time()
+    tokenizers = ThreadPoolExecutor(TOKENIZERS, thread_name_prefix="ccrun-tokenize")
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
+        tokenizers.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(batcher.close)
 
     app = FastAPI(title="ccrun serve", summary=f"{served.name}: code completion", lifespan=lifespan)
+    allow_origins = list(allow_origins)
+    if allow_origins:  # pages from there may also read the answers
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=allow_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["content-type"])
+    app.add_middleware(Guard, allow_hosts=allow_hosts, allow_origins=allow_origins)  # added last: runs first
 
     @app.exception_handler(RequestError)
     async def refused(_request: Request, exc: RequestError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        close = {"connection": "close"} if exc.status == 408 else None  # a slow body: do not wait for the rest
+        return JSONResponse(exc.body(), status_code=exc.status, headers=close)
+
+    @app.exception_handler(ClientGone)
+    async def gone(_request: Request, _exc: ClientGone) -> JSONResponse:
+        return JSONResponse({"error": "the client closed the connection", "detail": []}, status_code=499)
 
     @app.exception_handler(Exception)
     async def failed(_request: Request, exc: Exception) -> JSONResponse:  # a bug answers 500; the server goes on
@@ -85,20 +120,52 @@ def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024) -
         if size is not None and size.isdigit() and int(size) > MAX_BODY:
             raise RequestError([("", f"the body is {int(size)} bytes; at most {MAX_BODY}")], status=413)
         chunks, total = [], 0
-        async for chunk in request.stream():  # a chunked upload has no Content-Length: count as it comes
-            total += len(chunk)
-            if total > MAX_BODY:
-                raise RequestError([("", f"the body is over {MAX_BODY} bytes")], status=413)
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(body_timeout):
+                async for chunk in request.stream():  # a chunked upload has no Content-Length: count as it comes
+                    total += len(chunk)
+                    if total > MAX_BODY:
+                        raise RequestError([("", f"the body is over {MAX_BODY} bytes")], status=413)
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise RequestError([("", f"the body did not arrive within {body_timeout:g} s")], status=408) from None
+        except ClientDisconnect:
+            raise ClientGone() from None
         return parse(b"".join(chunks), model)
 
-    async def generate(text: str, sampling: Sampling, n: int, stop: tuple[str, ...] = (),
+    def tokenize(text: str, max_new_tokens: int) -> list[int]:
+        ids = served.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids[-(limits.positions - max_new_tokens):]  # the cursor is at the end: a long document loses its beginning
+
+    async def left(request: Request) -> None:
+        """Returns when the client has closed the connection (the body is read: nothing else can come)."""
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    async def generate(request: Request, text: str, sampling: Sampling, n: int, stop: tuple[str, ...] = (),
                        max_time: float | None = None) -> Result:
+        ids = await asyncio.get_running_loop().run_in_executor(tokenizers, tokenize, text, sampling.max_new_tokens)
+        if await request.is_disconnected():
+            raise ClientGone()
         deadline = None if max_time is None else time.monotonic() + max_time
+        job = Job(ids, n, sampling, stop, deadline)
         try:
-            return await asyncio.wrap_future(batcher.submit(Job(text, n, sampling, stop, deadline)))
+            answer = asyncio.wrap_future(batcher.submit(job))
+        except RuntimeError as exc:  # shutting down
+            raise RequestError([("", str(exc))], status=503) from None
+        watch = asyncio.ensure_future(left(request))
+        try:
+            await asyncio.wait({answer, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # the client left, or this handler was cancelled: decode nothing more for it
+            watch.cancel()
+            if not answer.done():
+                job.abandon()
+        if not answer.done() or answer.cancelled():
+            raise ClientGone()
+        try:
+            return answer.result()
         except Exception as exc:  # noqa: BLE001 - one request failed; say why, keep serving
-            log.exception("generation failed")
+            log.error("generation failed: %s: %s", type(exc).__name__, exc)
             raise RequestError([("", f"generation failed: {type(exc).__name__}: {exc}")], status=500) from None
 
     @app.post("/models/{name:path}")
@@ -108,7 +175,8 @@ def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024) -
         p = body.parameters
         sampling = body.sampling()
         limits.check(sampling, tokens_at="parameters.max_new_tokens", top_k_at="parameters.top_k")
-        result = await generate(body.inputs, sampling, p.num_return_sequences or 1, tuple(p.stop or ()), p.max_time)
+        result = await generate(request, body.inputs, sampling, p.num_return_sequences or 1, tuple(p.stop or ()),
+                                p.max_time)
         prefix = body.inputs if p.return_full_text is not False else ""
         return [{"generated_text": prefix + c.text} for c in result.completions]
 
@@ -118,7 +186,7 @@ def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024) -
         body: CompletionRequest = await body_of(request, CompletionRequest)
         sampling = body.sampling()
         limits.check(sampling, tokens_at="max_tokens")
-        result = await generate(body.prompt, sampling, body.n, body.stops())
+        result = await generate(request, body.prompt, sampling, body.n, body.stops())
         prefix = body.prompt if body.echo else ""
         generated = sum(c.tokens for c in result.completions)
         return {
@@ -141,7 +209,7 @@ def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024) -
         # apps_prompt reads only whether there is a function name: call-based problems have one
         fn_name = (_fn_name(body.starter_code) or "solution") if body.format == "call_based" else None
         prompt = apps_prompt(body.question, body.starter_code or None, fn_name)
-        result = await generate(prompt, sampling, body.n)
+        result = await generate(request, prompt, sampling, body.n)
         return {"prompt": prompt, "prompt_tokens": result.prompt_tokens,
                 "solutions": [c.text for c in result.completions],
                 "finish_reasons": [c.finish_reason for c in result.completions]}
@@ -151,27 +219,57 @@ def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024) -
         return resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "uptime_s": round(time.time() - started, 1), "batching": batcher.stats()}
+    async def health() -> JSONResponse:
+        """200 once every program is compiled; 503 while starting ("starting") or if that failed ("failed")."""
+        status = "failed" if batcher.warm_error else "ok" if batcher.ready.is_set() else "starting"
+        body = {"status": status, "uptime_s": round(time.time() - started, 1),
+                "compiled": {"programs": batcher.shapes.programs, "done": batcher.compiled},
+                "batching": batcher.stats()}
+        if batcher.warm_error:
+            body["error"] = f"compiling failed: {batcher.warm_error}"
+        return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
     @app.get("/info")
     async def info() -> dict[str, Any]:
         return {**served.info(), "limits": {"max_new_tokens": limits.max_new_tokens, "max_batch": limits.max_batch},
+                "decoding": {**batcher.shapes.describe(), "chunk": batcher.chunk, "ready": batcher.ready.is_set(),
+                             "compile_s": round(batcher.warm_s, 1), "compiled_in_process": compiled_programs()},
                 "batching": batcher.stats()}
 
+    def openapi() -> dict[str, Any]:
+        """FastAPI's description, with the request bodies (read by hand, for clear messages) described."""
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for path, model in BODIES.items():
+                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(body.pop("$defs", {}))
+                components[model.__name__] = body
+                schema["paths"][path]["post"]["requestBody"] = {"required": True, "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
 
 
 def serve(served: Served, sock: socket.socket, *, max_batch: int = 8, batch_wait_ms: float = 5.0,
-          max_new_tokens: int = 1024, log_level: str = "info") -> None:
-    """Serve until interrupted (Ctrl-C / SIGTERM) on the already-bound `sock`."""
+          max_new_tokens: int = 1024, log_level: str = "info", allow_hosts: Iterable[str] = (),
+          allow_origins: Iterable[str] = (), max_connections: int | None = None) -> None:
+    """Serve until interrupted (Ctrl-C / SIGTERM) on the already-bound `sock`. /health answers 200
+    once every program is compiled (the first requests wait for that)."""
     import uvicorn
 
-    batcher = Batcher(served.model, served.tokenizer, max_batch=max_batch, wait_s=batch_wait_ms / 1000)
-    app = build_app(served, batcher, max_new_tokens=max_new_tokens)
+    batcher = Batcher(served.model, served.tokenizer, max_batch=max_batch, wait_s=batch_wait_ms / 1000,
+                      max_new_tokens=max_new_tokens)
+    app = build_app(served, batcher, max_new_tokens=max_new_tokens, allow_hosts=allow_hosts,
+                    allow_origins=allow_origins)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"ccrun serve: {served.name} ({served.kind}: {served.source}) on http://{shown}:{port}/\n"
           f"  editor (Inference API): POST http://{shown}:{port}/models/{served.name}\n"
-          f"  OpenAI completions:     POST http://{shown}:{port}/v1/completions", flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=[sock])
+          f"  OpenAI completions:     POST http://{shown}:{port}/v1/completions\n"
+          f"  compiling {batcher.shapes.programs} programs (rows {list(batcher.shapes.rows)} x slots "
+          f"{list(batcher.shapes.slots)}); /health answers 200 when done", flush=True)
+    uvicorn.Server(server_config(app, log_level=log_level, max_connections=max_connections)).run(sockets=[sock])

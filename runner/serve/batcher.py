@@ -1,39 +1,51 @@
 """Dynamic batching: requests that arrive together are decoded together, by one thread that owns the model.
 
-HTTP handlers put a `Job` on the queue and await its future, so the event loop never decodes. The
-thread takes the oldest job and the queued jobs that share its sample count and max_new_tokens
-(the shape of the decode; temperature, top_p and top_k are per row and may differ), up to `max_batch`
-requests, waiting up to `wait_s` for companions while the batch is not full, and runs
-`generate` once for all of them. Batch sizes are rounded up to powers of two, so a handful of
-shapes compile. Each job keeps its own stop sequences and deadline (checked between chunks).
+HTTP handlers tokenize (in a thread pool, never here), put a `Job` on the queue and await its future,
+so the event loop never decodes. The thread first compiles every program of `decode.Shapes` (the
+server is not ready before), then takes the oldest job and the queued jobs behind it, up to
+`max_batch` requests and `max_rows` sequences (a request's n samples are n rows; one with more
+samples than a batch holds is decoded over several), waiting up to `wait_s` for companions while
+the batch is not full. Any requests can share a batch: sampling settings and token budgets are per
+row. Each job keeps its own stop sequences and deadline, checked between chunks; a job whose client
+has gone (`Job.abandon`) is dropped from the queue, and its rows end at the next chunk. A job is
+answered as soon as its rows are done, not when its batch ends.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..evals.sample import Sampling, cut_at_stop, generate
+import numpy as np
 
-CHUNK = 16  # tokens decoded between checks of stops and deadlines (16: an editor completion's length)
+from ..evals.sample import Sampling, cut_at_stop
+from .decode import Decoder, Shapes, _pow2
+
+CHUNK = 16  # tokens decoded between checks of stops, deadlines and clients (16: an editor completion's length)
 
 
-@dataclass
+@dataclass(eq=False)  # a job is itself: hashed and compared by identity
 class Job:
-    text: str
+    ids: list[int]  # prompt tokens, already cut from the left to fit the context with the budget
     n: int
     sampling: Sampling
     stop: tuple[str, ...] = ()
     deadline: float | None = None  # time.monotonic() seconds; past it, the rows end with what they have
     future: Future = field(default_factory=Future)
+    gone: bool = False  # the client has left: decode nothing more for it
+    # the batcher's bookkeeping
+    scheduled: int = 0  # samples handed to a batch so far
+    samples: dict[int, list[int]] = field(default_factory=dict)
+    timed_out: set[int] = field(default_factory=set)
+    failed: bool = False
 
-    @property
-    def key(self) -> tuple[int, int]:
-        """Jobs with the same key can share a batch: the same samples per prompt and token budget."""
-        return self.n, self.sampling.max_new_tokens
+    def abandon(self) -> None:
+        """The client has gone: a queued job never reaches the decoder; a running one ends at the next chunk."""
+        self.gone = True
+        self.future.cancel()
 
 
 @dataclass(frozen=True)
@@ -49,25 +61,43 @@ class Result:
     completions: list[Completion]
 
 
-def _pow2(n: int) -> int:
-    return 1 << max(0, n - 1).bit_length()
+def _settle(future: Future, *, result: Any = None, error: BaseException | None = None) -> None:
+    """Answer a future unless it was answered or cancelled already (its client has gone)."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
 
 
 class Batcher:
-    """The background decoding loop. `submit` is thread-safe; `stats()` says how batches were formed."""
+    """The background decoding loop. `submit` is thread-safe; `stats()` says how batches were formed;
+    `ready` is set once every program is compiled."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_batch: int = 8, wait_s: float = 0.005, chunk: int = CHUNK):
+    def __init__(self, model: Any, tokenizer: Any, *, max_batch: int = 8, wait_s: float = 0.005, chunk: int = CHUNK,
+                 max_new_tokens: int | None = None):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1 (got {max_batch})")
         self.model, self.tokenizer = model, tokenizer
         self.max_batch, self.wait_s, self.chunk = max_batch, wait_s, chunk
-        self._generate = generate  # the sampler; one attribute, so a test can make it fail
+        self.max_rows = _pow2(max_batch)
+        positions = model.config.max_positions
+        self.max_new_tokens = min(max_new_tokens or positions - 1, positions - 1)
+        self.shapes = Shapes.plan(max_rows=self.max_rows, positions=positions, max_new_tokens=self.max_new_tokens)
+        self.decoder = Decoder(model, self.shapes, eos_id=tokenizer.eos_token_id, chunk=chunk)
+        self._run = self.decoder.run  # one attribute, so a test can make decoding fail
+        self.ready = threading.Event()
+        self.compiled = 0  # programs compiled so far (of shapes.programs)
+        self.warm_s = 0.0
+        self.warm_error: str | None = None
         self._queue: list[Job] = []
         self._cond = threading.Condition()
         self._closed = False
-        self._stats = {"requests": 0, "failed": 0, "batches": 0, "largest_batch": 0, "shared_batch": 0,
-                       "sequences": 0, "decode_s": 0.0}
-        self._thread = threading.Thread(target=self._loop, name="ccrun-batcher", daemon=True)
+        self._stats = {"requests": 0, "failed": 0, "dropped": 0, "batches": 0, "largest_batch": 0,
+                       "shared_batch": 0, "sequences": 0, "decode_s": 0.0}
+        self._thread = threading.Thread(target=self._main, name="ccrun-batcher", daemon=True)
         self._thread.start()
 
     def submit(self, job: Job) -> Future:
@@ -79,11 +109,12 @@ class Batcher:
         return job.future
 
     def stats(self) -> dict[str, Any]:
-        """requests/failed: finished jobs; largest_batch: most requests decoded in one batch;
-        shared_batch: requests decoded together with at least one other."""
+        """requests/failed: finished jobs; dropped: jobs whose client left before they were answered;
+        largest_batch: most requests decoded in one batch; shared_batch: requests decoded together
+        with at least one other."""
         with self._cond:
             return {**self._stats, "decode_s": round(self._stats["decode_s"], 3), "queued": len(self._queue),
-                    "max_batch": self.max_batch, "batch_wait_ms": self.wait_s * 1000}
+                    "max_batch": self.max_batch, "max_rows": self.max_rows, "batch_wait_ms": self.wait_s * 1000}
 
     def close(self) -> None:
         with self._cond:
@@ -93,86 +124,137 @@ class Batcher:
 
     # --- the thread ----------------------------------------------------------------------------
 
-    def _take(self) -> list[Job] | None:
-        """The next batch: the oldest job and its companions (None once closed)."""
+    def _main(self) -> None:
+        started = time.perf_counter()
+        try:
+            self.decoder.warm(lambda k: setattr(self, "compiled", k))
+        except Exception as exc:  # noqa: BLE001 - the server says it cannot serve instead of dying silently
+            self.warm_error = f"{type(exc).__name__}: {exc}"
+        self.warm_s = time.perf_counter() - started
+        self.ready.set()
+        while (batch := self._take()) is not None:
+            try:
+                self._decode(batch)
+            except Exception as exc:  # noqa: BLE001 - a bug here fails its batch, never the thread
+                for job, _ in batch:
+                    job.failed = True
+                    _settle(job.future, error=exc)
+
+    def _drop_gone(self) -> None:
+        """Take jobs whose client has left out of the queue (the caller holds the lock)."""
+        gone = [j for j in self._queue if j.gone or j.failed or j.future.cancelled()]
+        for job in gone:
+            self._queue.remove(job)
+        self._stats["dropped"] += sum(not j.failed for j in gone)
+
+    def _take(self) -> list[tuple[Job, int]] | None:
+        """The next batch as (job, sample index) rows: the oldest job first (None once closed)."""
         with self._cond:
-            while not self._queue and not self._closed:
+            while True:
+                self._drop_gone()
+                if self._queue or self._closed:
+                    break
                 self._cond.wait()
             if self._closed:
                 for job in self._queue:
-                    if job.future.set_running_or_notify_cancel():
-                        job.future.set_exception(RuntimeError("the server is shutting down"))
+                    _settle(job.future, error=RuntimeError("the server is shutting down"))
                 self._queue.clear()
                 return None
-            key = self._queue[0].key
-            cap = self.max_batch  # requests per batch (each decodes its n samples)
             end = time.monotonic() + self.wait_s
-            while sum(j.key == key for j in self._queue) < cap and not self._closed:
+            while not self._closed:
+                self._drop_gone()
+                waiting = sum(j.n - j.scheduled for j in self._queue)
+                if len(self._queue) >= self.max_batch or waiting >= self.max_rows:
+                    break
                 left = end - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            group = [j for j in self._queue if j.key == key][:cap]
-            for job in group:
-                self._queue.remove(job)
-        return [j for j in group if j.future.set_running_or_notify_cancel()]  # skip requests given up on
+            self._drop_gone()
+            rows: list[tuple[Job, int]] = []
+            jobs = 0
+            for job in list(self._queue):
+                if len(rows) >= self.max_rows or jobs >= self.max_batch:
+                    break
+                if not job.scheduled and not job.future.set_running_or_notify_cancel():
+                    self._queue.remove(job)  # cancelled between the check and now
+                    self._stats["dropped"] += 1
+                    continue
+                take = min(job.n - job.scheduled, self.max_rows - len(rows))
+                rows += [(job, job.scheduled + s) for s in range(take)]
+                job.scheduled += take
+                jobs += 1
+                if job.scheduled == job.n:
+                    self._queue.remove(job)
+            return rows
 
-    def _loop(self) -> None:
-        while (group := self._take()) is not None:
-            if not group:
-                continue
-            started = time.perf_counter()
-            try:
-                results = self._decode(group)
-            except Exception as exc:  # noqa: BLE001 - a failed batch fails its requests, never the server
-                for job in group:
-                    job.future.set_exception(exc)
-                with self._cond:
-                    self._stats["failed"] += len(group)
-                continue
-            with self._cond:
-                s = self._stats
-                s["requests"] += len(group)
-                s["batches"] += 1
-                s["largest_batch"] = max(s["largest_batch"], len(group))
-                s["shared_batch"] += len(group) if len(group) > 1 else 0
-                s["sequences"] += len(group) * group[0].n
-                s["decode_s"] += time.perf_counter() - started
-            for job, result in zip(group, results, strict=True):
-                job.future.set_result(result)
+    def _decode(self, batch: list[tuple[Job, int]]) -> None:
+        if not batch:
+            return
+        jobs = list(dict.fromkeys(job for job, _ in batch))
+        started = time.perf_counter()
+        answered: set[int] = set()
 
-    def _decode(self, group: list[Job]) -> list[Result]:
-        n = group[0].n
-        sampling = group[0].sampling  # max_new_tokens is the group's; the other knobs are per job
-        room = self.model.config.max_positions - sampling.max_new_tokens
-        if room < 1:
-            raise ValueError(f"max_new_tokens {sampling.max_new_tokens} leaves no room for a prompt")
-        # the cursor is at the end: a long document loses its beginning
-        prompts = [self.tokenizer(j.text, add_special_tokens=False)["input_ids"][-room:] for j in group]
-        timed_out: set[tuple[int, int]] = set()
+        def finish(tokens: list[list[int]], done: np.ndarray, final: bool) -> None:
+            """Keep the finished rows' tokens; answer every job whose samples are all in."""
+            for r, (job, s) in enumerate(batch):
+                if done[r] or final:
+                    job.samples.setdefault(s, tokens[r][: job.sampling.max_new_tokens])
+            for job in jobs:
+                if id(job) not in answered and len(job.samples) == job.n:
+                    answered.add(id(job))
+                    self._answer(job)
 
-        def row_done(i: int, s: int, tokens: list[int]) -> bool:
-            job = group[i]
-            if job.deadline is not None and time.monotonic() >= job.deadline:
-                timed_out.add((i, s))
-                return True
-            return bool(job.stop) and any(x in self.tokenizer.decode(tokens) for x in job.stop)
+        def after_chunk(tokens: list[list[int]], done: np.ndarray) -> np.ndarray:
+            now = time.monotonic()
+            for r, (job, s) in enumerate(batch):
+                if done[r]:
+                    continue
+                if job.gone:
+                    done[r] = True
+                elif job.deadline is not None and now >= job.deadline:
+                    done[r] = True
+                    job.timed_out.add(s)
+                elif job.stop and any(x in self.tokenizer.decode(tokens[r]) for x in job.stop):
+                    done[r] = True
+            finish(tokens, done, final=False)
+            return done
 
-        watch = any(j.stop or j.deadline is not None for j in group)
         with self._cond:
-            seed = self._stats["batches"]  # a fresh draw per batch; greedy does not depend on it
-        tokens = self._generate(
-            self.model, prompts, n=n, sampling=[j.sampling for j in group], eos_id=self.tokenizer.eos_token_id,
-            seed=seed, batch_size=min(_pow2(len(group)), self.max_batch) * n,  # sequences: a few padded shapes
-            row_done=row_done if watch else None, chunk=self.chunk,
-        )
-        results = []
-        for i, (job, samples) in enumerate(zip(group, tokens, strict=True)):
-            completions = []
-            for s, ids in enumerate(samples):
-                text = self.tokenizer.decode(ids)
-                cut = cut_at_stop(text, job.stop)
-                ended = len(ids) < sampling.max_new_tokens and (i, s) not in timed_out  # EOS
-                completions.append(Completion(cut, len(ids), "stop" if ended or cut != text else "length"))
-            results.append(Result(len(prompts[i]), completions))
-        return results
+            s = self._stats
+            seed = s["batches"]  # a fresh draw per batch; greedy does not depend on it
+            s["batches"] += 1
+            s["largest_batch"] = max(s["largest_batch"], len(jobs))
+            s["shared_batch"] += len(jobs) if len(jobs) > 1 else 0
+            s["sequences"] += len(batch)
+        try:
+            tokens = self._run([job.ids for job, _ in batch], [job.sampling for job, _ in batch],
+                               [job.sampling.max_new_tokens for job, _ in batch], seed=seed, after_chunk=after_chunk)
+        except Exception as exc:  # noqa: BLE001 - a failed batch fails its requests, never the server
+            for job in jobs:
+                if id(job) not in answered:
+                    job.failed = True
+                    _settle(job.future, error=exc)
+            with self._cond:
+                self._stats["failed"] += sum(id(j) not in answered for j in jobs)
+            return
+        with self._cond:
+            self._stats["decode_s"] += time.perf_counter() - started
+        finish(tokens, np.ones(len(batch), bool), final=True)
+
+    def _answer(self, job: Job) -> None:
+        """All of a job's samples are in: its Result (or nothing, if its client has gone)."""
+        with self._cond:
+            if job.gone:
+                self._stats["dropped"] += 1
+                return
+            self._stats["requests"] += 1
+        budget = job.sampling.max_new_tokens
+        completions = []
+        for s in range(job.n):
+            ids = job.samples[s]
+            text = self.tokenizer.decode(ids)
+            cut = cut_at_stop(text, job.stop)
+            ended = len(ids) < budget and s not in job.timed_out  # EOS
+            completions.append(Completion(cut, len(ids), "stop" if ended or cut != text else "length"))
+        _settle(job.future, result=Result(len(job.ids), completions))

@@ -1,6 +1,8 @@
 """One tiny model saved as a Hugging Face directory, served once for the whole package: uvicorn in a
 thread of this process on a free loopback port, so tests share compiled shapes and can reach the
-server's batcher (to count batches, or to make one request fail)."""
+server's batcher (to count batches, or to make one request fail). Its timeouts are short
+(HEADER_TIMEOUT, BODY_TIMEOUT) and its connection cap small (MAX_CONNECTIONS), so that the tests of
+slow and many clients finish in seconds."""
 
 import threading
 import time
@@ -10,6 +12,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+HEADER_TIMEOUT = 2.0  # s
+BODY_TIMEOUT = 3.0  # s
+MAX_CONNECTIONS = 48
 
 
 @pytest.fixture(scope="session")
@@ -44,20 +49,24 @@ def server(hf_dir):
 
     from runner.serve.app import build_app
     from runner.serve.batcher import Batcher
+    from runner.serve.guard import server_config
     from runner.serve.source import listen, open_hf
 
     served = open_hf(hf_dir)
     # a generous window, so requests sent together in a test surely share a batch
-    batcher = Batcher(served.model, served.tokenizer, max_batch=8, wait_s=0.05)
+    batcher = Batcher(served.model, served.tokenizer, max_batch=8, wait_s=0.05, max_new_tokens=512)
     sock = listen("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(build_app(served, batcher, max_new_tokens=512), log_level="warning"))
+    app = build_app(served, batcher, max_new_tokens=512, body_timeout=BODY_TIMEOUT)
+    uv = uvicorn.Server(server_config(app, log_level="warning", header_timeout=HEADER_TIMEOUT,
+                                      max_connections=MAX_CONNECTIONS))
     thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not uv.started:
         assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
         time.sleep(0.02)
+    assert batcher.ready.wait(timeout=600) and batcher.warm_error is None, batcher.warm_error
     yield Running(f"http://127.0.0.1:{port}", served, batcher)
     uv.should_exit = True
     thread.join(timeout=30)

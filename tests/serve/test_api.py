@@ -213,7 +213,7 @@ def test_the_server_survives_a_request_that_fails_inside(server, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom in the sampler")
 
-    monkeypatch.setattr(server.batcher, "_generate", broken)
+    monkeypatch.setattr(server.batcher, "_run", broken)
     r = post(server, "/models/ccrun", {"inputs": "def f():", "parameters": GREEDY16})
     assert r.status_code == 500
     assert "RuntimeError: boom in the sampler" in r.json()["error"]
@@ -229,7 +229,10 @@ def test_health_and_info(server, hf_dir):
     assert info["model"]["type"] == "gpt-neo" and info["model"]["max_positions"] == 256
     assert info["source"] == str(hf_dir.resolve()) and info["kind"] == "hf" and info["recipe_hash"] is None
     assert info["limits"] == {"max_new_tokens": 255, "max_batch": 8}
-    assert httpx.get(server.url + "/health").json()["status"] == "ok"
+    assert info["decoding"]["programs"] == 24 and info["decoding"]["ready"]
+    health = httpx.get(server.url + "/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert health.json()["compiled"] == {"programs": 24, "done": 24}
 
 
 def test_solve_prompts_with_the_apps_prompt_of_training(server):

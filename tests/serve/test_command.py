@@ -41,19 +41,29 @@ def run_dir(hf_dir, tmp_path_factory) -> Path:
 
 def test_serve_a_run_directory(run_dir):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "serve", str(run_dir), "--port", str(port)],
+    # --max-batch 2 --max-new-tokens 64: 12 programs to compile before /health says ready (not 24)
+    proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "serve", str(run_dir), "--port", str(port),
+                             "--max-batch", "2", "--max-new-tokens", "64"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
+        starting = False
         while True:
             assert proc.poll() is None, proc.stdout.read()
             assert time.monotonic() < deadline, "ccrun serve did not answer in time"
             try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
+                health = httpx.get(url + "/health", timeout=2)
             except httpx.TransportError:
                 time.sleep(0.2)
+                continue
+            if health.status_code == 200:
+                break
+            assert health.status_code == 503 and health.json()["status"] == "starting", health.text
+            starting = True
+            time.sleep(0.2)
+        assert starting, "/health said ready before compiling"
+        assert httpx.get(url + "/info").json()["decoding"]["programs"] == 12
         info = httpx.get(url + "/info").json()
         provenance = json.loads((run_dir / "provenance.json").read_text())
         assert info["kind"] == "run" and info["model"]["name"] == "tiny-serve"
@@ -70,7 +80,7 @@ def test_serve_a_run_directory(run_dir):
         except subprocess.TimeoutExpired:
             proc.kill()
             output = proc.communicate()[0]
-    assert f"on http://127.0.0.1:{port}/" in output and "/models/tiny-serve" in output
+    assert f"on http://127.0.0.1:{port}/" in output and "/models/tiny-serve" in output and "compiling 12 programs" in output
     assert "Traceback" not in output
 
 

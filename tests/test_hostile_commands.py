@@ -385,3 +385,15 @@ def test_the_library_plot_never_replaces_a_file(run, tmp):
     with pytest.raises(FileExistsError):
         plot([run], tmp / "keep.txt", exclusive=True)
     assert (tmp / "keep.txt").read_text() == "mine\n"
+
+
+# --- resolve --or-raw -----------------------------------------------------------------------------
+
+def test_resolve_or_raw_shows_a_broken_file_and_refuses_what_is_no_file(tmp):
+    write(tmp / "bad.yaml", b"name: [\xff\n")
+    out = ccrun("resolve", "--or-raw", str(tmp / "bad.yaml"))
+    assert out.returncode == 0 and out.stdout.startswith("# ccrun: ") and out.stdout.endswith("name: [\ufffd\n"), out
+    os.mkfifo(tmp / "fifo.yaml")  # would block a reader forever
+    refused(tmp, "resolve", "--or-raw", tmp / "fifo.yaml", needle="not a regular file")
+    refused(tmp, "resolve", "--or-raw", tmp / "missing.yaml", needle="file not found")
+    refused(tmp, "resolve", "--or-raw", tmp, needle="is a directory")

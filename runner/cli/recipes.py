@@ -43,7 +43,7 @@ def resolve(
 ) -> None:
     """Print the canonical recipe: every default filled, derived values explicit, extends merged."""
     from ..recipe.errors import RecipeError
-    from ..recipe.load import load_recipe
+    from ..recipe.load import load_recipe, read_recipe_bytes
     from ..recipe.resolve import recipe_hash, to_yaml
 
     try:
@@ -51,8 +51,12 @@ def resolve(
     except RecipeError as exc:
         if not or_raw:
             raise
+        try:
+            raw = read_recipe_bytes(recipe)
+        except RecipeError:
+            raise exc from None  # no file to show as is (missing, a directory, a FIFO, too big): its error
         comments = "".join(f"# ccrun: {line}\n" for line in str(exc).splitlines())
-        typer.echo(comments + recipe.read_text(encoding="utf-8", errors="replace"), nl=False)
+        typer.echo(comments + raw.decode("utf-8", errors="replace"), nl=False)
         return
     typer.echo(recipe_hash(loaded.recipe) if hash_only else to_yaml(loaded.recipe), nl=hash_only)
 

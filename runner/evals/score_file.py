@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -63,7 +64,13 @@ def score_file(samples: Path, *, suite: Literal["humaneval", "apps"], problems: 
     from .apps import problems_by_id, score
     from .humaneval import check_known
 
-    table = problems_by_id(read_problems(problems, where="--problems"))
+    listed = read_problems(problems, where="--problems")
+    table = problems_by_id(listed)
+    if len(table) < len(listed):
+        counts = Counter(str(r["problem_id"]) for r in listed)
+        again = sorted(i for i, n in counts.items() if n > 1)
+        raise BadInput(f"--problems {problems}: problem_id {', '.join(again[:5])} appears more than once "
+                       "(ids are compared as strings): which one would a sample be scored against?")
     check_known(rows, table, "problem")
     return score(rows, table, Sandbox(), timeout_s=timeout_s, workers=workers, ks=ks)
 

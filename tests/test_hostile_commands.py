@@ -112,11 +112,11 @@ def test_samples_that_are_not_a_regular_file(tmp):
 
 # --- eval-samples: the arguments ----------------------------------------------------------------
 
-@pytest.mark.parametrize("timeout", ["nan", "inf", "-inf", "-1", "0", "0.0", "1e9"])
+@pytest.mark.parametrize("timeout", ["nan", "inf", "-inf", "-1", "0", "0.0", "-0.0", "1e-300", "0.001", "3600.5", "1e9"])
 def test_eval_samples_refuses_a_timeout_that_cannot_be(tmp, timeout):
     write(tmp / "s.jsonl", GOOD_SAMPLE)
     refused(tmp, "eval-samples", tmp / "s.jsonl", "--timeout", timeout, "--out", tmp / "out",
-            needle="--timeout: seconds per program, more than 0 and at most 3600")
+            needle="--timeout: seconds per program, from 0.01 to 3600")
 
 
 @pytest.mark.parametrize("k, needle", [

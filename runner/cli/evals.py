@@ -38,7 +38,7 @@ def eval_samples(
     ] = None,
     workers: Annotated[int, typer.Option(min=1, max=MAX_WORKERS, help="Programs run at once.")] = 2,
     timeout: Annotated[Optional[float], typer.Option(
-        help="Seconds per program (HumanEval 3, APPS 4 per test); more than 0, at most 3600.")] = None,
+        help="Seconds per program (HumanEval 3, APPS 4 per test); from 0.01 to 3600.")] = None,
     k: Annotated[str, typer.Option(help="pass@k values, comma-separated.")] = "1,10,100",
     out: Annotated[Optional[Path], typer.Option(
         help="New (or empty) directory for results.jsonl and results.json (default: SAMPLES' name + -results).")] = None,

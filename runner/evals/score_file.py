@@ -19,7 +19,7 @@ from ..common.io import atomic_write
 
 SUITES = ("humaneval", "apps")
 DEFAULT_TIMEOUT_S = {"humaneval": 3.0, "apps": 4.0}  # per program (HumanEval) or per test (APPS)
-MAX_TIMEOUT_S = 3600.0
+MIN_TIMEOUT_S, MAX_TIMEOUT_S = 0.01, 3600.0  # less cannot start a program; more is a typo (an hour per program)
 
 
 def check_arguments(samples: Path, *, suite: str, problems: Path | None, timeout_s: float | None) -> float:
@@ -39,8 +39,8 @@ def check_arguments(samples: Path, *, suite: str, problems: Path | None, timeout
         raise BadInput("--problems: APPS needs the problems file (JSON Lines with the APPS fields)")
     if timeout_s is None:
         return DEFAULT_TIMEOUT_S[suite]
-    if not (math.isfinite(timeout_s) and 0 < timeout_s <= MAX_TIMEOUT_S):
-        raise BadInput(f"--timeout: seconds per program, more than 0 and at most {MAX_TIMEOUT_S:.0f} (got {timeout_s})")
+    if not (math.isfinite(timeout_s) and MIN_TIMEOUT_S <= timeout_s <= MAX_TIMEOUT_S):
+        raise BadInput(f"--timeout: seconds per program, from {MIN_TIMEOUT_S} to {MAX_TIMEOUT_S:.0f} (got {timeout_s})")
     return float(timeout_s)
 
 

@@ -429,6 +429,7 @@ def _validate(tree: _Tree, positions: Positions, fragment: bool) -> Recipe | Non
 def _check_sweep(tree: _Tree, positions: Positions) -> None:
     """Every sweep key must be a real path, and every grid value valid there."""
     problems: list[Problem] = []
+    without = {k: v for k, v in tree.data.items() if k != "sweep"}  # copied per value: the sweep is not
     for key, values in (tree.data.get("sweep") or {}).items():
         where = ("sweep", key)
         if key.split(".")[0] in ("sweep", "name", "extends"):
@@ -444,8 +445,7 @@ def _check_sweep(tree: _Tree, positions: Positions) -> None:
             problems.append(Problem(positions.at(where, key=True), format_path(where), message))
             continue
         for i, value in enumerate(values):
-            point = copy.deepcopy(tree.data)
-            point.pop("sweep")
+            point = copy.deepcopy(without)
             try:
                 _set(point, path, copy.deepcopy(value))
                 Recipe.model_validate(point)

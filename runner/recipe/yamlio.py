@@ -5,13 +5,14 @@ the last one silently), and resolves plain scalars by YAML 1.2's core rules: `5e
 `yes`/`no`/`on`/`off` are strings, dates stay strings.
 
 Reading is safe against hostile text: only plain values (mappings, lists, strings, numbers,
-booleans, null) are built, never objects (`!!python/object` is refused like any other tag), and
-one document may hold at most MAX_VALUES values once its aliases are expanded and nest at most
-MAX_DEPTH collections deep. PyYAML itself shares an anchored node between its aliases and leaves
-the cost of expanding them to whoever walks the tree: 353 bytes of nested aliases ("billion
-laughs") expand to 10**9 values, and `&a [*a]` is a list that contains itself. The composer here
-measures every anchored node as it is built, so such a document is refused at the offending alias,
-before anything is expanded.
+booleans, null) are built, never objects (`!!python/object` is refused like any other tag, as
+yaml.safe_load does); a recipe (its file, what it extends, its --set values: one Budget) may hold
+at most MAX_VALUES values and MAX_CHARS characters of text once its aliases are expanded, nested at
+most MAX_DEPTH collections deep; characters YAML does not allow (a NUL) are refused where they are.
+PyYAML itself shares an anchored node between its aliases and leaves the cost of expanding them to
+whoever walks the tree: 353 bytes of nested aliases ("billion laughs") expand to 10**9 values, and
+`&a [*a]` is a list that contains itself. The composer here measures every anchored node as it is
+built, so such a document is refused at the offending alias, before anything is expanded.
 """
 
 from __future__ import annotations

@@ -25,6 +25,8 @@ from runner.recipe.errors import RecipeError
 from runner.recipe.load import MAX_EXTENDS_DEPTH, MAX_FILES, load_recipe
 from runner.recipe.yamlio import MAX_CHARS, MAX_DEPTH, MAX_VALUES
 
+from ..helpers import ccrun
+
 BASE = "name: t\nmodel: {arch: gpt-neo, checkpoint: EleutherAI/gpt-neo-125M}\n"
 SCRATCH = (
     "name: t\n"
@@ -341,8 +343,6 @@ def test_long_name(tmp_path):
 
 
 def test_long_name_on_dry_run_writes_nothing(tmp_path):
-    from tests.helpers import ccrun
-
     write(tmp_path, BASE.replace("name: t", "name: " + "n" * 300))
     out = ccrun("run", "bad.yaml", "--dry-run", "--runs-dir", "runs", cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr

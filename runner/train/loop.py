@@ -25,7 +25,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from ..common.errors import Interrupted, RunFailed
+from ..common.errors import BadInput, Interrupted, RunFailed
 from ..common.procs import is_primary
 from ..common.streams import stream_key
 from ..model import load_params
@@ -37,6 +37,10 @@ from .step import BATCH_COLUMNS, make_eval_step, make_train_step
 
 # Dense bf16 peak FLOP/s by device kind (the sparse figures are twice these: never divide by them).
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
+
+
+class MetricsError(BadInput):
+    """A run's metrics.jsonl damaged (not by a kill mid-write): resuming would lose or invent records."""
 
 
 class TrainingError(RunFailed):
@@ -79,10 +83,29 @@ class MetricsLog:
         self.path = path
 
     def truncate_after(self, step: int) -> None:
+        """Keep the records up to `step` (resuming from its checkpoint). A last line cut short (the
+        process was killed while writing it) is dropped; a damaged line before it is bad input."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
-        if len(kept) == len(self.path.read_text().splitlines()):
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        kept = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                record_step = record.get("step", 0) if isinstance(record, dict) else None
+                if not isinstance(record_step, int):
+                    raise ValueError("no integer step")
+            except (ValueError, RecursionError) as exc:
+                if number == len(lines) and not data.endswith(b"\n"):  # cut by a kill mid-write
+                    continue
+                raise MetricsError(f"{self.path}:{number}: a damaged record ({type(exc).__name__}); "
+                                   f"remove that line (or the run) to resume") from None
+            if record_step <= step:
+                kept.append(line.decode("utf-8", "replace"))
+        if data.endswith(b"\n") and len(kept) == sum(1 for line in lines if line.strip()):
             return  # nothing after the checkpoint (a run resumed after its last step): the file stays as it is
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(line + "\n" for line in kept))

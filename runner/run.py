@@ -161,11 +161,12 @@ def execute(loaded: Loaded, run: RunDir, *, log: Log | None = None) -> RunSummar
             run.file("eval", spec.name).mkdir(parents=True, exist_ok=True)
             write_json(done, loss.model_dump(mode="json"))
             log(f"eval {spec.name}: val loss {loss.val_loss:.4f}, perplexity {loss.val_perplexity:.2f}")
-        if recipe.train is not None and not all(run.file("plots", f).is_file() for f in ("loss.png", "lr.png")):
+        if recipe.train is not None:  # resuming: only what is missing is drawn; nothing drawn is replaced
             from .track.compare import plot
 
-            plot([run.path], run.file("plots", "loss.png"))
-            plot([run.path], run.file("plots", "lr.png"), metric="train/lr")
+            for name, metric in (("loss.png", "loss"), ("lr.png", "train/lr")):
+                if not run.file("plots", name).is_file():
+                    plot([run.path], run.file("plots", name), metric=metric, exclusive=True)
         if not all(run.file("final", f).is_file() for f in ("config.json", "model.safetensors", "tokenizer.json")):
             from .model import save_pretrained
 

@@ -117,13 +117,23 @@ def flatten_meta(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+MAX_LINE_CHARS = 64 << 20  # bytes; one source file per line: a longer line is a damaged or wrong file
+
+
 def jsonl_records(files: list[Path], text_field: str, on_error: str,
                   counts: dict[str, int]) -> Iterator[tuple[Path, int, dict]]:
     """(file, line number, row) of JSON Lines files; `counts` gets lines skipped."""
     for path in files:
         stream = open_text(path)
+        raw = stream.buffer  # lines read as bytes and decoded one by one: an error names its line
+        number = 0
         try:
-            for number, line in enumerate(stream, 1):
+            while data := raw.readline(MAX_LINE_CHARS + 1):
+                number += 1
+                if len(data) > MAX_LINE_CHARS:
+                    raise DataError(f"{path}:{number}: a line of more than {MAX_LINE_CHARS:,} bytes "
+                                    "(one JSON object per line is expected)")
+                line = data.decode("utf-8")
                 if not line.strip():
                     continue
                 try:
@@ -132,14 +142,17 @@ def jsonl_records(files: list[Path], text_field: str, on_error: str,
                         raise ValueError(f"a JSON {type(row).__name__}, not an object")
                     if not isinstance(row.get(text_field), str):
                         raise ValueError(f"no string field {text_field!r}")
-                except ValueError as exc:  # JSONDecodeError is a ValueError
+                except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; too deep a nesting
                     if on_error == "skip":
                         counts["skipped_lines"] = counts.get("skipped_lines", 0) + 1
                         continue
-                    raise DataError(f"{path}:{number}: malformed line ({exc}); set on_error: skip to skip such lines") from None
+                    why = "nested too deeply" if isinstance(exc, RecursionError) else exc
+                    raise DataError(f"{path}:{number}: malformed line ({why}); set on_error: skip to skip such lines") from None
                 row["text"] = row.pop(text_field)
                 yield path, number, flatten_meta(row)
-        except (OSError, EOFError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}:{number}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+        except (OSError, EOFError) as exc:
             raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
         except Exception as exc:  # zstandard raises its own ZstdError
             if type(exc).__name__ == "ZstdError":

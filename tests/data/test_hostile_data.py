@@ -331,3 +331,20 @@ def test_two_builders_of_one_key_publish_one_entry(tmp_path):
     assert first_entry == second_entry == cache / key and list(files) == ["x"] and warnings == []
     assert sorted(p.name for p in cache.iterdir()) == [key]  # the loser's build is gone
     assert sorted(p.name for p in (cache / key).iterdir()) == ["contents.json", "x"]  # no lock left in it
+
+
+def test_jsonl_lines_deeply_nested_or_not_utf8_are_located(tmp_path):
+    """Deep nesting (RecursionError in json) and bytes that are not UTF-8 name file and line."""
+    from runner.common.errors import BadInput
+    from runner.data.rows import jsonl_records
+
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"content": "a"}\n' + "[" * 100_000 + "\n")
+    with pytest.raises(BadInput, match=r"deep\.jsonl:2: malformed line \(nested too deeply\)"):
+        list(jsonl_records([deep], "content", "raise", {}))
+    counts: dict = {}
+    assert len(list(jsonl_records([deep], "content", "skip", counts))) == 1 and counts["skipped_lines"] == 1
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"content": "a"}\n{"content": "\xe9t\xe9"}\n')
+    with pytest.raises(BadInput, match=r"latin\.jsonl:2: not UTF-8"):
+        list(jsonl_records([latin], "content", "raise", {}))

@@ -38,7 +38,15 @@ class Problem:
         if self.key:
             parts.append(self.key)
         parts.append(self.message)
-        return ": ".join(parts)
+        return _printable(": ".join(parts))
+
+
+def _printable(text: str) -> str:
+    """One line a terminal shows as written: a newline, an escape sequence or a byte that was not
+    UTF-8 in a key or a --set argument is shown escaped (`\\n`, `\\x1b`, `\\udce9`)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 # Problems printed at most; a list of 100,000 bad items is said in a screenful, then counted.

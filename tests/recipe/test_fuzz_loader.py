@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from runner.common.errors import BadInput
 from runner.recipe import walk
+from runner.recipe.errors import MAX_SHOWN
 from runner.recipe.load import load_recipe
 from runner.recipe.resolve import recipe_hash, to_yaml
 from runner.recipe.schema import Recipe
@@ -176,8 +177,12 @@ def loads_or_refuses(path: Path, sets: list[str] = ()) -> None:
         try:
             loaded = load_recipe(path, sets, allow_fragment=True)
         except BadInput as exc:
-            lines = str(exc).splitlines()
-            assert lines and all(line.strip() for line in lines), repr(str(exc))
+            # One printable line per problem (a key with a newline or an escape sequence in it is
+            # shown escaped), at most MAX_SHOWN and a count of the rest.
+            lines = str(exc).split("\n")
+            problems = getattr(exc, "problems", lines)
+            shown = min(len(problems), MAX_SHOWN) + (len(problems) > MAX_SHOWN)
+            assert len(lines) == shown and all(line.strip() and line.isprintable() for line in lines), repr(str(exc))
             return
         if loaded.recipe is not None:
             to_yaml(loaded.recipe)

@@ -197,8 +197,13 @@ def test_non_utf8_bytes_are_located(tmp_path):
 def test_non_utf8_in_set_is_refused(tmp_path):
     # What Python makes of an argv byte that is not UTF-8 (surrogateescape).
     write(tmp_path, BASE)
-    with pytest.raises(RecipeError, match=r"^--set description=caf.: not UTF-8 text \(byte 0xe9\)$"):
+    with pytest.raises(RecipeError, match=r"^--set description=caf\\udce9: not UTF-8 text \(byte 0xe9\)$"):
         load_recipe(tmp_path / "bad.yaml", ["description=caf\udce9"])
+
+
+def test_a_key_with_a_newline_or_an_escape_sequence_stays_on_one_line(tmp_path):
+    out, elapsed = validate(tmp_path, write(tmp_path, BASE + '"a\\nb\\e[31m": 1\n'))
+    assert_refused(out, elapsed, r"bad\.yaml:3:1: a\\nb\\x1b\[31m: unknown key; expected one of: .*")
 
 
 def test_huge_file_is_refused_by_its_size(tmp_path):

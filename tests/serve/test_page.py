@@ -28,7 +28,7 @@ def browser():
     driver.quit()
 
 
-def test_type_a_problem_press_generate_see_a_solution(server, browser, tmp_path):
+def test_type_a_problem_press_generate_see_a_solution(browser, server, tmp_path):  # no browser: skip before serving
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 

@@ -184,14 +184,21 @@ def read_summary(path: str | Path) -> RunSummary:
     """A run directory's summary.json, validated (SummaryError says what is wrong with it)."""
     from pydantic import ValidationError
 
+    from ..common.io import read_bounded
+
     try:
-        return RunSummary.model_validate_json(Path(path).read_bytes())
+        return RunSummary.model_validate_json(read_bounded(path, MAX_SUMMARY_BYTES))
     except OSError as exc:
         raise SummaryError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise SummaryError(f"{path}: not a ccrun summary ({where}: {first['msg']})") from None
+    except ValueError as exc:  # not a regular file, or too large
+        raise SummaryError(f"{path}: cannot be read ({exc})") from None
+
+
+MAX_SUMMARY_BYTES = 16 << 20  # a summary is a few kB; more is not one
 
 
 def dump_summary(summary: RunSummary) -> str:

@@ -3,6 +3,7 @@
 by hand, with the numbers a reader must find."""
 
 import json
+import os
 
 import pytest
 
@@ -81,3 +82,20 @@ def test_a_summary_that_is_not_one_is_bad_input(tmp_path, content, needle):
     (tmp_path / "summary.json").write_text(content)
     with pytest.raises(BadInput, match=needle):
         run.summary()
+
+
+def test_a_summary_that_is_not_a_regular_small_file_is_bad_input(tmp_path):
+    """A FIFO never blocks the reader, /dev/zero or a huge file is refused before it is read."""
+    from runner.recipe.results import MAX_SUMMARY_BYTES, SummaryError, read_summary
+
+    fifo = tmp_path / "summary.json"
+    os.mkfifo(fifo)
+    with pytest.raises(SummaryError, match="not a regular file"):
+        read_summary(fifo)
+    with pytest.raises(SummaryError, match="not a regular file"):
+        read_summary("/dev/zero")
+    big = tmp_path / "big.json"
+    with open(big, "wb") as f:
+        f.truncate(MAX_SUMMARY_BYTES + 1)
+    with pytest.raises(SummaryError, match="more than"):
+        read_summary(big)

@@ -3,7 +3,8 @@
 The editor endpoint speaks the Hugging Face Inference API's text generation, so GPT-Code-Clippy's
 VS Code extension works by pointing its model URL here; OpenAI completions serve editors that speak
 that. Requests that arrive together are decoded together (`batcher.Batcher`) with the evals'
-token choice, in shapes compiled at start (`decode.Decoder`). GET / is a problem-solver page using the APPS prompt of training.
+token choice, in shapes compiled at start (`decode.Decoder`). GET / is a problem-solver page using
+the APPS prompt of training.
 
   source.py   what is served (run directory or HF directory) and the listening socket (light imports)
   api.py      request bodies;  errors.py  clear 422 messages

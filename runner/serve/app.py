@@ -135,7 +135,7 @@ def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024, a
 
     def tokenize(text: str, max_new_tokens: int) -> list[int]:
         ids = served.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return ids[-(limits.positions - max_new_tokens):]  # the cursor is at the end: a long document loses its beginning
+        return ids[-(limits.positions - max_new_tokens):]  # the cursor is at the end: a long document loses its start
 
     async def left(request: Request) -> None:
         """Returns when the client has closed the connection (the body is read: nothing else can come)."""

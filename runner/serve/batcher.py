@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..evals.sample import Sampling, cut_at_stop
-from .decode import Decoder, Shapes, _pow2
+from .decode import Decoder, Shapes
 
 CHUNK = 16  # tokens decoded between checks of stops, deadlines and clients (16: an editor completion's length)
 
@@ -82,10 +82,10 @@ class Batcher:
             raise ValueError(f"max_batch must be >= 1 (got {max_batch})")
         self.model, self.tokenizer = model, tokenizer
         self.max_batch, self.wait_s, self.chunk = max_batch, wait_s, chunk
-        self.max_rows = _pow2(max_batch)
         positions = model.config.max_positions
         self.max_new_tokens = min(max_new_tokens or positions - 1, positions - 1)
-        self.shapes = Shapes.plan(max_rows=self.max_rows, positions=positions, max_new_tokens=self.max_new_tokens)
+        self.shapes = Shapes.plan(max_rows=max_batch, positions=positions, max_new_tokens=self.max_new_tokens)
+        self.max_rows = self.shapes.rows[-1]  # sequences per batch: max_batch rounded up to a power of two
         self.decoder = Decoder(model, self.shapes, eos_id=tokenizer.eos_token_id, chunk=chunk)
         self._run = self.decoder.run  # one attribute, so a test can make decoding fail
         self.ready = threading.Event()

@@ -49,16 +49,19 @@ class Shapes:
 
     @classmethod
     def plan(cls, *, max_rows: int, positions: int, max_new_tokens: int) -> Shapes:
-        """Rows 1, 2, 4, ... max_rows (a power of two); slots 2*PREFILL, doubling, up to the top
-        bucket: the longest prompt (positions - 1 tokens, padded to PREFILL) plus max_new_tokens."""
-        if max_rows < 1 or max_rows != _pow2(max_rows):
-            raise ValueError(f"max_rows must be a power of two (got {max_rows})")
-        rows = tuple(1 << i for i in range(max_rows.bit_length()))
+        """Rows 1, 2, 4, ... up to max_rows rounded up to a power of two; slots 2*PREFILL, doubling, up
+        to the top bucket: the longest prompt (positions - 1 tokens, padded to PREFILL) plus max_new_tokens
+        (a power of two within 25% of the top bucket is left out)."""
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be >= 1 (got {max_rows})")
+        rows = tuple(1 << i for i in range(_pow2(max_rows).bit_length()))
         top = PREFILL * math.ceil((positions - 1) / PREFILL) + max_new_tokens
         slots, s = [], 2 * PREFILL
         while s < top:
             slots.append(s)
             s *= 2
+        if len(slots) > 1 and top <= 1.25 * slots[-1]:  # the top bucket is barely larger: two programs less
+            slots.pop()
         return cls(rows, (*slots, top))
 
     @property

@@ -30,6 +30,8 @@ def test_buckets_are_few_and_known():
         shapes.fit(9, 10)
     tiny = Shapes.plan(max_rows=1, positions=256, max_new_tokens=255)
     assert tiny.rows == (1,) and tiny.slots == (128, 256, 511) and tiny.programs == 6
+    small = Shapes.plan(max_rows=6, positions=256, max_new_tokens=16)
+    assert small.rows == (1, 2, 4, 8) and small.slots == (128, 272)  # 256 is within 25% of the top: left out
 
 
 def test_a_padded_batch_gives_each_rows_exact_greedy_tokens(server):
@@ -92,7 +94,7 @@ def test_health_says_starting_until_every_program_is_compiled(hf_dir, monkeypatc
         client = TestClient(build_app(served, batcher, allow_hosts=["testserver"]))
         r = client.get("/health")
         assert r.status_code == 503 and r.json()["status"] == "starting"
-        assert r.json()["compiled"]["programs"] == batcher.shapes.programs == 2 * 2 * 3  # rows 1, 2; 3 slot buckets
+        assert r.json()["compiled"]["programs"] == batcher.shapes.programs == 2 * 2 * 2  # rows 1, 2; slots 128, 320
         release.set()
         deadline = time.monotonic() + 30
         while (r := client.get("/health")).status_code != 200:
@@ -100,7 +102,7 @@ def test_health_says_starting_until_every_program_is_compiled(hf_dir, monkeypatc
             time.sleep(0.05)
         assert r.json()["status"] == "ok"
         info = client.get("/info").json()["decoding"]
-        assert info["ready"] and info["rows"] == [1, 2] and info["slots"] == [128, 256, 320]
+        assert info["ready"] and info["rows"] == [1, 2] and info["slots"] == [128, 320]
     finally:
         release.set()
         batcher.close()

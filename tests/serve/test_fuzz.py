@@ -45,7 +45,8 @@ def from_schema(schema: dict, spec: dict, depth: int = 0) -> st.SearchStrategy:
         return st.text(string.printable + "é€\u2028𝕏", min_size=schema.get("minLength", 0),
                        max_size=min(schema.get("maxLength", 40), 40))
     if kind == "array":
-        return st.lists(from_schema(schema.get("items", {}), spec, depth + 1), max_size=min(schema.get("maxItems", 4), 4))
+        items = from_schema(schema.get("items", {}), spec, depth + 1)
+        return st.lists(items, max_size=min(schema.get("maxItems", 4), 4))
     if kind == "object":
         props = schema.get("properties", {})
         required = set(schema.get("required", ()))
@@ -59,7 +60,8 @@ def from_schema(schema: dict, spec: dict, depth: int = 0) -> st.SearchStrategy:
 def broken(draw, valid: st.SearchStrategy) -> bytes:
     """A valid body, or one broken at one spot."""
     body = draw(valid)
-    how = draw(st.sampled_from(["valid", "valid", "value", "unknown key", "drop key", "bytes", "truncate", "other json"]))
+    how = draw(st.sampled_from(["valid", "valid", "value", "unknown key", "drop key", "bytes", "truncate",
+                                "other json"]))
     if how in ("value", "unknown key", "drop key") and isinstance(body, dict):
         target = body
         if body and draw(st.booleans()):  # one level down, where there is an object

@@ -17,8 +17,8 @@ instead measures what bad clients cost a normal one: the latency of a normal edi
 then right after `--abandoned` clients sent an n=64, 255-token request and left, `--slow` clients
 opened connections and sent half a request head, and one client sent a 1M-character prompt. Also
 the latency of the first request of a new (n, max_new_tokens) shape (compiled on demand, or not at
-all when the server compiles its buckets at start). `--server-root` serves another checkout's
-`runner` (e.g. `git archive HEAD | tar -x -C /tmp/old`: the numbers before a change).
+all when the server compiles its buckets at start). `--server-root` (either mode) serves another
+checkout's `runner` (e.g. `git archive HEAD runner | tar -x -C /tmp/old`: the numbers before a change).
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ def measure(model_dir: Path, max_batch: int, args) -> dict:
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/models/bench"
-    server, _ready_s = start_server(model_dir, port, max_batch, args.new)
+    root = Path(args.server_root).resolve() if args.server_root else ROOT
+    server, _ready_s = start_server(model_dir, port, max_batch, args.new, root)
     try:
         texts = prompts(args.requests, model_dir)
         params = {"max_new_tokens": args.new, "return_full_text": False, "do_sample": True, "temperature": 0.8,
@@ -241,7 +242,7 @@ def main() -> None:
     parser.add_argument("--stall", action="store_true", help="measure what bad clients cost a normal request")
     parser.add_argument("--abandoned", type=int, default=40, help="--stall: clients that send n=64 and leave")
     parser.add_argument("--slow", type=int, default=200, help="--stall: clients that send half a request head")
-    parser.add_argument("--server-root", default=None, help="--stall: serve the runner package of this checkout")
+    parser.add_argument("--server-root", default=None, help="serve the runner package of this checkout")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -229,10 +229,10 @@ def test_health_and_info(server, hf_dir):
     assert info["model"]["type"] == "gpt-neo" and info["model"]["max_positions"] == 256
     assert info["source"] == str(hf_dir.resolve()) and info["kind"] == "hf" and info["recipe_hash"] is None
     assert info["limits"] == {"max_new_tokens": 255, "max_batch": 8}
-    assert info["decoding"]["programs"] == 24 and info["decoding"]["ready"]
+    assert info["decoding"]["programs"] == 40 and info["decoding"]["ready"]
     health = httpx.get(server.url + "/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
-    assert health.json()["compiled"] == {"programs": 24, "done": 24}
+    assert health.json()["compiled"] == {"programs": 40, "done": 40}
 
 
 def test_solve_prompts_with_the_apps_prompt_of_training(server):

@@ -41,7 +41,7 @@ def run_dir(hf_dir, tmp_path_factory) -> Path:
 
 def test_serve_a_run_directory(run_dir):
     port = free_port()
-    # --max-batch 2 --max-new-tokens 64: 8 programs to compile before /health says ready (not 24)
+    # --max-batch 2 --max-new-tokens 64: 12 programs to compile before /health says ready (not 40)
     proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "serve", str(run_dir), "--port", str(port),
                              "--max-batch", "2", "--max-new-tokens", "64"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -63,7 +63,7 @@ def test_serve_a_run_directory(run_dir):
             starting = True
             time.sleep(0.2)
         assert starting, "/health said ready before compiling"
-        assert httpx.get(url + "/info").json()["decoding"]["programs"] == 8
+        assert httpx.get(url + "/info").json()["decoding"]["programs"] == 12
         info = httpx.get(url + "/info").json()
         provenance = json.loads((run_dir / "provenance.json").read_text())
         assert info["kind"] == "run" and info["model"]["name"] == "tiny-serve"
@@ -81,7 +81,7 @@ def test_serve_a_run_directory(run_dir):
             proc.kill()
             output = proc.communicate()[0]
     assert f"on http://127.0.0.1:{port}/" in output and "/models/tiny-serve" in output
-    assert "compiling 8 programs" in output
+    assert "compiling 12 programs" in output
     assert "Traceback" not in output
 
 

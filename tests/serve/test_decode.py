@@ -23,15 +23,15 @@ def exact(served, ids: list[int], tokens: int) -> list[int]:
 def test_buckets_are_few_and_known():
     shapes = Shapes.plan(max_rows=8, positions=2048, max_new_tokens=1024)
     assert shapes.rows == (1, 2, 4, 8)
-    assert shapes.slots == (128, 256, 512, 1024, 2048, 3072)
-    assert shapes.programs == 48
+    assert shapes.slots == (128, 192, 256, 384, 512, 1024, 2048, 3072)
+    assert shapes.programs == 64
     assert shapes.fit(3, 80) == (4, 128) and shapes.fit(8, 3072) == (8, 3072)
     with pytest.raises(ValueError):
         shapes.fit(9, 10)
     tiny = Shapes.plan(max_rows=1, positions=256, max_new_tokens=255)
-    assert tiny.rows == (1,) and tiny.slots == (128, 256, 511) and tiny.programs == 6
+    assert tiny.rows == (1,) and tiny.slots == (128, 192, 256, 384, 511) and tiny.programs == 10
     small = Shapes.plan(max_rows=6, positions=256, max_new_tokens=16)
-    assert small.rows == (1, 2, 4, 8) and small.slots == (128, 272)  # 256 is within 25% of the top: left out
+    assert small.rows == (1, 2, 4, 8) and small.slots == (128, 192, 272)  # 256 is within 25% of the top: left out
 
 
 def test_a_padded_batch_gives_each_rows_exact_greedy_tokens(server):
@@ -51,7 +51,7 @@ def test_a_padded_batch_gives_each_rows_exact_greedy_tokens(server):
 def test_no_program_is_compiled_after_start_whatever_the_request(server):
     info = httpx.get(server.url + "/info").json()["decoding"]
     assert info["ready"] and info["programs"] == 2 * len(info["rows"]) * len(info["slots"])
-    assert info["rows"] == [1, 2, 4, 8] and info["slots"] == [128, 256, 511]
+    assert info["rows"] == [1, 2, 4, 8] and info["slots"] == [128, 192, 256, 384, 511]
     before = compiled_programs()
     document = (ROOT / "runner" / "run.py").read_text()
     cases = [(1, 1, "x"), (3, 7, "def f(a):"), (5, 33, document[:300]), (2, 100, document), (9, 17, "import os\n"),
@@ -94,7 +94,8 @@ def test_health_says_starting_until_every_program_is_compiled(hf_dir, monkeypatc
         client = TestClient(build_app(served, batcher, allow_hosts=["testserver"]))
         r = client.get("/health")
         assert r.status_code == 503 and r.json()["status"] == "starting"
-        assert r.json()["compiled"]["programs"] == batcher.shapes.programs == 2 * 2 * 2  # rows 1, 2; slots 128, 320
+        # rows 1, 2; slots 128, 192, 320
+        assert r.json()["compiled"]["programs"] == batcher.shapes.programs == 2 * 2 * 3
         release.set()
         deadline = time.monotonic() + 30
         while (r := client.get("/health")).status_code != 200:
@@ -102,7 +103,7 @@ def test_health_says_starting_until_every_program_is_compiled(hf_dir, monkeypatc
             time.sleep(0.05)
         assert r.json()["status"] == "ok"
         info = client.get("/info").json()["decoding"]
-        assert info["ready"] and info["rows"] == [1, 2] and info["slots"] == [128, 320]
+        assert info["ready"] and info["rows"] == [1, 2] and info["slots"] == [128, 192, 320]
     finally:
         release.set()
         batcher.close()

@@ -22,11 +22,22 @@ def serve(
     checkpoint: Annotated[
         Optional[str], typer.Option(help="Serve a run's checkpoint: best or latest (default: its final/ export).")
     ] = None,
-    max_batch: Annotated[int, typer.Option(min=1, help="Requests decoded together at most (1: no batching).")] = 8,
+    max_batch: Annotated[int, typer.Option(
+        min=1, max=1024, help="Sequences decoded together at most, rounded up to a power of two (1: no batching); "
+                              "every batch shape is compiled at start, before /health says ready.")] = 8,
     batch_wait_ms: Annotated[
         float, typer.Option(min=0.0, help="How long a lone request waits for others to share its batch.")
     ] = 5.0,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="The most tokens one request may ask for.")] = 1024,
+    allow_host: Annotated[Optional[list[str]], typer.Option(
+        help="Also accept this Host header (repeatable; '*': any). Loopback names and IP addresses are always "
+             "accepted; other names are refused against DNS rebinding.")] = None,
+    allow_origin: Annotated[Optional[list[str]], typer.Option(
+        help="Also accept browser requests from this Origin, e.g. https://example.org (repeatable; '*': any). "
+             "By default only the server's own page may post.")] = None,
+    max_connections: Annotated[Optional[int], typer.Option(
+        min=1, max=65536, help="Open connections at most (default: min(256, a quarter of the file limit)); "
+                               "past it the oldest idle or half-sent one is closed.")] = None,
 ) -> None:
     """Serve a model over HTTP: Hugging Face Inference API text generation at /models/NAME (the Code
     Clippy VS Code extension), OpenAI completions at /v1/completions, a problem-solver page at /."""
@@ -48,4 +59,5 @@ def serve(
         raise
     from ..serve.app import serve as run_server
 
-    run_server(served, sock, max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_new_tokens=max_new_tokens)
+    run_server(served, sock, max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_new_tokens=max_new_tokens,
+               allow_hosts=allow_host or (), allow_origins=allow_origin or (), max_connections=max_connections)

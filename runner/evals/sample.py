@@ -58,7 +58,7 @@ def _filter_logits(logits: jax.Array, top_k: Any, top_p: Any) -> jax.Array:
     return jnp.where(keep, logits, -jnp.inf)
 
 
-def _choose(logits: jax.Array, key: jax.Array, knobs: jax.Array) -> jax.Array:
+def choose(logits: jax.Array, key: jax.Array, knobs: jax.Array) -> jax.Array:
     """Next token per row, int32 [B]. knobs [B, 3] = (temperature, top_p, top_k) per row, traced,
     so every mix of sampling settings runs the same compiled program (temperature 0: greedy)."""
     temperature, top_p, top_k = knobs[:, 0], knobs[:, 1], knobs[:, 2].astype(jnp.int32)
@@ -91,7 +91,7 @@ def _prefill(graphdef, state, ids, mask, key, knobs, *, repeat: int, max_len: in
     logits, cache = model.extend(ids, cache, attention_mask=mask)
     cache = jax.tree_util.tree_map(lambda x: jnp.repeat(x, repeat, axis=0) if x.ndim else x, cache)
     last = jnp.repeat(logits[:, -1], repeat, axis=0)  # [B, V]
-    return _choose(last, key, knobs), cache
+    return choose(last, key, knobs), cache
 
 
 @partial(jax.jit, static_argnames=("graphdef", "steps", "eos"), donate_argnames=("cache",))
@@ -108,7 +108,7 @@ def _decode(graphdef, state, cache, token, done, out, start, key, knobs, *, step
         out = jax.lax.dynamic_update_slice(out, jnp.where(done, eos, token)[:, None], (0, start + i))
         done = done | (token == eos)
         logits, cache = model.extend(token[:, None], cache)
-        nxt = _choose(logits[:, -1], jax.random.fold_in(key, start + i), knobs)
+        nxt = choose(logits[:, -1], jax.random.fold_in(key, start + i), knobs)
         return i + 1, cache, nxt, done, out
 
     i, cache, token, done, out = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), cache, token, done, out))

@@ -32,7 +32,7 @@ import numpy as np
 from flax import nnx
 
 from ..common.streams import stream_key
-from ..evals.sample import Sampling, _choose  # noqa: PLC2701 - the sampler's own token choice, so the two agree
+from ..evals.sample import Sampling, choose  # the sampler's own token choice, so the two agree
 
 PREFILL = 64  # prompt tokens per prefill call (the sampler's prompt bucket)
 FINE_SLOTS = 512  # cache buckets below this grow by 1.5x, above by 2x (measured: 8 rows, 16 tokens, d_model 256:
@@ -107,7 +107,7 @@ def _decode(graphdef, state, cache, logits, done, limit, start, key, knobs, *, s
 
     def body(carry):
         i, cache, logits, done, out = carry
-        token = _choose(logits, jax.random.fold_in(key, start + i), knobs)
+        token = choose(logits, jax.random.fold_in(key, start + i), knobs)
         out = jax.lax.dynamic_update_slice(out, jnp.where(done, eos, token)[:, None], (0, i))
         done = done | (token == eos) | (start + i + 1 >= limit)
         logits, cache = model.extend(token[:, None], cache)

@@ -231,6 +231,10 @@ def prepare_data(
     warn: Callable[[str], None] = _warn,
 ) -> dict[str, Any]:
     """Run (or reuse) the data stage for `recipe` into `out_dir`; returns the manifest."""
+    if not sys.stderr.isatty():  # a log file, not a terminal: no progress bars from datasets
+        import datasets
+
+        datasets.disable_progress_bars()
     if recipe.data is None:
         raise DataError("the recipe has no data section")
     out = Path(out_dir)

@@ -281,6 +281,9 @@ def _loop(s: TrainSetup) -> tuple[nnx.State, dict[str, float]]:
 
     bar = tqdm(total=s.steps, initial=s.start, desc="train", unit="step",
                disable=not (s.primary and sys.stderr.isatty()))
+    # Not a terminal (Slurm, nohup, CI): no bar, one plain line every log_every steps instead.
+    lines = s.primary and not sys.stderr.isatty()
+    loop_start = time.perf_counter()
     with _Signals() as signals:
         for i in range(s.start, s.steps):
             batch = s.train_blocks[batch_rows(i, rows, spec.batch_size, recipe.seed)]
@@ -316,6 +319,11 @@ def _loop(s: TrainSetup) -> tuple[nnx.State, dict[str, float]]:
                     "throughput/device_kind": device_kind,
                 })
                 window_tokens, window_start = 0, time.perf_counter()
+                if lines:
+                    done = step - s.start
+                    eta = (time.perf_counter() - loop_start) / done * (s.steps - step)
+                    print(progress_line(step, s.steps, loss, record["train/lr"], tokens_per_s, eta), file=sys.stderr,
+                          flush=True)
             every = spec.checkpoint.every
             scheduled = step == s.steps or bool(every and step % every == 0)
             # With keep_best_by, every checkpoint is validated: each one is a candidate for the best.
@@ -341,6 +349,15 @@ def _loop(s: TrainSetup) -> tuple[nnx.State, dict[str, float]]:
     if s.start == s.steps:  # resumed after the last step: its metrics are the logged ones
         return params, logged_final(s.metrics_log.path, s.steps)
     return params, {"train/loss": loss, **last_val}
+
+
+def progress_line(step: int, total: int, loss: float, lr: float, tokens_per_s: float | None, eta_s: float) -> str:
+    """One plain progress line: `train: step 30/300 (10%) loss 4.1234 lr 1.2e-04 3,456 tokens/s ETA 1m23s`."""
+    speed = f" {tokens_per_s:,.0f} tokens/s" if tokens_per_s else ""
+    eta = int(round(eta_s))
+    hours, rest = divmod(eta, 3600)
+    shown = f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s" if rest >= 60 else f"{rest}s"
+    return f"train: step {step}/{total} ({100 * step // total}%) loss {loss:.4f} lr {lr:.2e}{speed} ETA {shown}"
 
 
 def logged_final(path: Path, step: int) -> dict[str, float]:

@@ -31,6 +31,11 @@ def test_loss_suites_reuse_the_last_validation_or_measure_their_own(tmp_path):
     for name in ("loss", "loss-b", "loss-c"):
         assert json.loads((run / "eval" / name / "results.json").read_text()) == results[name]
     assert "eval loss-b: val loss" in out.stderr
+    # stderr is a pipe, not a terminal: plain progress lines every log_every (10) steps, no bars
+    progress = [line for line in out.stderr.splitlines() if line.startswith("train: step ")]
+    assert [line.split()[2] for line in progress] == ["10/30", "20/30", "30/30"], out.stderr[-2000:]
+    assert all(" loss " in line and " ETA " in line for line in progress)
+    assert "\r" not in out.stderr and "it/s]" not in out.stderr  # neither tqdm's bars nor datasets' 
     # a recipe without train: the loss suite still runs (on the untrained model)
     eval_only = ccrun("run", "recipes/smoke.yaml", "--runs-dir", str(tmp_path / "b"), "--set", "train=null",
                       "--set", "optimizer=null", "--set", "schedule=null", "--set", "evals=[{suite: loss, max_batches: 2}]")

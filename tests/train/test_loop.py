@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -103,7 +104,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     assert "the training loss is nan" in err or "the training loss is inf" in err
     kept = checkpoints(tmp_path)
     assert "last good checkpoint (step" in err or "No checkpoint" in err
-    stopped = int(err.split("step ")[1].split(":")[0])
+    stopped = int(re.search(r"step (\d+): the training loss is", err).group(1))  # not a progress line
     assert all(s < stopped for s in kept)
 
 

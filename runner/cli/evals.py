@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -51,7 +52,14 @@ def eval_samples(
     ks = _ks(k)
     timeout_s = check_arguments(samples, suite=suite, problems=problems, timeout_s=timeout)
     out = new_directory(out or samples.with_name(samples.stem + "-results"), "--out")
-    scored, results = score_file(samples, suite=suite, problems=problems, ks=ks, workers=workers, timeout_s=timeout_s)
+    with warnings.catch_warnings(record=True) as caught:  # shown below as plain lines, not source locations
+        warnings.simplefilter("always")
+        scored, results = score_file(samples, suite=suite, problems=problems, ks=ks, workers=workers,
+                                     timeout_s=timeout_s)
+    for w in caught:
+        typer.echo("warning: " + " ".join(str(w.message).split()), err=True)
+    for why in (results if suite == "humaneval" else results["overall"]).get("omitted", {}).values():
+        typer.echo(f"warning: {why}: left out", err=True)
     write_results(out, scored, results, where="--out")
     typer.echo(headline(suite, scored, results))
     typer.echo(str(out))

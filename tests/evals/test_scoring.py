@@ -136,6 +136,26 @@ def test_cli_eval_samples(tmp_path):
     assert bad.returncode == 2 and "bad.jsonl:1: needs string fields" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_cli_eval_samples_warns_in_plain_lines_and_says_which_k_was_left_out(tmp_path):
+    """No bubblewrap on PATH: the sandbox's warning is one `warning:` line (not Python's
+    `file:line: RuntimeWarning`); a k larger than the samples per task is left out, and said so."""
+    import os
+
+    problems = load_problems()
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"task_id": "HumanEval/0", "completion": problems["HumanEval/0"]["canonical_solution"]})
+                       + "\n")
+    out = subprocess.run([sys.executable, "-m", "runner.cli", "eval-samples", "samples.jsonl", "--k", "1,10",
+                          "--out", "res"], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PATH": str(tmp_path / "no-such-dir")})
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert any(line.startswith("warning: sandbox: bubblewrap (bwrap) is missing") for line in lines), out.stderr
+    assert "warning: pass@10 needs 10 samples per task; 1 of 1 tasks have fewer (HumanEval/0 has 1): left out" in lines
+    assert "RuntimeWarning" not in out.stderr and "Traceback" not in out.stderr
+    assert "pass@1 1.0000" in out.stdout
+
+
 def test_cli_eval_samples_apps(tmp_path):
     (tmp_path / "apps.jsonl").write_text("".join(json.dumps(p) + "\n" for p in (STDIN_PROBLEM, CALL_PROBLEM)))
     # APPS's own problem_id is an integer: a sample may name it as one (compared as strings)

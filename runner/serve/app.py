@@ -229,6 +229,22 @@ def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024, a
             body["error"] = f"compiling failed: {batcher.warm_error}"
         return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        """OpenAI's model list: the one model served (any name is answered at /models/NAME)."""
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model:path}")
+    async def model(model: str) -> JSONResponse:
+        """OpenAI's model retrieval: the served model by its name; any other name is 404."""
+        if model != served.name:
+            return JSONResponse({"error": f"no model {model!r} here; this server serves {served.name!r}"},
+                                status_code=404)
+        return JSONResponse(model_card())
+
+    def model_card() -> dict[str, Any]:
+        return {"id": served.name, "object": "model", "created": int(started), "owned_by": "ccrun"}
+
     @app.get("/info")
     async def info() -> dict[str, Any]:
         return {**served.info(), "limits": {"max_new_tokens": limits.max_new_tokens, "max_batch": limits.max_batch},

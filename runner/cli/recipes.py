@@ -19,11 +19,13 @@ class StaleSchemas(CcrunError):
 def validate(
     recipes: Annotated[list[Path], typer.Argument(help="Recipe files.", show_default=False)],
     set_: SetOption = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Treat warnings as problems: exit 2 if there are any.")] = False,
 ) -> None:
-    """Check recipes: every problem, located as file:line:col. Fragments (recipes/base) get key and type checks."""
+    """Check recipes: every problem, located as file:line:col, and every warning (exit 0 with only warnings).
+    Fragments (recipes/base) get key and type checks."""
     from ..recipe.validate import validate_files
 
-    code = validate_files(recipes, set_ or (), debug=Options.debug)
+    code = validate_files(recipes, set_ or (), debug=Options.debug, strict=strict)
     if code:
         raise typer.Exit(code)
 

@@ -60,14 +60,15 @@ class RecipeError(BadInput):
     prefixed = False
 
     def __init__(self, problems: list[Problem]):
-        self.problems = _sorted_unique(problems)
+        self.problems = in_order(problems)
         lines = [str(p) for p in self.problems[:MAX_SHOWN]]
         if len(self.problems) > MAX_SHOWN:
             lines.append(f"... and {len(self.problems) - MAX_SHOWN} more problems")
         super().__init__("\n".join(lines))
 
 
-def _sorted_unique(problems: list[Problem]) -> list[Problem]:
+def in_order(problems: list[Problem]) -> list[Problem]:
+    """Problems without repeats, in file order then position (those without a position first)."""
     seen, out = set(), []
     for p in problems:
         if str(p) not in seen:
@@ -234,12 +235,17 @@ def problems_from(
             path = (*path, (error.get("ctx") or {}).get("discriminator", "'type'").strip("'"))  # point at the tag
         cause = (error.get("ctx") or {}).get("error")
         if isinstance(cause, Problems):
-            for rel, message, at in cause.problems:
-                full = path + tuple(rel)
-                loc = positions.at(full) if at is None else positions.at(path + tuple(at), key=True)
-                problems.append(Problem(loc, format_path(full), message))
+            problems.extend(located(path, problem, positions) for problem in cause.problems)
             continue
         message = message_for(error, root, data, path)
         loc = positions.at(path, key=error["type"] == "extra_forbidden")
         problems.append(Problem(loc, format_path(path), message))
     return problems
+
+
+def located(path: Path, problem: tuple, positions: Positions, *, prefix: str = "") -> Problem:
+    """A spec's problem (relative path, message[, where to point]) from the spec at `path`, located."""
+    rel, message, at = problem[0], problem[1], problem[2] if len(problem) > 2 else None
+    full = path + tuple(rel)
+    loc = positions.at(full) if at is None else positions.at(path + tuple(at), key=True)
+    return Problem(loc, format_path(full), prefix + message)

@@ -21,8 +21,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import walk, yamlio
-from .base import TAG_KEYS, Path, PathKind, format_path, looks_local
-from .errors import Loc, Positions, Problem, RecipeError, display_path, got, problems_from
+from .base import TAG_KEYS, Path, PathKind, each, format_path, looks_local
+from .errors import Loc, Positions, Problem, RecipeError, display_path, got, in_order, located, problems_from
+from .partial import unreached_problems
 from .schema import Recipe
 
 FRAGMENT_SCHEMA = "recipe-fragment.schema.json"
@@ -38,6 +39,9 @@ class Loaded:
     files: list[FsPath]  # the recipe file first, then every file it extends, in merge order
     overrides: dict[str, Any] = field(default_factory=dict)  # --set, parsed by the schema's types
     fragment: bool = False
+    # Valid settings that are likely not what was meant, each `file:line:col: key: warning: ...`,
+    # in file order; every command that loads a recipe shows them.
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass
@@ -412,26 +416,40 @@ def _source_file(loc: Loc | None, files: list[FsPath]) -> FsPath | None:
 # --- validation -----------------------------------------------------------------------------
 
 
-def _validate(tree: _Tree, positions: Positions, fragment: bool) -> Recipe | None:
+def _validated(data: dict[str, Any], positions: Positions, *, fragment: bool = False) -> tuple[Recipe | None, list[Problem]]:
+    """`data` as a Recipe, or every problem in one round: each field's, and each cross-field problem
+    whose fields are valid (runner/recipe/partial.py). A fragment's missing fields are not problems."""
     try:
-        recipe = Recipe.model_validate(tree.data)
+        return Recipe.model_validate(data), []
     except ValidationError as exc:
-        problems = problems_from(exc, Recipe, tree.data, positions, skip_missing=fragment)
-        if problems:
-            raise RecipeError(problems) from None
-        return None
-    if fragment:
-        return None
-    _check_sweep(tree, positions)
-    return recipe
+        problems = problems_from(exc, Recipe, data, positions, skip_missing=fragment)
+        if not fragment:
+            problems += unreached_problems(Recipe, data, exc, positions)
+        return None, problems
 
 
-def _check_sweep(tree: _Tree, positions: Positions) -> None:
-    """Every sweep key must be a real path, and every grid value valid there."""
+def _validate(tree: _Tree, positions: Positions, fragment: bool) -> Recipe | None:
+    recipe, problems = _validated(tree.data, positions, fragment=fragment)
+    if not fragment:
+        problems += _check_sweep(tree, positions, problems)
+    if problems:
+        raise RecipeError(problems)
+    return None if fragment else recipe
+
+
+def _check_sweep(tree: _Tree, positions: Positions, known: list[Problem]) -> list[Problem]:
+    """Every sweep key must be a real path, and every grid value valid there. A value's problems are
+    those its point of the grid has and the recipe itself (`known`) does not."""
     problems: list[Problem] = []
+    sweep = tree.data.get("sweep")
+    if not isinstance(sweep, dict):
+        return problems  # not a mapping: said by validation
+    known_keys = {(p.key, p.message) for p in known}
     without = {k: v for k, v in tree.data.items() if k != "sweep"}  # copied per value: the sweep is not
-    for key, values in (tree.data.get("sweep") or {}).items():
+    for key, values in sweep.items():
         where = ("sweep", key)
+        if not isinstance(key, str) or not isinstance(values, list):
+            continue  # said by validation
         if key.split(".")[0] in ("sweep", "name", "extends"):
             problems.append(Problem(positions.at(where, key=True), format_path(where), f"cannot sweep over {key!r}"))
             continue
@@ -448,16 +466,22 @@ def _check_sweep(tree: _Tree, positions: Positions) -> None:
             point = copy.deepcopy(without)
             try:
                 _set(point, path, copy.deepcopy(value))
-                Recipe.model_validate(point)
             except walk.UnknownPath as exc:
                 problems.append(Problem(positions.at((*where, i)), format_path((*where, i)), exc.message))
-            except ValidationError as exc:
-                for p in problems_from(exc, Recipe, point, positions):
+                continue
+            for p in _validated(point, positions)[1]:
+                if (p.key, p.message) not in known_keys:
                     problems.append(
                         Problem(positions.at((*where, i)), format_path((*where, i)), f"with {key}={value!r}: {p.key}: {p.message}")
                     )
-    if problems:
-        raise RecipeError(problems)
+    return problems
+
+
+def _warnings(recipe: Recipe, positions: Positions) -> tuple[str, ...]:
+    found = [
+        located(path, warning, positions, prefix="warning: ") for path, spec in recipe.specs() for warning in each(spec.warn)
+    ]
+    return tuple(str(p) for p in in_order(found))
 
 
 def load_recipe(
@@ -501,5 +525,6 @@ def load_recipe(
         problems.extend(exc.problems)
     if problems:
         raise RecipeError(problems)
-    return Loaded(recipe, tree.data, positions, tree.files, set_values, fragment)
+    warnings = _warnings(recipe, positions) if recipe is not None else ()
+    return Loaded(recipe, tree.data, positions, tree.files, set_values, fragment, warnings)
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .base import Path, Spec
+from .base import Path, Spec, deriving, each
 from .schema_data import DataSpec
 from .schema_eval import EvalSuite
 from .schema_model import ModelSpec, TokenizerSpec
@@ -74,13 +74,30 @@ class Recipe(Spec):
 
     def complete(self) -> None:
         tok = self.tokenizer
-        if tok.name is None and tok.train is None and self.model.init == "pretrained" and self.model.checkpoint:
-            tok.derive(name=self.model.checkpoint, revision=tok.revision or self.model.revision)
-        for spec in self.evals:
-            if spec.name is None:
-                spec.derive(name=spec.suite)
+        with deriving(tok, "name", "revision"):
+            if tok.name is None and tok.train is None and self.model.init == "pretrained" and self.model.checkpoint:
+                tok.derive(name=self.model.checkpoint, revision=tok.revision or self.model.revision)
+        for spec in self.evals if isinstance(self.evals, list) else ():
+            with deriving(spec, "name"):
+                if spec.name is None:
+                    spec.derive(name=spec.suite)
 
     def check(self) -> Iterator[tuple[Path, str]]:
+        # Each piece on its own: where a recipe has other errors, a piece whose inputs are among
+        # them is skipped and the rest still report (runner/recipe/partial.py).
+        yield from each(
+            self._check_tokenizer,
+            self._check_bounds,
+            self._check_sizes,
+            self._check_training,
+            self._check_evals,
+            self._check_sweep,
+        )
+
+    def warn(self) -> Iterator[tuple[Path, str]]:
+        yield from each(self._warn_schedule, self._warn_every)
+
+    def _check_tokenizer(self) -> Iterator[tuple[Path, str]]:
         tok = self.tokenizer
         if tok.name is None and tok.train is None:
             yield ("tokenizer",), "a scratch model needs tokenizer.name (a hub id or directory) or tokenizer.train", (
@@ -89,14 +106,17 @@ class Recipe(Spec):
             )
         if tok.train is not None and self.data is None:
             yield ("tokenizer", "train"), "trains on the recipe's data, and there is no data section"
+
+    def _check_bounds(self) -> Iterator[tuple[Path, str]]:
+        yield from each(self._check_name, self._check_seed)
+
+    def _check_name(self) -> Iterator[tuple[Path, str]]:
         if len(self.name) > MAX_NAME:
             yield ("name",), f"must be at most {MAX_NAME} characters (got {len(self.name)})"
+
+    def _check_seed(self) -> Iterator[tuple[Path, str]]:
         if self.seed > MAX_SEED:
             yield ("seed",), f"must be <= {MAX_SEED} (2**32 - 1) (got {self.seed})"
-        yield from self._check_sizes()
-        yield from self._check_training()
-        yield from self._check_evals()
-        yield from self._check_sweep()
 
     def _check_sweep(self) -> Iterator[tuple[Path, str]]:
         sweep = self.sweep or {}
@@ -112,22 +132,30 @@ class Recipe(Spec):
             yield ("sweep",), f"makes {runs} runs; a sweep makes at most {MAX_SWEEP_RUNS}"
 
     def _check_sizes(self) -> Iterator[tuple[Path, str]]:
+        yield from each(self._check_seq_len, self._check_vocab)
+
+    def _check_seq_len(self) -> Iterator[tuple[Path, str]]:
         config = self.model.config
-        if config is None:
-            return
-        if self.data is not None and self.data.seq_len > config.max_positions:
+        if config is not None and self.data is not None and self.data.seq_len > config.max_positions:
             yield ("data", "seq_len"), (
                 f"must be <= model.config.max_positions ({self.data.seq_len} > {config.max_positions})"
             )
+
+    def _check_vocab(self) -> Iterator[tuple[Path, str]]:
+        config = self.model.config
+        if config is None:
+            return
         train_tok = self.tokenizer.train
         if config.vocab_size is not None and train_tok is not None and config.vocab_size < train_tok.vocab_size:
             yield ("model", "config", "vocab_size"), (
                 f"must be >= tokenizer.train.vocab_size ({config.vocab_size} < {train_tok.vocab_size})"
             )
 
+    def _has_validation(self) -> bool:
+        return self.data is not None and self.data.validation is not None
+
     def _check_training(self) -> Iterator[tuple[Path, str]]:
-        train = self.train
-        if train is None:
+        if self.train is None:
             for part in ("optimizer", "schedule"):
                 if getattr(self, part) is not None:
                     yield (part,), "set, but there is no train section to use it (add train, or remove this)"
@@ -135,37 +163,88 @@ class Recipe(Spec):
         for part in ("data", "optimizer", "schedule"):
             if getattr(self, part) is None:
                 yield (part,), "required when the recipe has a train section", ("train",)
-        schedule = self.schedule
-        warmup = getattr(schedule, "warmup_steps", 0)
+        yield from each(self._check_warmup, self._check_eval_every, self._check_keep_best)
+
+    def _check_warmup(self) -> Iterator[tuple[Path, str]]:
+        train = self.train
+        warmup = getattr(self.schedule, "warmup_steps", 0)
         if train.steps is not None and warmup > train.steps:
             yield ("schedule", "warmup_steps"), f"must be <= train.steps ({warmup} > {train.steps})"
-        has_validation = self.data is not None and self.data.validation is not None
-        if train.eval_every is not None and not has_validation:
+
+    def _check_eval_every(self) -> Iterator[tuple[Path, str]]:
+        if self.train.eval_every is not None and not self._has_validation():
             yield ("train", "eval_every"), "needs data.validation to compute validation loss"
-        best = train.checkpoint.keep_best_by
-        if best is not None and best.startswith("val/") and not has_validation:
+
+    def _check_keep_best(self) -> Iterator[tuple[Path, str]]:
+        best = self.train.checkpoint.keep_best_by
+        if best is not None and best.startswith("val/") and not self._has_validation():
             yield ("train", "checkpoint", "keep_best_by"), f"{best!r} needs data.validation"
 
     def _check_evals(self) -> Iterator[tuple[Path, str]]:
         names: dict[str, int] = {}
-        config = self.model.config
-        for i, spec in enumerate(self.evals):
+        yield from each(*(lambda i=i, spec=spec: self._check_eval(i, spec, names) for i, spec in enumerate(self.evals)))
+
+    def _check_eval(self, i: int, spec: Spec, names: dict[str, int]) -> Iterator[tuple[Path, str]]:
+        def name() -> Iterator[tuple[Path, str]]:
             if len(spec.name) > MAX_NAME:
                 yield ("evals", i, "name"), f"must be at most {MAX_NAME} characters (got {len(spec.name)})"
-            # The sampler keeps at least one prompt token in the context (runner/evals/sample.py).
-            # Known here only for a scratch model; a checkpoint's context is in its config.json.
-            new = getattr(spec, "max_new_tokens", None)
-            if config is not None and new is not None and new >= config.max_positions:
-                yield ("evals", i, "max_new_tokens"), (
-                    f"must be < model.config.max_positions, leaving room for the prompt ({new} >= {config.max_positions})"
-                )
             if spec.name in names:
                 yield ("evals", i, "name"), (
                     f"eval name {spec.name!r} is already used by evals[{names[spec.name]}]; give each a distinct name"
                 )
             names.setdefault(spec.name, i)
-            if spec.suite == "loss" and (self.data is None or self.data.validation is None):
+
+        def room() -> Iterator[tuple[Path, str]]:
+            # The sampler keeps at least one prompt token in the context (runner/evals/sample.py).
+            # Known here only for a scratch model; a checkpoint's context is in its config.json.
+            config = self.model.config
+            new = getattr(spec, "max_new_tokens", None)
+            if config is not None and new is not None and new >= config.max_positions:
+                yield ("evals", i, "max_new_tokens"), (
+                    f"must be < model.config.max_positions, leaving room for the prompt ({new} >= {config.max_positions})"
+                )
+
+        def loss() -> Iterator[tuple[Path, str]]:
+            if spec.suite == "loss" and not self._has_validation():
                 yield ("evals", i, "suite"), "the loss suite needs data.validation"
+
+        yield from each(name, room, loss)
+
+    # --- warnings: valid settings that are likely not what was meant -----------------------------
+
+    def _warn_schedule(self) -> Iterator[tuple[Path, str]]:
+        """A schedule that cannot finish within the run (known only when train.steps is given)."""
+        train, schedule = self.train, self.schedule
+        if train is None or schedule is None or train.steps is None or schedule.type == "constant":
+            return
+        steps, warmup = train.steps, schedule.warmup_steps
+        if warmup and warmup == steps:
+            yield ("schedule", "warmup_steps"), (
+                f"the warmup ends at the last step ({steps}): the run never trains after reaching peak_lr"
+            )
+        elif schedule.type == "warmup_cosine" and warmup + schedule.decay_steps > steps and schedule.end_lr != schedule.peak_lr:
+            yield ("schedule", "decay_steps"), (
+                f"the schedule decays until step {warmup + schedule.decay_steps} but the run stops at {steps}: "
+                f"the learning rate never reaches end_lr ({schedule.end_lr:g})"
+            )
+
+    def _warn_every(self) -> Iterator[tuple[Path, str]]:
+        """Periodic work whose period is longer than the run happens only at its end."""
+        train = self.train
+        if train is None or train.steps is None:
+            return
+        if train.eval_every is not None and train.eval_every > train.steps:
+            yield ("train", "eval_every"), (
+                f"is more than train.steps ({train.eval_every} > {train.steps}): validation loss is computed only at "
+                "the end"
+            )
+        every = train.checkpoint.every
+        if train.checkpoint.keep_best_by is not None and (every is None or every >= train.steps):
+            yield ("train", "checkpoint", "keep_best_by"), (
+                "chooses among one checkpoint, the last: "
+                + ("checkpoint.every is null" if every is None else f"checkpoint.every is {every}, train.steps {train.steps}")
+                + "; set checkpoint.every below train.steps to keep the best of several"
+            )
 
 
 # Sections that describe how a run is reported, not what it computes: left out of the hash.

@@ -6,7 +6,7 @@ from typing import Literal, get_args
 
 from pydantic import Field
 
-from .base import LocalPath, Path, Spec, at_most, tagged
+from .base import LocalPath, Path, Spec, at_most, each, tagged
 from .schema_model import MAX_TOKENS
 
 Difficulty = Literal["introductory", "interview", "competition"]
@@ -159,8 +159,13 @@ class ExtensionFilter(Spec):
     language_column: str = Field(default="language", min_length=1, description="Column with the language.")
 
     def check(self) -> Iterator[tuple[Path, str]]:
+        yield from each(self._given, self._dotted)
+
+    def _given(self) -> Iterator[tuple[Path, str]]:
         if self.extensions is None and self.languages is None:
             yield ("extensions",), "give extensions, languages or both"
+
+    def _dotted(self) -> Iterator[tuple[Path, str]]:
         for i, ext in enumerate(self.extensions or []):
             if not ext.startswith("."):
                 yield ("extensions", i), f"must start with a dot (got {ext!r}; did you mean '.{ext}'?)"
@@ -358,13 +363,23 @@ class DataSpec(Spec):
     num_proc: int | None = Field(default=None, ge=1, description="Worker processes for data stages; unset: all cores.")
 
     def check(self) -> Iterator[tuple[Path, str]]:
-        yield from at_most(self, {"seq_len": MAX_TOKENS})
-        apps_format = self.format.type == "apps"
-        all_sources = [("sources", i, s) for i, s in enumerate(self.sources)]
-        if self.validation is not None and self.validation.sources:
-            all_sources += [("validation", "sources", i, s) for i, s in enumerate(self.validation.sources)]
-        for *where, source in all_sources:
-            if apps_format and source.type != "apps":
-                yield (*where, "type"), f"format type: apps reads APPS problems; a {source.type} source has none"
-            if not apps_format and source.type == "apps":
-                yield (*where, "type"), "an apps source needs `format: {type: apps}`"
+        yield from each(
+            lambda: at_most(self, {"seq_len": MAX_TOKENS}),
+            lambda: _fit_format(("sources",), self.sources, self.format),
+            lambda: _fit_format(("validation", "sources"), self._validation_sources(), self.format),
+        )
+
+    def _validation_sources(self) -> list:
+        return (self.validation.sources or []) if self.validation is not None else []
+
+
+def _fit_format(where: Path, sources: list, format: Spec) -> Iterator[tuple[Path, str]]:
+    apps_format = format.type == "apps"
+
+    def fits(i: int, source: Spec) -> Iterator[tuple[Path, str]]:
+        if apps_format and source.type != "apps":
+            yield (*where, i, "type"), f"format type: apps reads APPS problems; a {source.type} source has none"
+        if not apps_format and source.type == "apps":
+            yield (*where, i, "type"), "an apps source needs `format: {type: apps}`"
+
+    yield from each(*(lambda i=i, source=source: fits(i, source) for i, source in enumerate(sources)))

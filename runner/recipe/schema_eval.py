@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import LocalPath, Path, Spec, at_most, tagged
+from .base import LocalPath, Path, Spec, at_most, each, tagged
 from .schema_data import ALL_DIFFICULTIES, AppsPrompt, Difficulty
 from .schema_model import MAX_TOKENS
 
@@ -31,13 +31,20 @@ class SamplingSpec(Spec):
     )
 
     def check(self) -> Iterator[tuple[Path, str]]:
+        yield from each(self._k_values, self._k_repeated, self._greedy)
+
+    def _k_values(self) -> Iterator[tuple[Path, str]]:
         for i, k in enumerate(self.k):
             if k < 1:
                 yield ("k", i), f"must be >= 1 (got {k})"
             elif k > self.n_samples:
                 yield ("k", i), f"pass@{k} needs at least {k} samples per problem (n_samples is {self.n_samples})"
+
+    def _k_repeated(self) -> Iterator[tuple[Path, str]]:
         if len(set(self.k)) != len(self.k):
             yield ("k",), f"has repeated values ({self.k})"
+
+    def _greedy(self) -> Iterator[tuple[Path, str]]:
         if self.temperature == 0 and self.n_samples > 1:
             yield ("n_samples",), "greedy decoding (temperature 0) gives one distinct completion; set n_samples: 1"
 
@@ -95,8 +102,7 @@ class HumanEvalEval(Spec):
     timeout_s: float = _HE[3]
 
     def check(self) -> Iterator[tuple[Path, str]]:
-        yield from at_most(self, GENERATION_BOUNDS)
-        yield from _unique_k(self.sampling)
+        yield from each(lambda: at_most(self, GENERATION_BOUNDS), lambda: _unique_k(self.sampling))
 
 
 _APPS = _generation_fields(1024, 4.0, "test case")
@@ -131,8 +137,7 @@ class AppsEval(Spec):
     timeout_s: float = _APPS[3]
 
     def check(self) -> Iterator[tuple[Path, str]]:
-        yield from at_most(self, GENERATION_BOUNDS)
-        yield from _unique_k(self.sampling)
+        yield from each(lambda: at_most(self, GENERATION_BOUNDS), lambda: _unique_k(self.sampling))
 
 
 def _unique_k(sampling: list[SamplingSpec]) -> Iterator[tuple[Path, str]]:

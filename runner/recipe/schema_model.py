@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import HubOrLocal, Path, Spec, at_most
+from .base import HubOrLocal, Path, Spec, at_most, deriving, each
 
 Arch = Literal["gpt-neo", "gpt2"]
 DType = Literal["float32", "bfloat16"]
@@ -57,9 +57,13 @@ class ModelConfig(Spec):
     layer_norm_eps: float = Field(default=1e-5, gt=0, description="LayerNorm epsilon.")
 
     def check(self) -> Iterator[tuple[Path, str]]:
-        yield from at_most(self, MAX_SIZES)
+        yield from each(lambda: at_most(self, MAX_SIZES), self._heads, self._layers)
+
+    def _heads(self) -> Iterator[tuple[Path, str]]:
         if self.d_model % self.n_head:
             yield ("n_head",), f"must divide d_model ({self.d_model} % {self.n_head} = {self.d_model % self.n_head})"
+
+    def _layers(self) -> Iterator[tuple[Path, str]]:
         if self.attention_layers is not None and len(self.attention_layers) != self.n_layer:
             yield (
                 ("attention_layers",),
@@ -103,16 +107,18 @@ class ModelSpec(Spec):
         config = self.config
         if config is None:
             return
-        updates = {}
-        if config.d_ff is None:
-            updates["d_ff"] = 4 * config.d_model
-        if config.attention_layers is None:
-            pattern = ("global", "local") if self.arch == "gpt-neo" else ("global",)
-            updates["attention_layers"] = [pattern[i % len(pattern)] for i in range(config.n_layer)]
-        if updates:
-            config.derive(**updates)
+        with deriving(config, "d_ff"):
+            if config.d_ff is None:
+                config.derive(d_ff=4 * config.d_model)
+        with deriving(config, "attention_layers"):
+            if config.attention_layers is None:
+                pattern = ("global", "local") if self.arch == "gpt-neo" else ("global",)
+                config.derive(attention_layers=[pattern[i % len(pattern)] for i in range(config.n_layer)])
 
     def check(self) -> Iterator[tuple[Path, str]]:
+        yield from each(self._init, self._local_layers)
+
+    def _init(self) -> Iterator[tuple[Path, str]]:
         if self.init == "pretrained":
             if self.checkpoint is None:
                 yield ("checkpoint",), (
@@ -127,6 +133,8 @@ class ModelSpec(Spec):
                 yield ("checkpoint",), "not used by init: scratch; remove it, or set init: pretrained"
             if self.revision is not None:
                 yield ("revision",), "not used by init: scratch; remove it"
+
+    def _local_layers(self) -> Iterator[tuple[Path, str]]:
         if self.arch == "gpt2" and self.config is not None and "local" in (self.config.attention_layers or []):
             yield ("config", "attention_layers"), "gpt2 has no local attention; use gpt-neo for local layers"
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import Path, Spec, tagged
+from .base import Path, Spec, each, tagged
 
 NoDecay = Literal["bias", "norm", "embedding"]
 
@@ -103,10 +103,12 @@ class Constant(Spec):
 
 
 def _lr_order(init_lr: float, peak_lr: float, end_lr: float) -> Iterator[tuple[Path, str]]:
-    if init_lr > peak_lr:
-        yield ("init_lr",), f"must be <= peak_lr ({init_lr:g} > {peak_lr:g})"
-    if end_lr > peak_lr:
-        yield ("end_lr",), f"must be <= peak_lr ({end_lr:g} > {peak_lr:g})"
+    yield from each(lambda: _at_most_peak("init_lr", init_lr, peak_lr), lambda: _at_most_peak("end_lr", end_lr, peak_lr))
+
+
+def _at_most_peak(name: str, lr: float, peak_lr: float) -> Iterator[tuple[Path, str]]:
+    if lr > peak_lr:
+        yield (name,), f"must be <= peak_lr ({lr:g} > {peak_lr:g})"
 
 
 Schedule = tagged(WarmupCosine, WarmupLinear, Constant)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import Path, Spec
+from .base import Path, Spec, deriving, each
 
 METRIC_PATTERN = r"^[a-z][a-z0-9_-]*/[A-Za-z0-9@_.-]+$"
 
@@ -32,9 +32,13 @@ class MeshSpec(Spec):
     fsdp: int = Field(default=1, ge=-1, description="Parameter-sharding axis size; -1: all devices left over.")
 
     def check(self) -> Iterator[tuple[Path, str]]:
-        for axis in ("data", "fsdp"):
-            if getattr(self, axis) == 0:
-                yield (axis,), "must be a positive size or -1 (all devices left over)"
+        yield from each(lambda: self._positive("data"), lambda: self._positive("fsdp"), self._one_left_over)
+
+    def _positive(self, axis: str) -> Iterator[tuple[Path, str]]:
+        if getattr(self, axis) == 0:
+            yield (axis,), "must be a positive size or -1 (all devices left over)"
+
+    def _one_left_over(self) -> Iterator[tuple[Path, str]]:
         if self.data == -1 and self.fsdp == -1:
             yield ("fsdp",), "only one axis can be -1"
 
@@ -62,17 +66,23 @@ class TrainSpec(Spec):
     mesh: MeshSpec = Field(default={}, validate_default=True, description="How the devices are arranged.")
 
     def complete(self) -> None:
-        if self.micro_batch_size is None and self.grad_accum_steps is None:
-            self.derive(micro_batch_size=self.batch_size, grad_accum_steps=1)
-        elif self.micro_batch_size is None:
-            if self.batch_size % self.grad_accum_steps == 0:
-                self.derive(micro_batch_size=self.batch_size // self.grad_accum_steps)
-        elif self.grad_accum_steps is None and self.batch_size % self.micro_batch_size == 0:
-            self.derive(grad_accum_steps=self.batch_size // self.micro_batch_size)
+        with deriving(self, "micro_batch_size", "grad_accum_steps"):
+            if self.micro_batch_size is None and self.grad_accum_steps is None:
+                self.derive(micro_batch_size=self.batch_size, grad_accum_steps=1)
+            elif self.micro_batch_size is None:
+                if self.batch_size % self.grad_accum_steps == 0:
+                    self.derive(micro_batch_size=self.batch_size // self.grad_accum_steps)
+            elif self.grad_accum_steps is None and self.batch_size % self.micro_batch_size == 0:
+                self.derive(grad_accum_steps=self.batch_size // self.micro_batch_size)
 
     def check(self) -> Iterator[tuple[Path, str]]:
+        yield from each(self._steps_or_epochs, self._micro_batch, self._grad_accum)
+
+    def _steps_or_epochs(self) -> Iterator[tuple[Path, str]]:
         if (self.steps is None) == (self.epochs is None):
             yield ("steps",), "give exactly one of steps or epochs"
+
+    def _micro_batch(self) -> Iterator[tuple[Path, str]]:
         if self.micro_batch_size is not None:
             if self.micro_batch_size > self.batch_size:
                 yield ("micro_batch_size",), f"must be <= batch_size ({self.micro_batch_size} > {self.batch_size})"
@@ -81,6 +91,8 @@ class TrainSpec(Spec):
                     f"must divide batch_size ({self.batch_size} % {self.micro_batch_size} = "
                     f"{self.batch_size % self.micro_batch_size})"
                 )
+
+    def _grad_accum(self) -> Iterator[tuple[Path, str]]:
         if self.grad_accum_steps is not None:
             if self.micro_batch_size is None:
                 yield ("grad_accum_steps",), (

@@ -1,5 +1,5 @@
 """`ccrun validate`: check recipe files and report, one `ok` line per good file and every
-problem of the others. Both ways in (runner.entry's fast path and runner.cli) call this."""
+problem of the others, and every warning. Both ways in (runner.entry's fast path and runner.cli) call this."""
 
 from __future__ import annotations
 
@@ -13,9 +13,12 @@ from .load import load_recipe
 from .resolve import recipe_hash
 
 
-def validate_files(paths: Sequence[str | Path], overrides: Sequence[str], *, debug: bool = False) -> int:
-    """Check recipes, printing one `ok` line per good file and every problem of the others;
-    returns the exit code (0 all good, 2 any problem). Shared by both ways in."""
+def validate_files(
+    paths: Sequence[str | Path], overrides: Sequence[str], *, debug: bool = False, strict: bool = False
+) -> int:
+    """Check recipes, printing one `ok` line per good file and every problem of the others, and each
+    warning (`file:line:col: key: warning: ...`) on stderr; returns the exit code (0 all good or only
+    warnings, 2 any problem, or any warning when `strict`). Shared by both ways in."""
     failed = False
     for path in paths:
         try:
@@ -24,6 +27,11 @@ def validate_files(paths: Sequence[str | Path], overrides: Sequence[str], *, deb
             if debug:
                 traceback.print_exc()
             print(str(exc), file=sys.stderr)
+            failed = True
+            continue
+        for warning in loaded.warnings:
+            print(warning, file=sys.stderr)
+        if strict and loaded.warnings:
             failed = True
             continue
         if loaded.fragment:

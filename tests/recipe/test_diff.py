@@ -119,7 +119,8 @@ def test_errors_exit_2(pair):
     assert notrun.returncode == 2 and "not a run directory" in notrun.stderr
     (pair / "bad.yaml").write_text("name: bad\nmodel: {arch: gpt3}\n")
     bad = ccrun("diff", "a.yaml", "bad.yaml", cwd=pair)
-    assert bad.returncode == 2 and bad.stderr.startswith("bad.yaml:2:15: model.arch: must be one of")
+    assert bad.returncode == 2 and bad.stderr.splitlines()[0].startswith("bad.yaml:2:1: model.checkpoint: required")
+    assert bad.stderr.splitlines()[1].startswith("bad.yaml:2:15: model.arch: must be one of")
 
 
 def test_seed_experiments_differ_in_model_optimizer_and_schedule_only_where_they_differ():

@@ -63,8 +63,14 @@ class InferenceRequest(Strict):
         return Sampling(temperature=temperature, top_p=p.top_p or 1.0, top_k=p.top_k or 0, max_new_tokens=new)
 
 
+class StreamOptions(Strict):
+    """`stream_options` of a streamed completion."""
+
+    include_usage: bool | None = Field(None, description="A last chunk (before [DONE]) with the usage and no choices.")
+
+
 class CompletionRequest(Strict):
-    """OpenAI's /v1/completions (no streaming, no logprobs)."""
+    """OpenAI's /v1/completions (no logprobs)."""
 
     prompt: str = Field(min_length=1, max_length=MAX_INPUT_CHARS)
     model: str | None = None
@@ -74,7 +80,9 @@ class CompletionRequest(Strict):
     n: int = Field(1, ge=1, le=MAX_SEQUENCES)
     stop: Stop | StopList | None = None
     echo: bool = Field(False, description="Put the prompt before each completion.")
-    stream: Literal[False] = Field(False, description="Streaming is not supported.")
+    stream: bool = Field(False, description="Server-sent events: text_completion chunks as the text comes, "
+                                            "then `data: [DONE]`.")
+    stream_options: StreamOptions | None = Field(None, description="Only with stream: true.")
     user: str | None = Field(None, max_length=256, description="Accepted and ignored.")
 
     def sampling(self) -> Sampling:

@@ -1,7 +1,7 @@
 """The HTTP server: routes, limits that depend on the served model, and uvicorn.
 
   POST /models/{name}   Hugging Face Inference API text generation (the Code Clippy VS Code extension)
-  POST /v1/completions  OpenAI completions
+  POST /v1/completions  OpenAI completions (stream: true: server-sent events)
   POST /v1/solve        the problem page: APPS prompt of training → solutions
   GET  /                the problem page;   GET /health   readiness + batching counters;   GET /info
 
@@ -19,14 +19,14 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from ..data.apps import apps_prompt
@@ -37,6 +37,7 @@ from .decode import compiled_programs
 from .errors import RequestError, parse
 from .guard import BODY_TIMEOUT, Guard, server_config
 from .source import Served
+from .stream import DONE, TextStream, chunk, event
 
 log = logging.getLogger("ccrun.serve")
 MAX_BODY = 8 * 1024 * 1024  # bytes; MAX_INPUT_CHARS of text fits with room to spare
@@ -142,17 +143,27 @@ def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024, a
         while (await request.receive())["type"] != "http.disconnect":
             pass
 
-    async def generate(request: Request, text: str, sampling: Sampling, n: int, stop: tuple[str, ...] = (),
-                       max_time: float | None = None) -> Result:
+    async def submit(request: Request, text: str, sampling: Sampling, n: int, stop: tuple[str, ...] = (),
+                     max_time: float | None = None,
+                     progress: Callable[[int, list[int]], None] | None = None) -> tuple[Job, asyncio.Future]:
+        """Tokenize and queue a job → the job and its answer (a Result)."""
         ids = await asyncio.get_running_loop().run_in_executor(tokenizers, tokenize, text, sampling.max_new_tokens)
         if await request.is_disconnected():
             raise ClientGone()
         deadline = None if max_time is None else time.monotonic() + max_time
-        job = Job(ids, n, sampling, stop, deadline)
+        job = Job(ids, n, sampling, stop, deadline, progress=progress)
         try:
-            answer = asyncio.wrap_future(batcher.submit(job))
+            return job, asyncio.wrap_future(batcher.submit(job))
         except RuntimeError as exc:  # shutting down
             raise RequestError([("", str(exc))], status=503) from None
+
+    def failure(exc: BaseException) -> RequestError:
+        log.error("generation failed: %s: %s", type(exc).__name__, exc)
+        return RequestError([("", f"generation failed: {type(exc).__name__}: {exc}")], status=500)
+
+    async def generate(request: Request, text: str, sampling: Sampling, n: int, stop: tuple[str, ...] = (),
+                       max_time: float | None = None) -> Result:
+        job, answer = await submit(request, text, sampling, n, stop, max_time)
         watch = asyncio.ensure_future(left(request))
         try:
             await asyncio.wait({answer, watch}, return_when=asyncio.FIRST_COMPLETED)
@@ -165,8 +176,65 @@ def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024, a
         try:
             return answer.result()
         except Exception as exc:  # noqa: BLE001 - one request failed; say why, keep serving
-            log.error("generation failed: %s: %s", type(exc).__name__, exc)
-            raise RequestError([("", f"generation failed: {type(exc).__name__}: {exc}")], status=500) from None
+            raise failure(exc) from None
+
+    async def stream(request: Request, body: CompletionRequest, sampling: Sampling) -> StreamingResponse:
+        """OpenAI's streamed completion: text_completion chunks as server-sent events, then [DONE].
+        Anything wrong before the first event is a JSON error with its status, as without stream."""
+        loop = asyncio.get_running_loop()
+        updates: asyncio.Queue[tuple[int, list[int]]] = asyncio.Queue()
+
+        def progress(sample: int, ids: list[int]) -> None:  # on the decoding thread
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody to tell
+                loop.call_soon_threadsafe(updates.put_nowait, (sample, ids))
+
+        stops = body.stops()
+        job, answer = await submit(request, body.prompt, sampling, body.n, stops, progress=progress)
+        texts = [TextStream(served.tokenizer.decode, stops) for _ in range(body.n)]
+        head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+                "model": served.name}
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                if body.echo:
+                    for i in range(body.n):
+                        yield chunk(head, i, body.prompt, None, usage)
+                while not answer.done():
+                    got = asyncio.ensure_future(updates.get())
+                    await asyncio.wait({got, answer}, return_when=asyncio.FIRST_COMPLETED)
+                    if not got.done():
+                        got.cancel()
+                        continue
+                    latest = dict([got.result()])
+                    while not updates.empty():  # the newest tokens of each sample are enough
+                        sample, ids = updates.get_nowait()
+                        latest[sample] = ids
+                    for sample, ids in sorted(latest.items()):
+                        piece = await loop.run_in_executor(tokenizers, texts[sample].update, ids)
+                        if piece:
+                            yield chunk(head, sample, piece, None, usage)
+                if answer.cancelled():
+                    return
+                try:
+                    result: Result = answer.result()
+                except Exception as exc:  # noqa: BLE001 - after the first event, an error is an event
+                    yield event({"error": {"message": str(failure(exc)), "type": "server_error", "code": 500}})
+                    return
+                for i, completion in enumerate(result.completions):
+                    yield chunk(head, i, texts[i].finish(completion.text), completion.finish_reason, usage)
+                if usage:
+                    generated = sum(c.tokens for c in result.completions)
+                    yield event({**head, "choices": [], "usage": {
+                        "prompt_tokens": result.prompt_tokens, "completion_tokens": generated,
+                        "total_tokens": result.prompt_tokens + generated}})
+                yield DONE
+            finally:  # the client left (the response is cancelled) or the answer is out
+                if not answer.done():
+                    job.abandon()
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
     @app.post("/models/{name:path}")
     async def inference_api(name: str, request: Request) -> list[dict[str, str]]:
@@ -180,12 +248,16 @@ def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024, a
         prefix = body.inputs if p.return_full_text is not False else ""
         return [{"generated_text": prefix + c.text} for c in result.completions]
 
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> dict[str, Any]:
-        """OpenAI completions (no streaming)."""
+    @app.post("/v1/completions", response_model=None)
+    async def completions(request: Request) -> dict[str, Any] | StreamingResponse:
+        """OpenAI completions; with stream: true, server-sent events."""
         body: CompletionRequest = await body_of(request, CompletionRequest)
         sampling = body.sampling()
         limits.check(sampling, tokens_at="max_tokens")
+        if body.stream_options is not None and not body.stream:
+            raise RequestError([("stream_options", "only allowed with stream: true")])
+        if body.stream:
+            return await stream(request, body, sampling)
         result = await generate(request, body.prompt, sampling, body.n, body.stops())
         prefix = body.prompt if body.echo else ""
         generated = sum(c.tokens for c in result.completions)
@@ -263,6 +335,9 @@ def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024, a
                 components[model.__name__] = body
                 schema["paths"][path]["post"]["requestBody"] = {"required": True, "content": {
                     "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+            answers = schema["paths"]["/v1/completions"]["post"]["responses"]["200"]["content"]
+            answers["text/event-stream"] = {"schema": {"type": "string", "description": (
+                "with stream: true: `data: {text_completion chunk}` events, then `data: [DONE]`")}}
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -8,7 +8,8 @@ samples than a batch holds is decoded over several), waiting up to `wait_s` for 
 the batch is not full. Any requests can share a batch: sampling settings and token budgets are per
 row. Each job keeps its own stop sequences and deadline, checked between chunks; a job whose client
 has gone (`Job.abandon`) is dropped from the queue, and its rows end at the next chunk. A job is
-answered as soon as its rows are done, not when its batch ends.
+answered as soon as its rows are done, not when its batch ends; a streamed job is also told each
+sample's tokens after every chunk (`Job.progress`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 import time
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -36,6 +38,9 @@ class Job:
     deadline: float | None = None  # time.monotonic() seconds; past it, the rows end with what they have
     future: Future = field(default_factory=Future)
     gone: bool = False  # the client has left: decode nothing more for it
+    # streaming: called on the decoding thread after each chunk with (sample, its tokens so far) for each
+    # sample that got new tokens; must be quick and must not raise (the final tokens come in the Result)
+    progress: Callable[[int, list[int]], None] | None = None
     # the batcher's bookkeeping
     scheduled: int = 0  # samples handed to a batch so far
     samples: dict[int, list[int]] = field(default_factory=dict)
@@ -194,6 +199,7 @@ class Batcher:
         jobs = list(dict.fromkeys(job for job, _ in batch))
         started = time.perf_counter()
         answered: set[int] = set()
+        told = [0] * len(batch)  # tokens of each row passed to its job's progress
 
         def finish(tokens: list[list[int]], done: np.ndarray, final: bool) -> None:
             """Keep the finished rows' tokens; answer every job whose samples are all in."""
@@ -217,6 +223,9 @@ class Batcher:
                     job.timed_out.add(s)
                 elif job.stop and any(x in self.tokenizer.decode(tokens[r]) for x in job.stop):
                     done[r] = True
+                if job.progress is not None and not job.gone and len(tokens[r]) > told[r]:
+                    told[r] = len(tokens[r])
+                    job.progress(s, tokens[r][: job.sampling.max_new_tokens])
             finish(tokens, done, final=False)
             return done
 

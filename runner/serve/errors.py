@@ -86,8 +86,6 @@ def from_validation(exc: ValidationError, root: type[BaseModel]) -> RequestError
         elif kind == "extra_forbidden":
             accepted = ", ".join(holder.model_fields) if holder else ""
             message = f"unknown parameter (accepted: {accepted})"
-        elif where == "stream" and kind == "literal_error":
-            message = "streaming is not supported; leave stream out or false"
         elif kind in _BOUNDS:
             sign, key = _BOUNDS[kind]
             message = f"must be {sign} {err['ctx'][key]}" + (" characters long" if kind == "string_too_long" else "")

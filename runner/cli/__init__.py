@@ -6,13 +6,14 @@ calling the library; errors leave through one place (`app.main`).
   runs.py     run, resume, reproduce
   evals.py    eval, eval-samples
   compare.py  compare;  data.py  data;  serve.py  serve
+  manage.py   runs, init, export (runner.export)
 
 Heavy libraries (jax, flax, transformers, datasets) are imported only inside the commands that
 need them, so `ccrun validate` stays instant.
 """
 
 # Each module registers its commands; imported in the order `ccrun --help` lists them.
-from . import recipes, runs, compare, data, evals, serve  # noqa: F401, I001
+from . import recipes, runs, compare, data, evals, serve, manage  # noqa: F401, I001
 from .app import app, main
 
 __all__ = ["app", "main"]

@@ -4,12 +4,14 @@ interrupted; anything else is an internal error, exit 1)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+import typer.main
 
 from ..common.errors import BadInput, CcrunError
 
@@ -17,7 +19,7 @@ app = typer.Typer(
     name="ccrun",
     help="Train and evaluate code language models from declarative recipes.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -87,22 +89,108 @@ def _main(
     Options.debug = Options.debug or debug
 
 
-def _argv(argv: list[str]) -> list[str]:
-    """`ccrun RECIPE ...` is short for `ccrun run RECIPE ...`; --debug may appear anywhere."""
+RECIPES = Path("recipes")  # where a recipe named by its name alone is looked for (under the current directory)
+# Commands whose arguments are recipes (a recipe name stands for recipes/NAME.yaml), and options that are.
+RECIPE_COMMANDS = {"run", "validate", "resolve", "diff", "eval"}
+RECIPE_OPTIONS = {"--from"}
+
+
+def recipe_names() -> list[str]:
+    try:
+        return sorted(p.stem for p in RECIPES.glob("*.yaml") if p.is_file())
+    except OSError:
+        return []
+
+
+def complete_recipe(incomplete: str) -> list[str]:
+    """Shell completion of a recipe argument: recipes/*.yaml by name and by path."""
+    names = recipe_names()
+    return [n for n in names if n.startswith(incomplete)] + [
+        p for p in (f"{RECIPES / n}.yaml" for n in names) if p.startswith(incomplete)]
+
+
+def _bare(arg: str) -> bool:
+    """A word that can only be a recipe's name: no directory part, no .yaml ending, not an option."""
+    return bool(arg) and not arg.startswith("-") and "/" not in arg and os.sep not in arg \
+        and not arg.endswith((".yaml", ".yml")) and arg not in (".", "..")
+
+
+def recipe_argument(arg: str) -> str:
+    """A recipe argument as given, or for a bare name that is no file or directory here,
+    recipes/NAME.yaml; a bare name with no such recipe is bad input naming the close ones."""
+    if not _bare(arg) or os.path.lexists(arg):
+        return arg
+    candidate = RECIPES / f"{arg}.yaml"
+    if candidate.is_file():
+        return str(candidate)
+    raise BadInput(f"{arg}: no such file, and no recipe {candidate}" + _close(arg, recipe_names()))
+
+
+def _close(word: str, names: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, names, n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def _argv(argv: list[str], command: Any = None) -> list[str]:
+    """`ccrun RECIPE ...` is short for `ccrun run RECIPE ...`, and a recipe may be named by its name
+    alone (`ccrun smoke`: recipes/smoke.yaml); --debug may appear anywhere."""
     if "--debug" in argv:
         Options.debug = True
         argv = [a for a in argv if a != "--debug"]
-    commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    command = command or typer.main.get_command(app)
+    commands = getattr(command, "commands", {})
     first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
-    if first is not None and argv[first] not in commands and argv[first].endswith((".yaml", ".yml")):
-        argv = [*argv[:first], "run", *argv[first:]]
+    if first is None:
+        return argv
+    word = argv[first]
+    if word not in commands:
+        if word.endswith((".yaml", ".yml")):
+            return [*argv[:first], "run", *argv[first:]]
+        if _bare(word) and not os.path.lexists(word):
+            if (RECIPES / f"{word}.yaml").is_file():
+                return [*argv[:first], "run", *_recipe_arguments(commands["run"], argv[first:])]
+            hint = _close(word, [*commands, *recipe_names()])
+            if hint:
+                raise BadInput(f"{word}: neither a command nor a recipe in {RECIPES}/" + hint)
+        return argv  # click says what is wrong
+    if word in RECIPE_COMMANDS or word == "init":
+        return [*argv[: first + 1], *_recipe_arguments(commands[word], argv[first + 1:], word in RECIPE_COMMANDS)]
     return argv
 
 
+def _recipe_arguments(command: Any, args: list[str], positional: bool = True) -> list[str]:
+    """`args` of `command` with each recipe argument (positional ones when `positional`, and the
+    values of RECIPE_OPTIONS) passed through `recipe_argument`."""
+    takes_value = {opt for p in command.params if p.param_type_name == "option" and not p.is_flag and not p.count
+                   for opt in (*p.opts, *p.secondary_opts)}
+    out, rest = [], iter(args)
+    for arg in rest:
+        if arg == "--":
+            out += [arg, *(recipe_argument(a) if positional else a for a in rest)]
+            break
+        name = arg.split("=", 1)[0]
+        if arg.startswith("-") and len(arg) > 1:
+            if name in RECIPE_OPTIONS and "=" in arg:
+                out.append(f"{name}={recipe_argument(arg.split('=', 1)[1])}")
+            elif name in takes_value and "=" not in arg:
+                value = next(rest, None)
+                out.append(arg)
+                if value is not None:
+                    out.append(recipe_argument(value) if name in RECIPE_OPTIONS else value)
+            else:
+                out.append(arg)
+        else:
+            out.append(recipe_argument(arg) if positional else arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = _argv(list(sys.argv[1:] if argv is None else argv))
+    command = typer.main.get_command(app)
     try:
-        app(args=args, prog_name="ccrun", standalone_mode=True)
+        args = _argv(list(sys.argv[1:] if argv is None else argv), command)
+        command(args=args, prog_name="ccrun", standalone_mode=True)
     except CcrunError as exc:
         if Options.debug:
             traceback.print_exc()

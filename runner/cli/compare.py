@@ -16,12 +16,14 @@ def compare(
     runs: Annotated[list[str], typer.Argument(help="Run directories; with --wandb, W&B run names or ids.",
                                               show_default=False)],
     plot: Annotated[Optional[Path], typer.Option(
-        "--plot", help="Write their loss curves to this new .png file (an existing file is never replaced).")] = None,
+        "--plot", help="Write their loss curves to this new .png file, each run named by what differs in its "
+                  "recipe (an existing file is never replaced).")] = None,
     wandb: Annotated[Optional[str], typer.Option("--wandb", metavar="ENTITY/PROJECT",
                                                  help="Read the runs from W&B's public API.")] = None,
 ) -> None:
-    """Runs side by side: summary metrics (losses, pass@k, tokens/s, wall time), then the recipe
-    differences between the first run and each other one.
+    """Runs side by side: summary metrics (losses, pass@k, APPS accuracies, tokens/s, wall time; a
+    directory `ccrun run --dry-run` made shows status "dry run"), then the recipe differences
+    between the first run and each other one.
 
     A damaged run (a metrics.jsonl, summary.json or resolved.yaml that cannot be read) is not skipped: the
     command exits 2 naming the file and line, and shows nothing, so a table never silently lacks

@@ -142,7 +142,8 @@ class RunSummary(Result):
     def flat(self) -> dict[str, float]:
         """Headline numbers under flat keys: `train/loss`, `val/loss` (the training's validation of
         the weights final/ holds, else the first loss suite's), `<suite>/pass@k`,
-        `<apps suite>/strict_accuracy`, ..."""
+        `<apps suite>/strict_accuracy`, `<apps suite>/test_case_average`, and both per difficulty
+        (`apps/introductory/strict_accuracy`, ...)."""
         out: dict[str, float] = {}
         final = self.train.final if self.train else {}
         for key in ("train/loss", "val/loss", "val/perplexity"):
@@ -163,6 +164,10 @@ class RunSummary(Result):
                 for key in ("strict_accuracy", "test_case_average"):
                     if getattr(e, key) is not None:
                         out[f"{e.name}/{key}"] = getattr(e, key)
+                for difficulty, scores in e.per_difficulty.items():
+                    for key in ("strict_accuracy", "test_case_average"):
+                        if getattr(scores, key) is not None:
+                            out[f"{e.name}/{difficulty}/{key}"] = getattr(scores, key)
         return out
 
     def generation(self) -> list[GenerationResult]:

@@ -7,6 +7,7 @@ table, the recipe diff and the plot are the same code for both.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from .rundir import RunDir
 HEADLINE_SUFFIXES = ("/strict_accuracy", "/test_case_average", "/val_loss")
 # Curves read back from W&B (each its own history scan: a scan returns rows holding all its keys).
 CURVES = ("train/loss", "val/loss", "train/lr", "throughput/tokens_per_s")
+LABEL_PARTS = 3  # recipe differences named in a plot's legend entry; past it "+N more"
+TIMES = ("wall_time_s",)  # row keys in seconds: shown as times in the table
 
 
 class CompareError(CcrunError):
@@ -45,10 +48,13 @@ def _median_speed(metrics: list[dict[str, Any]]) -> float | None:
 
 
 def run_row(run: RunDir) -> dict[str, Any]:
-    """What a run achieved, flat: status, its summary's headline numbers (RunSummary.flat), the
-    median throughput and the wall time."""
+    """What a run achieved, flat: status ("dry run" for a directory `ccrun run --dry-run` made),
+    its summary's headline numbers (RunSummary.flat), the median throughput and the wall time."""
     summary = run.summary()
-    row = {"status": "unknown"} if summary is None else {"status": summary.status, **summary.flat()}
+    if summary is None:
+        row: dict[str, Any] = {"status": "dry run" if run.dry_run() else "unknown"}
+    else:
+        row = {"status": summary.status, **summary.flat()}
     speed = _median_speed(run.metrics())
     if speed:
         row["tokens_per_s"] = speed
@@ -120,17 +126,28 @@ def wandb_runs(project: str, refs: list[str], *, api: Any = None) -> list[RunVie
     return views
 
 
+def clock(seconds: float) -> str:
+    """Seconds as a time: 42.5s, 1m05s, 1h02m03s (hours go on counting past a day)."""
+    if seconds < 59.95:
+        return f"{seconds:.1f}s"
+    s = int(round(seconds))
+    hours, rest = divmod(s, 3600)
+    return f"{hours}h{rest // 60:02d}m{rest % 60:02d}s" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
 def table(views: list[RunView], rows: list[dict[str, Any]] | None = None) -> str:
     rows = [v.row for v in views] if rows is None else rows
     keys = list(dict.fromkeys(k for row in rows for k in row))
     header = ["metric", *[v.name for v in views]]
 
-    def cell(v: Any) -> str:
+    def cell(key: str, v: Any) -> str:
+        if key in TIMES and _number(v):
+            return clock(v)
         if isinstance(v, float):
             return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4f}"
         return str(v)
 
-    body = [[k, *[cell(row.get(k, "-")) for row in rows]] for k in keys]
+    body = [[k.removesuffix("_s") if k in TIMES else k, *[cell(k, row.get(k, "-")) for row in rows]] for k in keys]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [header, *body]) + "\n"
 
@@ -149,39 +166,128 @@ def report(views: list[RunView]) -> str:
     return "".join(parts)
 
 
-def plot(runs: list[RunView | Path], out: Path, *, metric: str = "loss", exclusive: bool = False) -> Path:
-    """One PNG of every run's curve against step: `loss` (training, and validation dashed) or any
-    logged metric such as `train/lr`, written whole or not at all. `exclusive` (what `ccrun compare
-    --plot` asks): `out` must be new, an existing file is never replaced (FileExistsError); without
-    it, a run redrawing its own plots/ on resume replaces them."""
-    import io
+def _value(flat: dict[str, Any], key: str) -> Any:
+    """A flattened recipe's value at `key`; a key under a single value (`sweep: null`) has that value."""
+    from ..recipe.diff import ancestors
 
+    if key in flat:
+        return flat[key]
+    return next((flat[a] for a in reversed(ancestors(key)) if a in flat), None)
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _short_keys(keys: list[str]) -> dict[str, str]:
+    """Each dotted key by its last segment (`schedule.peak_lr` → `peak_lr`, as a sweep point's label),
+    or by as many last segments as tell it from the others (`evals[0].k`, `evals[1].k`)."""
+    split = {k: k.split(".") for k in keys}
+    out = {}
+    for key, parts in split.items():
+        n = 1
+        while n < len(parts) and sum(p[-n:] == parts[-n:] for p in split.values()) > 1:
+            n += 1
+        out[key] = ".".join(parts[-n:])
+    return out
+
+
+def run_labels(views: list[RunView]) -> list[str]:
+    """How a plot's legend names each run: by what differs between the runs' resolved recipes,
+    `peak_lr=3e-05` (`lr=0.001, seed=2` for several keys, the recipe name first when the names
+    differ, at most LABEL_PARTS parts then `+N more`). Runs whose recipes do not tell them apart
+    (identical, or not logged) are named by their directories (W&B: run names)."""
+    from ..recipe.diff import differences
+    from ..recipe.resolve import flatten
+
+    names = [v.name for v in views]
+    if len(views) == 1:
+        recipe = views[0].recipe or {}
+        return [recipe["name"] if isinstance(recipe.get("name"), str) else names[0]]
+    if any(not isinstance(v.recipe, dict) for v in views):
+        return names
+    keys = list(dict.fromkeys(d.key for v in views[1:] for d in differences(views[0].recipe, v.recipe)
+                              if d.key != "description"))  # free text: not what tells runs apart
+    if not keys:
+        return names
+    short = _short_keys([k for k in keys if k != "name"])
+    labels = []
+    for view in views:
+        flat = flatten(view.recipe)
+        parts = [_shown(view.recipe["name"])] if "name" in keys else []
+        parts += [f"{short[k]}={_shown(_value(flat, k))}" for k in keys if k != "name"]
+        more = len(parts) - LABEL_PARTS
+        labels.append(", ".join(parts[:LABEL_PARTS]) + (f", +{more} more" if more > 0 else ""))
+    if len(set(labels)) < len(labels):  # cut short alike: the directory tells them apart
+        labels = [f"{label} ({name})" for label, name in zip(labels, names, strict=True)]
+    return labels
+
+
+def _path_view(path: Path) -> RunView:
+    """A run directory for a plot: its curves, and its resolved recipe as written (not validated:
+    a plot of a run's own curves never fails over its recipe)."""
+    import yaml
+
+    try:
+        recipe = yaml.safe_load(RunDir(path).file("resolved.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        recipe = None
+    return RunView(path.name, {}, recipe if isinstance(recipe, dict) else None, RunDir(path).metrics())
+
+
+def figure(runs: list[RunView | Path], *, metric: str = "loss") -> Any:
+    """The matplotlib figure `plot` writes: every run's curve against step, titled with the metric
+    and the recipe name(s); with several runs, a legend naming each by `run_labels`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..common.io import atomic_write
-
+    views = [run if isinstance(run, RunView) else _path_view(run) for run in runs]
+    labels = run_labels(views) if views else []
+    key = "train/loss" if metric == "loss" else metric
     fig, ax = plt.subplots(figsize=(8, 5))
     try:
-        for run in runs:
-            view = run if isinstance(run, RunView) else RunView(run.name, {}, None, RunDir(run).metrics())
-            key = "train/loss" if metric == "loss" else metric
+        for view, label in zip(views, labels, strict=True):
             points = [(m["step"], m[key]) for m in view.metrics if _number(m.get(key)) and _number(m.get("step"))]
             if not points:
                 continue
-            line = ax.plot(*zip(*points, strict=True), label=f"{view.name} {key}")[0]
+            line = ax.plot(*zip(*points, strict=True), label=label)[0]
             val = [(m["step"], m["val/loss"]) for m in view.metrics
                    if _number(m.get("val/loss")) and _number(m.get("step"))] if metric == "loss" else []
             if val:
-                ax.plot(*zip(*val, strict=True), "--", color=line.get_color(), label=f"{view.name} val/loss")
+                ax.plot(*zip(*val, strict=True), "--o", markersize=3, color=line.get_color())
+        recipes = list(dict.fromkeys(v.recipe["name"] for v in views
+                                     if isinstance(v.recipe, dict) and isinstance(v.recipe.get("name"), str)))
+        what = "loss (train solid, validation dashed)" if metric == "loss" else metric
+        shown = ", ".join(recipes[:LABEL_PARTS]) + (f", +{len(recipes) - LABEL_PARTS} more"
+                                                    if len(recipes) > LABEL_PARTS else "")
+        ax.set_title(f"{what}: {shown}" if shown else what)
         ax.set_xlabel("step")
         ax.set_ylabel(metric)
-        if ax.get_legend_handles_labels()[0]:
+        if len(views) > 1 and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
         fig.tight_layout()
+    except BaseException:
+        plt.close(fig)
+        raise
+    return fig
+
+
+def plot(runs: list[RunView | Path], out: Path, *, metric: str = "loss", exclusive: bool = False) -> Path:
+    """One PNG of every run's curve against step (`figure`): `loss` (training, and validation
+    dashed) or any logged metric such as `train/lr`, written whole or not at all. `exclusive`
+    (what `ccrun compare --plot` asks): `out` must be new, an existing file is never replaced
+    (FileExistsError); without it, a run redrawing its own plots/ on resume replaces them."""
+    import io
+
+    from ..common.io import atomic_write
+
+    fig = figure(runs, metric=metric)
+    import matplotlib.pyplot as plt  # after figure() chose the Agg backend
+
+    try:
         png = io.BytesIO()
         fig.savefig(png, format="png", dpi=120)
     finally:

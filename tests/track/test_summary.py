@@ -33,7 +33,8 @@ SUMMARY = {
 }
 ROW = {"status": "succeeded", "train/loss": 2.25, "val/loss": 2.75, "val/perplexity": 15.64,
        "humaneval/pass@1": 0.25, "apps/pass@1": 0.0, "apps/pass@2": 0.5, "apps/strict_accuracy": 0.0,
-       "apps/test_case_average": 0.375}
+       "apps/test_case_average": 0.375,  # and per difficulty
+       "apps/interview/strict_accuracy": 0.0, "apps/interview/test_case_average": 0.5}
 
 
 def run_dir(tmp_path, summary) -> RunDir:

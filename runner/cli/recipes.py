@@ -60,6 +60,8 @@ def resolve(
         comments = "".join(f"# ccrun: {line}\n" for line in str(exc).splitlines())
         typer.echo(comments + raw.decode("utf-8", errors="replace"), nl=False)
         return
+    for warning in loaded.warnings if not or_raw else ():  # --or-raw is git's textconv: its output only
+        typer.echo(warning, err=True)
     typer.echo(recipe_hash(loaded.recipe) if hash_only else to_yaml(loaded.recipe), nl=hash_only)
 
 

@@ -227,6 +227,13 @@ def test_a_schedule_that_cannot_finish_is_a_located_warning_and_exit_0(tmp_path)
     assert strict.returncode == 2 and strict.stderr == DECAY + "\n" and strict.stdout == ""
 
 
+def test_resolve_shows_the_warnings_on_stderr(tmp_path):
+    write(tmp_path, VALID.replace("decay_steps: 8", "decay_steps: 50000"))
+    result = ccrun("resolve", "--hash", "bad.yaml", cwd=tmp_path)
+    assert result.returncode == 0 and len(result.stdout.strip()) == 64
+    assert result.stderr == DECAY + "\n"
+
+
 def test_warnings_are_on_the_loaded_recipe(tmp_path):
     loaded = load_recipe(write(tmp_path, VALID), ["schedule.decay_steps=50000"])
     assert isinstance(loaded.warnings, tuple) and len(loaded.warnings) == 1

@@ -19,7 +19,9 @@ class StaleSchemas(CcrunError):
 def validate(
     recipes: Annotated[list[Path], typer.Argument(help="Recipe files.", show_default=False)],
     set_: SetOption = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Treat warnings as problems: exit 2 if there are any.")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Treat warnings as problems: exit 2 if there are any.")
+    ] = False,
 ) -> None:
     """Check recipes: every problem, located as file:line:col, and every warning (exit 0 with only warnings).
     Fragments (recipes/base) get key and type checks."""

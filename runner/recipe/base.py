@@ -135,7 +135,7 @@ class Spec(BaseModel):
         return iter(())
 
     def warn(self) -> Iterator[tuple]:
-        """Yield (relative path, message) for each setting that is valid but likely not what was meant. Default: none."""
+        """Yield (relative path, message) for each valid setting that is likely not what was meant. Default: none."""
         return iter(())
 
     def problems(self) -> list[tuple]:

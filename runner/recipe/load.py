@@ -416,7 +416,9 @@ def _source_file(loc: Loc | None, files: list[FsPath]) -> FsPath | None:
 # --- validation -----------------------------------------------------------------------------
 
 
-def _validated(data: dict[str, Any], positions: Positions, *, fragment: bool = False) -> tuple[Recipe | None, list[Problem]]:
+def _validated(
+    data: dict[str, Any], positions: Positions, *, fragment: bool = False
+) -> tuple[Recipe | None, list[Problem]]:
     """`data` as a Recipe, or every problem in one round: each field's, and each cross-field problem
     whose fields are valid (runner/recipe/partial.py). A fragment's missing fields are not problems."""
     try:
@@ -469,17 +471,18 @@ def _check_sweep(tree: _Tree, positions: Positions, known: list[Problem]) -> lis
             except walk.UnknownPath as exc:
                 problems.append(Problem(positions.at((*where, i)), format_path((*where, i)), exc.message))
                 continue
+            at, shown = positions.at((*where, i)), format_path((*where, i))
             for p in _validated(point, positions)[1]:
                 if (p.key, p.message) not in known_keys:
-                    problems.append(
-                        Problem(positions.at((*where, i)), format_path((*where, i)), f"with {key}={value!r}: {p.key}: {p.message}")
-                    )
+                    problems.append(Problem(at, shown, f"with {key}={value!r}: {p.key}: {p.message}"))
     return problems
 
 
 def _warnings(recipe: Recipe, positions: Positions) -> tuple[str, ...]:
     found = [
-        located(path, warning, positions, prefix="warning: ") for path, spec in recipe.specs() for warning in each(spec.warn)
+        located(path, warning, positions, prefix="warning: ")
+        for path, spec in recipe.specs()
+        for warning in each(spec.warn)
     ]
     return tuple(str(p) for p in in_order(found))
 

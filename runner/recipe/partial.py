@@ -32,7 +32,9 @@ from .base import ASSIGNING, INVALID, Path, Problems, Spec, Unusable
 from .errors import Positions, Problem, data_path, located
 
 
-def unreached_problems(root: type[Spec], data: dict[str, Any], exc: ValidationError, positions: Positions) -> list[Problem]:
+def unreached_problems(
+    root: type[Spec], data: dict[str, Any], exc: ValidationError, positions: Positions
+) -> list[Problem]:
     """The cross-field problems `exc` (the failed validation of `data` as `root`) did not get to check."""
     failed: set[Path] = set()  # fields whose value is wrong
     below: set[Path] = set()  # every path with a problem at or under it

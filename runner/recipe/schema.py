@@ -222,10 +222,13 @@ class Recipe(Spec):
             yield ("schedule", "warmup_steps"), (
                 f"the warmup ends at the last step ({steps}): the run never trains after reaching peak_lr"
             )
-        elif schedule.type == "warmup_cosine" and warmup + schedule.decay_steps > steps and schedule.end_lr != schedule.peak_lr:
+        elif schedule.type == "warmup_cosine" and warmup + schedule.decay_steps > steps and (
+            schedule.end_lr != schedule.peak_lr
+        ):
             yield ("schedule", "decay_steps"), (
                 f"the schedule decays until step {warmup + schedule.decay_steps} but the run stops at {steps}: "
-                f"the learning rate never reaches end_lr ({schedule.end_lr:g})"
+                f"the learning rate never reaches end_lr ({schedule.end_lr:g}); decay_steps: {steps - warmup} ends the "
+                "decay on the last step"
             )
 
     def _warn_every(self) -> Iterator[tuple[Path, str]]:
@@ -240,10 +243,10 @@ class Recipe(Spec):
             )
         every = train.checkpoint.every
         if train.checkpoint.keep_best_by is not None and (every is None or every >= train.steps):
+            why = "checkpoint.every is null" if every is None else f"checkpoint.every is {every}, train.steps {train.steps}"
             yield ("train", "checkpoint", "keep_best_by"), (
-                "chooses among one checkpoint, the last: "
-                + ("checkpoint.every is null" if every is None else f"checkpoint.every is {every}, train.steps {train.steps}")
-                + "; set checkpoint.every below train.steps to keep the best of several"
+                f"chooses among one checkpoint, the last: {why}; set checkpoint.every below train.steps to keep the best "
+                "of several"
             )
 
 

@@ -213,7 +213,7 @@ def test_a_sweep_value_is_checked_even_when_the_recipe_has_problems(tmp_path):
 
 DECAY = (
     "bad.yaml:5:80: schedule.decay_steps: warning: the schedule decays until step 50002 but the run stops at 10: "
-    "the learning rate never reaches end_lr (0)"
+    "the learning rate never reaches end_lr (0); decay_steps: 8 ends the decay on the last step"
 )
 
 

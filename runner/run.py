@@ -21,7 +21,7 @@ from .recipe.load import Loaded, load_recipe
 from .recipe.results import BestCheckpoint, LossResult, RunSummary, TrainSummary, dump_summary
 from .recipe.resolve import recipe_hash, to_yaml
 from .recipe.yamlio import dump
-from .track.rundir import RunDir, git_state, provenance
+from .track.rundir import PLAN_FILE, RunDir, git_state, provenance
 
 Log = Callable[[str], None]
 
@@ -31,15 +31,19 @@ def stderr_line(line: str) -> None:
 
 
 def create_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", argv: list[str] | None = None,
-                   sweep: dict | None = None, label: str | None = None) -> RunDir:
+                   sweep: dict | None = None, label: str | None = None, plan: dict | None = None) -> RunDir:
     """Resolve and claim a fresh run directory holding what was asked and what it meant. A sweep
-    point ({"group", "index", "point"}) is kept in sweep.json; `label` ends the directory's name."""
+    point ({"group", "index", "point"}) is kept in sweep.json; `label` ends the directory's name;
+    `plan` (runner.plan) goes to plan.json, with the directory's path in it."""
     recipe = loaded.recipe
     assert recipe is not None, "fragments do not run"
     digest = recipe_hash(recipe)
     run = RunDir.create(runs_root, recipe.name, digest, label=label)
     if sweep:
         write_json(run.file("sweep.json"), sweep)
+    if plan is not None:
+        plan["run_dir"] = str(run.path)
+        write_json(run.file(PLAN_FILE), plan)
     git = git_state(loaded.files[0].parent) or git_state(Path(__file__).resolve().parent)
     # Provenance first: whatever happens next, the directory says how it came to be.
     write_json(
@@ -62,7 +66,7 @@ def create_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", argv: list
 
 
 def shared_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", sweep: dict | None = None,
-                   label: str | None = None) -> RunDir:
+                   label: str | None = None, plan: dict | None = None) -> RunDir:
     """`create_run_dir` on process 0; every other process of a jax.distributed run gets the
     same directory (without writing to it)."""
     if not is_primary():
@@ -71,7 +75,7 @@ def shared_run_dir(loaded: Loaded, *, runs_root: str | Path = "runs", sweep: dic
             raise FollowerError("process 0 could not create the run directory (its output says why)")
         return RunDir(Path(path))
     try:
-        run = create_run_dir(loaded, runs_root=runs_root, sweep=sweep, label=label)
+        run = create_run_dir(loaded, runs_root=runs_root, sweep=sweep, label=label, plan=plan)
     except BaseException:
         broadcast_text("")
         raise
@@ -350,6 +354,10 @@ def eval_target(target: Path, overrides: Sequence[str] = (), *, checkpoint: str 
     suites = [e for e in loaded.recipe.evals if e.suite != "loss"]
     if not suites:
         raise BadInput(f"{target}: the recipe has no humaneval or apps suite to run")
+    if run is None:  # a recipe: its checkpoint, tokenizer and problems, before a run directory is made
+        from .preflight import require
+
+        require([loaded.recipe], ("model", "evals"))
     out = "eval" if checkpoint is None else f"eval-{checkpoint}"
     for spec in suites:
         if run is not None and run.file(out, spec.name).exists():
@@ -376,8 +384,13 @@ class Reproduction:
 def reproduce(original: RunDir, *, runs_root: str | Path | None = None, log: Log | None = None) -> Reproduction | None:
     """Run `original`'s resolved recipe again into a new directory (beside it by default) and
     compare every logged metric but throughput (timing varies). None on processes other than 0."""
+    from .plan import make_plan
+    from .preflight import require
+
     loaded = original.recipe()
-    again = shared_run_dir(loaded, runs_root=runs_root or original.path.parent.parent)
+    (inputs,) = require([loaded.recipe])
+    again = shared_run_dir(loaded, runs_root=runs_root or original.path.parent.parent,
+                           plan=make_plan(loaded.recipe, inputs=inputs))
     if is_primary():
         (log or stderr_line)(f"run directory: {again.path}")
     execute_in(loaded, again, log=log)

@@ -76,13 +76,43 @@ def expand(path: str | Path, overrides: Sequence[str] = (), *, sweep_index: int 
                   {"group": group, "index": i, "point": points[i]}) for i in chosen]
 
 
-def launch(point: Point, *, runs_root: str | Path = "runs", log: Log | None = None) -> tuple[RunDir, RunSummary]:
-    """Run one point into a new run directory (on every process of a multi-process run)."""
+def point_plan(point: Point, *, runs_root: str | Path = "runs", inputs: Sequence = ()) -> dict:
+    """The plan of one point (runner.plan), its run directory given as the pattern of its name."""
+    from .plan import make_plan, run_dir_pattern
+
+    label = point_label(point.values) if point.sweep else None
+    recipe = point.loaded.recipe
+    return make_plan(recipe, inputs=inputs, point=point.values,
+                     run_dir=run_dir_pattern(runs_root, recipe, recipe_hash(recipe), label))
+
+
+def dry_run(points: Sequence[Point], *, runs_root: str | Path = "runs", log: Log | None = None) -> list[RunDir]:
+    """What a launch makes before its first stage, and nothing else: one run directory per point
+    (sweep.json, plan.json, provenance, recipe.yaml, resolved.yaml). The plans are printed with
+    every input found or missing (missing inputs are reported, not refused)."""
+    from .plan import render
+    from .preflight import check_recipes
+    from .run import create_run_dir
+
+    log = log or stderr_line
+    inputs = check_recipes([p.loaded.recipe for p in points])
+    plans = [point_plan(p, runs_root=runs_root, inputs=i) for p, i in zip(points, inputs, strict=True)]
+    runs = [create_run_dir(p.loaded, runs_root=runs_root, sweep=p.sweep, plan=plan,
+                           label=point_label(p.values) if p.sweep else None) for p, plan in zip(points, plans, strict=True)]
+    log(render(plans))
+    return runs
+
+
+def launch(point: Point, *, runs_root: str | Path = "runs", log: Log | None = None,
+           inputs: Sequence = ()) -> tuple[RunDir, RunSummary]:
+    """Run one point into a new run directory (on every process of a multi-process run); `inputs`:
+    the preflight's statuses of its inputs, for its plan.json."""
     log = log or stderr_line
     if point.sweep and is_primary():
         log("sweep point: " + ", ".join(f"{k}={v!r}" for k, v in point.values.items()))
     label = point_label(point.values) if point.sweep else None
-    run = shared_run_dir(point.loaded, runs_root=runs_root, sweep=point.sweep, label=label)
+    plan = point_plan(point, runs_root=runs_root, inputs=inputs)
+    run = shared_run_dir(point.loaded, runs_root=runs_root, sweep=point.sweep, label=label, plan=plan)
     if is_primary():
         log(f"run directory: {run.path}")
     return run, execute_in(point.loaded, run, log=log)

@@ -14,7 +14,9 @@ from .app import SetOption, app, directory_option
 def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe file.", show_default=False)],
     set_: SetOption = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve and create the run directory; run nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the plan (every sweep point: model size, tokens per step, steps, schedule, memory per "
+        "device, inputs found or missing) and create the run directories with it; run nothing.")] = False,
     runs_dir: Annotated[Path, typer.Option(help="Root of the run directories.")] = Path("runs"),
     sweep_index: Annotated[
         Optional[int], typer.Option(help="Run only this point of the recipe's sweep (for job arrays).")
@@ -22,25 +24,25 @@ def run(
 ) -> None:
     """Run a recipe: data → model → train → evals → final/ in a new run directory under runs/<name>/.
     A recipe with a sweep runs every point of its grid, one after another (or one: --sweep-index)."""
-    from ..recipe.load import load_recipe
+    from ..sweep import expand
 
     directory_option(runs_dir, "--runs-dir")
-    if dry_run:
-        from ..run import create_run_dir
-        from ..sweep import check_index, sweep_points
+    points = expand(recipe, set_ or (), sweep_index=sweep_index)
+    if dry_run:  # the plan on stderr, the run directories (one per point) as the last lines of stdout
+        from ..sweep import dry_run as make_dry_run
 
-        loaded = load_recipe(recipe, set_ or ())
-        check_index(sweep_points(loaded.recipe.sweep), sweep_index)
-        typer.echo(str(create_run_dir(loaded, runs_root=runs_dir).path))
+        for made in make_dry_run(points, runs_root=runs_dir):
+            typer.echo(str(made.path))
         return
     from ..common.procs import is_primary, maybe_initialize_distributed
-    from ..sweep import expand, launch, sweep_table
+    from ..preflight import require
+    from ..sweep import launch, sweep_table
 
-    points = expand(recipe, set_ or (), sweep_index=sweep_index)
+    inputs = require([p.loaded.recipe for p in points])  # every missing input at once, before any directory
     maybe_initialize_distributed()  # before anything touches a device
     table = []
-    for point in points:
-        run_dir, summary = launch(point, runs_root=runs_dir)
+    for point, found in zip(points, inputs, strict=True):
+        run_dir, summary = launch(point, runs_root=runs_dir, inputs=found)
         table.append((point, summary, run_dir.path))
         if is_primary():  # under jax.distributed only process 0 writes and reports
             typer.echo(str(run_dir.path))
@@ -58,6 +60,10 @@ def resume(run_dir: Annotated[Path, typer.Argument(help="A run directory.", show
 
     run = RunDir.open(run_dir)
     loaded = run.recipe()
+    if run.dry_run():  # nothing has run in it yet: its inputs are checked as a launch checks them
+        from ..preflight import require
+
+        require([loaded.recipe])
     maybe_initialize_distributed()
     summary = conductor.execute_in(loaded, run)
     if is_primary():

@@ -1,0 +1,160 @@
+"""The plan `ccrun run --dry-run` prints and every launch writes as plan.json: sweep points, model
+size, tokens per step, steps, schedule shape, memory per device (checked against what XLA reports
+for the compiled train step), inputs, and what is written."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner import plan as planning
+from runner.recipe.load import load_recipe
+from runner.track.rundir import PLAN_FILE, RunDir
+
+from .helpers import ROOT
+
+DRY_RUN_FILES = {"sweep.json", PLAN_FILE, "provenance.json", "recipe.yaml", "overrides.yaml", "resolved.yaml"}
+
+
+def test_apps_dry_run_shows_the_three_sweep_points_and_a_memory_estimate(tmp_path):
+    runs = tmp_path / "runs"
+    out = subprocess.run([sys.executable, "-m", "runner.cli", "run", "recipes/apps-125m.yaml", "--dry-run", "--runs-dir",
+                          str(runs)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    dirs = [Path(line) for line in out.stdout.strip().splitlines()[-3:]]
+    assert [d.parent for d in dirs] == [runs / "apps-125m"] * 3
+    assert [d.name.split("-", 3)[-1] for d in dirs] == ["peak_lr=1e-05", "peak_lr=3e-05", "peak_lr=0.0001"]
+    assert sorted(p.name for p in (runs / "apps-125m").iterdir()) == sorted(d.name for d in dirs)  # nothing else
+    for i, d in enumerate(dirs):
+        assert {p.name for p in d.iterdir()} - {"git.diff"} == DRY_RUN_FILES
+        assert RunDir(d).dry_run()
+        written = json.loads((d / PLAN_FILE).read_text())
+        assert written["run_dir"] == str(d) and written["point"] == {"schedule.peak_lr": [1e-5, 3e-5, 1e-4][i]}
+        assert written["model"]["parameters"] == 125_198_592  # GPT-Neo 125M, the tied head counted once
+        assert written["memory"]["total"] > written["memory"]["activations"] > 0
+        assert {i["name"]: i["state"] for i in written["inputs"]} == {"EleutherAI/gpt-neo-125M": "missing",
+                                                                      "codeparrot/apps": "missing"}
+    text = out.stderr
+    for needle in ("point 0: schedule.peak_lr=1e-05", "point 1: schedule.peak_lr=3e-05", "point 2: schedule.peak_lr=0.0001",
+                   "125.20M parameters", "tokens/step  262,144", "from epochs (5): known after the data stage",
+                   "warmup 0→3e-05 over 800 steps, linear to 0 at the last step", "GiB per device: parameters",
+                   "optimizer", "activations", "EleutherAI/gpt-neo-125M (model.checkpoint, tokenizer.name): missing",
+                   "codeparrot/apps (data.sources[0].hub, evals[1].hub): missing"):
+        assert needle in text, needle
+
+
+def test_resume_runs_a_dry_run_directory(tmp_path):
+    runs = tmp_path / "runs"
+    tiny = ["--set", "train.steps=2", "--set", "schedule.warmup_steps=1", "--set", "schedule.decay_steps=1",
+            "--set", "train.eval_every=null", "--set", "train.checkpoint.every=null", "--set", "evals=[]",
+            "--set", "train.checkpoint.keep_best_by=null", "--set", "data.validation=null",
+            "--set", "data.sources[0].include=[json/*.py]", "--set", "tokenizer.train.vocab_size=300"]
+    made = subprocess.run([sys.executable, "-m", "runner.cli", "run", "recipes/smoke.yaml", "--dry-run", "--runs-dir",
+                           str(runs), *tiny], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    run = Path(made.stdout.strip().splitlines()[-1])
+    assert RunDir(run).dry_run() and "steps        2" in made.stderr
+    plan = (run / PLAN_FILE).read_text()
+    done = subprocess.run([sys.executable, "-m", "runner.cli", "resume", str(run)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"succeeded: {run}"
+    assert not RunDir(run).dry_run() and (run / PLAN_FILE).read_text() == plan
+    assert json.loads((run / "summary.json").read_text())["train"]["steps"] == 2
+
+
+def recipe_text(optimizer: str, compute: str = "float32") -> str:
+    return f"""
+name: tiny
+model:
+  arch: gpt-neo
+  init: scratch
+  config: {{n_layer: 4, d_model: 256, n_head: 8, vocab_size: 1024, max_positions: 256, window_size: 64}}
+  dtype: {{compute: {compute}}}
+tokenizer: {{train: {{vocab_size: 1024}}}}
+data: {{sources: [{{type: files, stdlib: true}}], seq_len: 256}}
+optimizer: {{type: {optimizer}, weight_decay: 0.1}}
+schedule: {{type: warmup_linear, peak_lr: 1.0e-3, warmup_steps: 10}}
+train: {{batch_size: 16, micro_batch_size: 8, steps: 100}}
+"""
+
+
+def tiny_recipe(tmp_path, optimizer: str, compute: str = "float32"):
+    path = tmp_path / f"{optimizer}-{compute}.yaml"
+    path.write_text(recipe_text(optimizer, compute))
+    return load_recipe(path).recipe
+
+
+def xla_peak(recipe) -> int:
+    """What XLA reports for the compiled train step, as runner.train.loop builds it: arguments +
+    outputs - aliased (donated) + temporaries (jax-ml/jax#31292)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from runner.model import build_model
+    from runner.train.optim import optimizer, schedule
+    from runner.train.step import make_train_step
+
+    model = build_model(recipe.model, seed=0)
+    graphdef, params = nnx.split(model)
+    tx = optimizer(recipe.optimizer, schedule(recipe.schedule, recipe.train.steps))
+    opt_state = jax.eval_shape(tx.init, params)
+    shape = (recipe.train.grad_accum_steps, recipe.train.micro_batch_size, recipe.data.seq_len)
+    batch = {"input_ids": jax.ShapeDtypeStruct(shape, jnp.int32), "loss_weights": jax.ShapeDtypeStruct(shape, jnp.float32)}
+    step = make_train_step(graphdef, tx, dropout=False)
+    stats = step.lower(params, opt_state, batch, jax.eval_shape(lambda: jax.random.key(0))).compile().memory_analysis()
+    return (stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
+            + stats.temp_size_in_bytes)
+
+
+@pytest.mark.parametrize("optimizer, compute", [("adamw", "float32"), ("adafactor", "float32"), ("adamw", "bfloat16")])
+def test_the_memory_estimate_is_within_25_percent_of_xla(tmp_path, optimizer, compute):
+    recipe = tiny_recipe(tmp_path, optimizer, compute)
+    sizes, _ = planning.model_sizes(recipe)
+    estimate = planning.memory_estimate(recipe, sizes, platform="cpu")
+    measured = xla_peak(recipe)
+    assert abs(estimate["total"] - measured) <= 0.25 * measured, (estimate, measured)
+
+
+def test_parameters_and_optimizer_state_are_counted_as_built(tmp_path):
+    """The analytic counts equal the model's own and optax's state (both optimizers, both archs)."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from runner.model import build_model
+    from runner.train.optim import optimizer, schedule
+
+    for optimizer_name in ("adamw", "adafactor"):
+        recipe = tiny_recipe(tmp_path, optimizer_name)
+        for arch in ("gpt-neo", "gpt2"):
+            layers = ["global", "local"] * 2 if arch == "gpt-neo" else ["global"] * 4
+            spec = recipe.model.model_copy(update={"arch": arch, "config": recipe.model.config.model_copy(
+                update={"attention_layers": layers})})
+            model = build_model(spec, seed=0)
+            sizes = {**planning.model_sizes(recipe)[0], "arch": arch}
+            _, params = nnx.split(model)
+            leaves = jax.tree_util.tree_leaves(params)
+            assert planning.param_count(sizes) == sum(x.size for x in leaves) == model.config.num_params()
+            state = jax.eval_shape(optimizer(recipe.optimizer, schedule(recipe.schedule, 100)).init, params)
+            values = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state) if x.ndim > 0)
+            assert planning.optimizer_values(recipe.optimizer, planning.param_shapes(sizes)) == values
+
+
+def test_the_schedule_shape_says_what_the_schedule_does(tmp_path):
+    import optax  # noqa: F401 - the schedule below is optax's
+
+    from runner.train.optim import schedule
+
+    recipe = tiny_recipe(tmp_path, "adamw")
+    spec = recipe.schedule.model_copy(update={"peak_lr": 3e-5, "warmup_steps": 800})
+    assert planning.schedule_shape(spec, 5000) == "warmup 0→3e-05 over 800 steps, linear to 0 at step 5000"
+    lr = schedule(spec, 5000)
+    assert float(lr(0)) == 0 and float(lr(800)) == pytest.approx(3e-5) and float(lr(5000)) == pytest.approx(0, abs=1e-12)
+    cosine = load_recipe(ROOT / "recipes" / "smoke.yaml").recipe.schedule
+    assert planning.schedule_shape(cosine, 300) == "warmup 0→0.003 over 30 steps, cosine to 0.0003 at step 300"
+    assert planning.schedule_shape(cosine, 400) == ("warmup 0→0.003 over 30 steps, cosine to 0.0003 at step 300, "
+                                                    "then flat to step 400")

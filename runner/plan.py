@@ -267,6 +267,10 @@ def make_plan(recipe: Any, *, inputs: Sequence[Any] = (), point: dict | None = N
         plan["schedule"] = schedule_shape(recipe.schedule, train.steps)
         if sizes is not None:
             plan["memory"] = memory_estimate(recipe, sizes, platform=platform)
+            if platform != "gpu":  # planned here, maybe run on a GPU (bf16 activations, fused attention)
+                on_gpu = memory_estimate(recipe, sizes, platform="gpu")["total"]
+                if on_gpu != plan["memory"]["total"]:
+                    plan["memory"]["total_on_gpu"] = on_gpu
     plan["inputs"] = [{"name": s.input.name, "kind": s.input.kind, "uses": list(s.input.uses), "state": s.state,
                        "detail": s.detail, **({"fix": s.input.fix} if s.missing else {})} for s in inputs]
     plan["writes"] = _writes(recipe, point)
@@ -326,7 +330,8 @@ def groups(plan: dict) -> list[tuple[str, list[str]]]:
                 f"{_gib(mem['optimizer'])}, gradients {_gib(mem['gradients'])}, activations {_gib(mem['activations'])} "
                 f"(micro-batch {mem['micro_batch_per_device']} per device), batch {_gib(mem['batch'])}",
                 f"{mem['devices']}; {mem['platform']}; params {dtype['params']}, compute {dtype['compute']}; "
-                f"attention {mem['attention']}"]))
+                f"attention {mem['attention']}"
+                + (f"; on a GPU: ~{_gib(mem['total_on_gpu'])}" if "total_on_gpu" in mem else "")]))
     items = []
     for item in plan["inputs"]:
         text = f"{item['name']} ({', '.join(item['uses'])}): {item['state']}"

@@ -127,7 +127,7 @@ def _hub_or_local(value: str, revision: str | None, files: tuple[str, ...], key:
 
 def _local(path: str, kind: str) -> Input:
     fix = {"file": "give an existing file", "directory": "give an existing directory"}.get(
-        kind, "no file matches: check the pattern (relative to the recipe)")
+        kind, "put the files there, or change the pattern (relative to the recipe file)")
     return Input(kind, path, fix=fix)
 
 

@@ -127,7 +127,9 @@ def test_dry_run_creates_a_fresh_run_directory_each_time(tmp_path):
     assert a != b and a.parent == b.parent == runs / "smoke"
     digest = ccrun("resolve", "recipes/smoke.yaml", "--hash", "--set", "train.steps=40").stdout.strip()
     assert a.name.endswith(digest[:8]) and len(a.name.split("-")[0]) == 8  # yyyymmdd-HHMMSS-hash8
-    assert {p.name for p in a.iterdir()} >= {"recipe.yaml", "overrides.yaml", "resolved.yaml", "provenance.json"}
+    assert {p.name for p in a.iterdir()} - {"git.diff"} == {"recipe.yaml", "overrides.yaml", "resolved.yaml",
+                                                          "provenance.json", "plan.json"}  # what a launch makes first
+    assert json.loads((a / "plan.json").read_text())["steps"] == 40
     assert (a / "recipe.yaml").read_text() == (ROOT / "recipes" / "smoke.yaml").read_text()
     assert yaml.safe_load((a / "overrides.yaml").read_text()) == {"train.steps": 40}
     resolved = yaml.safe_load((a / "resolved.yaml").read_text())

@@ -27,8 +27,9 @@ def views(*recipes, metrics=()) -> list[RunView]:
 def test_labels_name_what_differs_between_the_recipes():
     base = recipe()
     # a sweep's points: the last segment of the key, as the point's directory label
-    assert run_labels(views(recipe("schedule.end_lr=0", "schedule.peak_lr=3e-5"),
-                            recipe("schedule.end_lr=0", "schedule.peak_lr=1e-4"))) == ["peak_lr=3e-05", "peak_lr=0.0001"]
+    points = views(recipe("schedule.end_lr=0", "schedule.peak_lr=3e-5"),
+                   recipe("schedule.end_lr=0", "schedule.peak_lr=1e-4"))
+    assert run_labels(points) == ["peak_lr=3e-05", "peak_lr=0.0001"]
     # several differences, nested keys, in recipe order; a list shown whole
     two = recipe("seed=7", "schedule.peak_lr=1e-2", "model.config.attention_layers=[local,local]")
     assert run_labels(views(base, two)) == [

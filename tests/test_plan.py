@@ -158,3 +158,37 @@ def test_the_schedule_shape_says_what_the_schedule_does(tmp_path):
     assert planning.schedule_shape(cosine, 300) == "warmup 0→0.003 over 30 steps, cosine to 0.0003 at step 300"
     assert planning.schedule_shape(cosine, 400) == ("warmup 0→0.003 over 30 steps, cosine to 0.0003 at step 300, "
                                                     "then flat to step 400")
+
+
+def test_a_pretrained_model_is_sized_from_its_config_json_or_said_unknown(tmp_path):
+    """A local checkpoint's config.json (transformers' names), the seed's published sizes, or unknown."""
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps({
+        "model_type": "gpt2", "n_layer": 3, "n_embd": 96, "n_head": 4, "n_inner": None, "vocab_size": 500,
+        "n_positions": 128}))
+    (tmp_path / "r.yaml").write_text("name: p\nmodel: {arch: gpt2, checkpoint: ./ckpt}\n")
+    recipe = load_recipe(tmp_path / "r.yaml").recipe
+    sizes, source = planning.model_sizes(recipe)
+    assert sizes == {"arch": "gpt2", "n_layer": 3, "d_model": 96, "n_head": 4, "d_ff": 384, "vocab_size": 500,
+                     "max_positions": 128} and source == str(tmp_path / "ckpt" / "config.json")
+    unknown = recipe.model.model_copy(update={"checkpoint": "someone/unseen-model"})
+    assert planning.model_sizes(recipe.model_copy(update={"model": unknown})) == (None, "unknown (checkpoint not cached)")
+    plan = planning.make_plan(recipe.model_copy(update={"model": unknown}), run_dir="runs/p/<utc-time>-x")
+    assert "parameters unknown (checkpoint not cached)" in planning.render([plan])
+
+
+def test_a_cached_hub_checkpoint_is_sized_from_the_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    entry, revision = tmp_path / "hub" / "models--someone--cached", "0" * 40
+    (entry / "refs").mkdir(parents=True)
+    (entry / "refs" / "main").write_text(revision)
+    (entry / "snapshots" / revision).mkdir(parents=True)
+    (entry / "snapshots" / revision / "config.json").write_text(json.dumps({
+        "model_type": "gpt_neo", "num_layers": 2, "hidden_size": 64, "num_heads": 4, "intermediate_size": None,
+        "vocab_size": 300, "max_position_embeddings": 256}))
+    (tmp_path / "r.yaml").write_text("name: p\nmodel: {arch: gpt-neo, checkpoint: someone/cached}\n")
+    sizes, _ = planning.model_sizes(load_recipe(tmp_path / "r.yaml").recipe)
+    assert sizes == {"arch": "gpt-neo", "n_layer": 2, "d_model": 64, "n_head": 4, "d_ff": 256, "vocab_size": 300,
+                     "max_positions": 256}

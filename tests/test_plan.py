@@ -45,6 +45,7 @@ def test_apps_dry_run_shows_the_three_sweep_points_and_a_memory_estimate(tmp_pat
         assert needle in text, needle
 
 
+@pytest.mark.e2e  # a whole (tiny) smoke run: ~25 s on 2 cores
 def test_resume_runs_a_dry_run_directory(tmp_path):
     runs = tmp_path / "runs"
     tiny = ["--set", "train.steps=2", "--set", "schedule.warmup_steps=1", "--set", "schedule.decay_steps=1",

@@ -196,6 +196,7 @@ def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024, a
         usage = bool(body.stream_options and body.stream_options.include_usage)
 
         async def events() -> AsyncIterator[bytes]:
+            got: asyncio.Future | None = None
             try:
                 if body.echo:
                     for i in range(body.n):
@@ -230,6 +231,8 @@ def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024, a
                         "total_tokens": result.prompt_tokens + generated}})
                 yield DONE
             finally:  # the client left (the response is cancelled) or the answer is out
+                if got is not None:
+                    got.cancel()
                 if not answer.done():
                     job.abandon()
 

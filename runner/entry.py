@@ -32,7 +32,9 @@ def fast_validate_args(argv: Sequence[str]) -> tuple[list[str], list[str]] | Non
             return None  # --help, --debug, unknown options: the full command line answers
         else:
             files.append(arg)
-    return (files, overrides) if files else None
+    if not files or not all(f == "-" or os.path.exists(f) for f in files):
+        return None  # a recipe by name (`ccrun validate smoke`) or a missing file: the full command line answers
+    return files, overrides
 
 
 def main(argv: Sequence[str] | None = None) -> None:

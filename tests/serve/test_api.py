@@ -123,7 +123,7 @@ BAD = [
     ("/models/x", {"inputs": "x", "parameters": {"max_time": -1}}, 422, ["parameters.max_time", "> 0"]),
     ("/models/x", {"inputs": "x" * 1_000_001}, 422, ["inputs", "at most 1000000 characters"]),
     ("/models/x", ["def f():"], 422, ["must be a JSON object"]),
-    ("/v1/completions", {"prompt": "x", "stream": True}, 422, ["stream", "not supported"]),
+    ("/v1/completions", {"prompt": "x", "stream": "yes"}, 422, ["stream", "true or false"]),
     ("/v1/completions", {"prompt": "x", "stop": 3}, 422, ["stop", "string or", "list"]),
     ("/v1/completions", {"prompt": "x", "temperature": 3}, 422, ["temperature", "<= 2"]),
     ("/v1/completions", {"prompt": "x", "suffix": "y"}, 422, ["suffix", "unknown parameter"]),

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .common.clock import duration
 from .common.errors import BadInput, CcrunError
 from .recipe.base import looks_local
 from .recipe.results import AppsResult, GenerationResult, RunSummary
@@ -152,13 +153,6 @@ def _model_index(name: str, results: list[GenerationResult]) -> list[dict[str, A
         entries.append({"task": {"type": "text-generation", "name": "Code generation"},
                         "dataset": {"type": dataset, "name": pretty}, "metrics": metrics})
     return [{"name": name, "results": entries}] if entries else []
-
-
-def duration(seconds: float) -> str:
-    """Seconds as a time: 42s, 1m05s, 2h03m."""
-    s = int(round(seconds))
-    hours, rest = divmod(s, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s" if rest >= 60 else f"{s}s"
 
 
 def model_card(run: RunDir, recipe: Any, summary: RunSummary | None, weights: Weights, *, where: str) -> str:

@@ -188,7 +188,7 @@ def execute(loaded: Loaded, run: RunDir, *, log: Log | None = None) -> RunSummar
                     shutil.rmtree(partial)
             for result in run_evals(recipe, model, tokenizer, run.file("eval")):
                 generated[result.name] = result
-                log(f"eval {result.name}: " + ", ".join(f"pass@{k} {v:.4f}" for k, v in result.pass_at_k.items()))
+                log(f"eval {result.name}: {eval_line(result)}")
         evals = [losses.get(spec.name) or generated[spec.name] for spec in recipe.evals]
         summary = _write_summary(run, summary.model_copy(update=dict(
             status="succeeded", train=train_summary, evals=evals, wall_time_s=round(time.time() - started, 1))))
@@ -201,6 +201,21 @@ def execute(loaded: Loaded, run: RunDir, *, log: Log | None = None) -> RunSummar
             status="failed", error=f"{type(exc).__name__}: {exc}", wall_time_s=round(time.time() - started, 1))))
         tracker.finish(exit_code=1)
         raise
+
+
+def eval_line(result) -> str:
+    """A generation suite's headline: `pass@1 0.0100, pass@5 0.0300`, and for APPS the strict
+    accuracy and test-case average, overall and per difficulty (strict/tests)."""
+    from .recipe.results import AppsResult
+
+    parts = [f"pass@{k} {v:.4f}" for k, v in result.pass_at_k.items()]
+    if isinstance(result, AppsResult) and None not in (result.strict_accuracy, result.test_case_average):
+        parts.append(f"strict accuracy {result.strict_accuracy:.4f}, test-case average {result.test_case_average:.4f}")
+        by = [f"{d} {s.strict_accuracy:.4f}/{s.test_case_average:.4f}" for d, s in result.per_difficulty.items()
+              if s.strict_accuracy is not None and s.test_case_average is not None]
+        if by:
+            parts[-1] += f" ({', '.join(by)} strict/tests)"
+    return ", ".join(parts)
 
 
 def _succeeded(run: RunDir) -> RunSummary | None:

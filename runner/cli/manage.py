@@ -119,7 +119,7 @@ def listed(path: Path) -> Listed:
 
 
 def table(rows: list[Listed]) -> str:
-    from ..export import duration
+    from ..common.clock import duration
 
     def shown(value: Any, fmt: str = "{}") -> str:
         return "-" if value is None else fmt.format(value)

@@ -28,6 +28,8 @@ def run(
 
     directory_option(runs_dir, "--runs-dir")
     points = expand(recipe, set_ or (), sweep_index=sweep_index)
+    for warning in dict.fromkeys(w for p in points for w in p.loaded.warnings):  # once, not once per point
+        typer.echo(warning, err=True)
     if dry_run:  # the plan on stderr, the run directories (one per point) as the last lines of stdout
         from ..sweep import dry_run as make_dry_run
 

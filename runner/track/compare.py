@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..common.clock import duration
 from ..common.errors import CcrunError
 from .rundir import RunDir
 
@@ -126,15 +127,6 @@ def wandb_runs(project: str, refs: list[str], *, api: Any = None) -> list[RunVie
     return views
 
 
-def clock(seconds: float) -> str:
-    """Seconds as a time: 42.5s, 1m05s, 1h02m03s (hours go on counting past a day)."""
-    if seconds < 59.95:
-        return f"{seconds:.1f}s"
-    s = int(round(seconds))
-    hours, rest = divmod(s, 3600)
-    return f"{hours}h{rest // 60:02d}m{rest % 60:02d}s" if hours else f"{rest // 60}m{rest % 60:02d}s"
-
-
 def table(views: list[RunView], rows: list[dict[str, Any]] | None = None) -> str:
     rows = [v.row for v in views] if rows is None else rows
     keys = list(dict.fromkeys(k for row in rows for k in row))
@@ -142,7 +134,7 @@ def table(views: list[RunView], rows: list[dict[str, Any]] | None = None) -> str
 
     def cell(key: str, v: Any) -> str:
         if key in TIMES and _number(v):
-            return clock(v)
+            return duration(v, precise=True)
         if isinstance(v, float):
             return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4f}"
         return str(v)

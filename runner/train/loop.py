@@ -25,6 +25,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
+from ..common.clock import duration
 from ..common.errors import BadInput, Interrupted, RunFailed
 from ..common.procs import is_primary
 from ..common.streams import stream_key
@@ -354,10 +355,7 @@ def _loop(s: TrainSetup) -> tuple[nnx.State, dict[str, float]]:
 def progress_line(step: int, total: int, loss: float, lr: float, tokens_per_s: float | None, eta_s: float) -> str:
     """One plain progress line: `train: step 30/300 (10%) loss 4.1234 lr 1.2e-04 3,456 tokens/s ETA 1m23s`."""
     speed = f" {tokens_per_s:,.0f} tokens/s" if tokens_per_s else ""
-    eta = int(round(eta_s))
-    hours, rest = divmod(eta, 3600)
-    shown = f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s" if rest >= 60 else f"{rest}s"
-    return f"train: step {step}/{total} ({100 * step // total}%) loss {loss:.4f} lr {lr:.2e}{speed} ETA {shown}"
+    return f"train: step {step}/{total} ({100 * step // total}%) loss {loss:.4f} lr {lr:.2e}{speed} ETA {duration(eta_s)}"
 
 
 def logged_final(path: Path, step: int) -> dict[str, float]:

@@ -11,7 +11,8 @@ import yaml
 from runner import cli
 from runner.recipe.load import load_recipe
 from runner.recipe.resolve import resolved_dict
-from runner.track.compare import RunView, clock, figure, plot, run_labels
+from runner.common.clock import duration
+from runner.track.compare import RunView, figure, plot, run_labels
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,7 +97,7 @@ def test_a_run_directory_plot_is_titled_by_its_recipe(tmp_path):
 @pytest.mark.parametrize("seconds, shown", [(0.04, "0.0s"), (12.5, "12.5s"), (59.96, "1m00s"), (61.5, "1m02s"),
                                             (3599.4, "59m59s"), (3723.4, "1h02m03s"), (93784, "26h03m04s")])
 def test_times_are_shown_as_times(seconds, shown):
-    assert clock(seconds) == shown
+    assert duration(seconds, precise=True) == shown
 
 
 def test_compare_shows_times_and_dry_runs(tmp_path, monkeypatch, capsys):
@@ -116,3 +117,9 @@ def test_compare_shows_times_and_dry_runs(tmp_path, monkeypatch, capsys):
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:4]}
     assert rows == {"status": ["succeeded", "dry", "run"], "tokens_per_s": ["12,346", "-"],
                     "wall_time": ["1h02m03s", "-"]}
+
+
+@pytest.mark.parametrize("seconds, shown", [(0.4, "0s"), (42.4, "42s"), (59.6, "1m00s"), (65, "1m05s"),
+                                            (7380, "2h03m"), (7399, "2h03m")])
+def test_progress_lines_cards_and_listings_show_whole_seconds(seconds, shown):
+    assert duration(seconds) == shown

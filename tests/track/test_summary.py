@@ -100,3 +100,19 @@ def test_a_summary_that_is_not_a_regular_small_file_is_bad_input(tmp_path):
         f.truncate(MAX_SUMMARY_BYTES + 1)
     with pytest.raises(SummaryError, match="more than"):
         read_summary(big)
+
+
+def test_the_eval_log_line_gives_apps_strict_accuracy_and_test_case_average_per_difficulty():
+    from runner.recipe.results import AppsResult, HumanEvalResult, SamplingScores, Scores
+    from runner.run import eval_line
+
+    overall = Scores(problems=3, pass_at_k={1: 0.01})
+    setting = SamplingScores(setting={"n_samples": 5}, overall=overall)
+    apps = AppsResult(name="apps", problems=3, pass_at_k={1: 0.01, 5: 0.03}, sampling=[setting],
+                      strict_accuracy=0.01, test_case_average=0.085,
+                      per_difficulty={"introductory": Scores(problems=1, strict_accuracy=0.03, test_case_average=0.15),
+                                      "competition": Scores(problems=1, strict_accuracy=0.0, test_case_average=0.02)})
+    assert eval_line(apps) == ("pass@1 0.0100, pass@5 0.0300, strict accuracy 0.0100, test-case average 0.0850 "
+                               "(introductory 0.0300/0.1500, competition 0.0000/0.0200 strict/tests)")
+    humaneval = HumanEvalResult(name="he", problems=3, pass_at_k={1: 0.5}, sampling=[setting])
+    assert eval_line(humaneval) == "pass@1 0.5000"

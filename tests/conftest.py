@@ -1,6 +1,16 @@
-"""Tests never touch the network, and run with the repository as the working directory."""
+"""Tests never touch the network, and run with the repository as the working directory.
+
+Speed (the README's test command runs in several processes: pytest-xdist, pyproject's addopts):
+- every test file runs whole on one worker, so its module-scoped fixtures are built once; the
+  files of tests/serve run on one worker, so the served model is compiled once;
+- every process of the session, the test workers and each `ccrun` they start, shares one JAX
+  compilation cache (a directory of this session only, so nothing carries over between runs):
+  the same tiny step compiled in ten processes is compiled once.
+"""
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +19,41 @@ from .helpers import ROOT
 
 for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}.items():
     os.environ.setdefault(key, value)
+
+
+def _session_compilation_cache() -> None:
+    """One JAX compilation cache for the whole session (xdist's controller makes it; its workers and
+    their subprocesses inherit the environment). Set before anything imports jax."""
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ or os.environ.get("CCRUN_TEST_NO_JAX_CACHE"):
+        return
+    global _MADE
+    _MADE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="ccrun-tests-jax-cache-")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+
+_MADE = None  # the cache directory this process made (the session's first), removed at its end
+_session_compilation_cache()
+
+
+def pytest_unconfigure(config):
+    if _MADE and not hasattr(config, "workerinput"):
+        shutil.rmtree(_MADE, ignore_errors=True)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Each test file whole on one worker (its module fixtures built once), and tests/serve whole
+    on one (its one served model compiled once). xdist's own `loadgroup` cannot say this under
+    pytest 9.2 (it renames node ids, which pytest no longer allows)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/serve" if path.startswith("tests/serve/") else path
+
+    return ByFile(config, log)
 
 
 @pytest.fixture

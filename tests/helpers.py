@@ -1,7 +1,14 @@
-"""What many test files share: the checkout's root and `ccrun` run as a user runs it."""
+"""What many test files share: the checkout's root and `ccrun` run as a user runs it, in a fresh
+process (`ccrun`) or, where a test is about what a command prints, exits and writes, in this one
+(`ccrun_here`: the same answer without the 0.3-5 s of a new interpreter importing the libraries)."""
 
+import contextlib
+import io
+import locale
+import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -11,6 +18,94 @@ SHORT = ["--set", "train.steps=30", "--set", "schedule.warmup_steps=5", "--set",
          "--set", "train.checkpoint.every=10", "--set", "evals=[{suite: loss}]"]
 
 
-def ccrun(*args, cwd=ROOT):
+def ccrun(*args, cwd=ROOT, env=None):
     """`ccrun ARGS` in a fresh process; the completed process (returncode, stdout, stderr)."""
-    return subprocess.run([sys.executable, "-m", "runner.cli", *args], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "runner.cli", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def _captured() -> io.TextIOWrapper:
+    # what a child's sys.stdout/sys.stderr are when they are pipes: UTF-8 (the locale's), not a
+    # terminal, stdout strict and stderr backslashreplace, line-buffered off
+    return io.TextIOWrapper(io.BytesIO(), encoding=locale.getpreferredencoding(False), newline="\n")
+
+
+def _as_read(stream: io.TextIOWrapper) -> str:
+    """The text of a captured stream as subprocess.run(text=True) reads a pipe (universal newlines)."""
+    stream.flush()
+    data = stream.buffer.getvalue()
+    return io.TextIOWrapper(io.BytesIO(data), encoding=locale.getpreferredencoding(False)).read()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    # Python's own warnings.showwarning, on the sys.stderr of the moment
+    try:
+        (file or sys.stderr).write(warnings.formatwarning(message, category, filename, lineno, line))
+    except OSError:
+        pass
+
+
+@contextlib.contextmanager
+def _fresh_process_state(cwd, env, argv):
+    """Inside: cwd, os.environ, sys.argv, the warning filters and the CLI's global options as a new
+    `ccrun` process has them; all restored after."""
+    from runner.cli.app import Options
+
+    old_cwd, old_env, old_argv, old_debug = os.getcwd(), dict(os.environ), sys.argv, Options.debug
+    old_streams = sys.stdin, sys.stdout, sys.stderr
+    try:
+        os.chdir(cwd)
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        os.environ.setdefault("COLUMNS", "80")  # a child writing to a pipe sees no terminal: 80 columns
+        sys.argv = argv
+        Options.debug = False
+        with warnings.catch_warnings():
+            # a fresh interpreter's filters (pytest's record everything); every warning shown again
+            warnings.resetwarnings()
+            for action, category in (("default", DeprecationWarning), ("ignore", DeprecationWarning),
+                                     ("ignore", PendingDeprecationWarning), ("ignore", ImportWarning),
+                                     ("ignore", ResourceWarning)):
+                warnings.filterwarnings(action, category=category, module="__main__" if action == "default" else "")
+            warnings.showwarning = _show_warning
+            yield
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = old_streams
+        Options.debug = old_debug
+        sys.argv = old_argv
+        if dict(os.environ) != old_env:
+            os.environ.clear()
+            os.environ.update(old_env)
+        os.chdir(old_cwd)
+
+
+def ccrun_here(*args, cwd=ROOT, env=None, stdin=""):
+    """`ccrun ARGS` run in this process, as `ccrun` would run it (runner.cli.main with argv, cwd and
+    environment set for the call and restored), with the same answer: a CompletedProcess whose
+    returncode, stdout and stderr are those of the fresh process (test_cli checks they are
+    byte-identical). For what a command prints, exits and writes; not for signals, imports or a
+    fresh interpreter's state (use `ccrun`)."""
+    args = [str(a) for a in args]
+    out, err = _captured(), _captured()
+    err.reconfigure(errors="backslashreplace")
+    import runner.cli
+
+    # sys.argv as `python -m runner.cli ARGS` has it (provenance.json records the command)
+    with _fresh_process_state(cwd, env, [str(Path(runner.cli.__file__).with_name("__main__.py")), *args]):
+        sys.stdin = io.TextIOWrapper(io.BytesIO(stdin.encode()), encoding=locale.getpreferredencoding(False))
+        sys.stdout, sys.stderr = out, err
+        try:
+            runner.cli.main(args)
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code
+            if code is None:
+                code = 0
+            elif not isinstance(code, int):
+                print(code, file=sys.stderr)
+                code = 1
+        finally:
+            with contextlib.suppress(Exception):
+                out.flush()
+                err.flush()
+    return subprocess.CompletedProcess(["ccrun", *args], code, _as_read(out), _as_read(err))

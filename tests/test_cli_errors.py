@@ -2,12 +2,11 @@
 line on stderr saying what is wrong, no traceback, nothing written."""
 
 import os
-import subprocess
-import sys
+import shutil
 
 import pytest
 
-from .helpers import ROOT, ccrun
+from .helpers import ROOT, ccrun, ccrun_here
 
 # (command line, what the message must say); TMP is a fresh empty directory, FILE a file in it.
 BAD = [
@@ -37,12 +36,19 @@ BAD = [
 ]
 
 
+# Run in a fresh process as a user runs them (the rest in this one, tests.helpers.ccrun_here: the
+# same answer, test_cli.py::test_in_process_is_a_fresh_process): the commands no other file runs so.
+FRESH = {("init", "bad name"), ("resume", "TMP"), ("reproduce", "TMP"), ("serve", "TMP/missing"),
+         ("data", "TMP/missing.yaml")}
+
+
 @pytest.mark.parametrize("argv, needle", BAD, ids=lambda a: " ".join(a) if isinstance(a, list) else None)
 def test_bad_input_exits_2_with_one_line(argv, needle, tmp_path):
+    fresh = tuple(argv[:2]) in FRESH
     (tmp_path / "file.txt").write_text("x\n")
     argv = [a.replace("TMP", str(tmp_path)) if a != "FILE" else str(tmp_path / "file.txt") for a in argv]
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    out = ccrun(*argv)
+    out = (ccrun if fresh else ccrun_here)(*argv)
     assert out.returncode == 2, out
     assert "Traceback" not in out.stderr and "internal error" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and needle in out.stderr, out.stderr
@@ -60,8 +66,7 @@ def test_every_command_is_tried():
 def test_a_bad_process_setting_is_bad_input(tmp_path):
     """jax.distributed settings that cannot be right: exit 2 before anything is created."""
     env = {**os.environ, "JAX_COORDINATOR_ADDRESS": "127.0.0.1:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "5"}
-    out = subprocess.run([sys.executable, "-m", "runner.cli", "run", "recipes/smoke.yaml", "--runs-dir", str(tmp_path)],
-                         cwd=ROOT, capture_output=True, text=True, env=env)
+    out = ccrun_here("run", "recipes/smoke.yaml", "--runs-dir", str(tmp_path), env=env)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip() == "ccrun: JAX_PROCESS_ID 5 is not in 0..1 (JAX_NUM_PROCESSES 2)"
     assert list(tmp_path.iterdir()) == []
@@ -79,15 +84,22 @@ def test_errors_carry_their_exit_codes():
         RunDir.open(ROOT)
 
 
+@pytest.fixture(scope="module")
+def made_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("made")
+    made = ccrun_here("run", "recipes/smoke.yaml", "--dry-run", "--runs-dir", str(root))
+    assert made.returncode == 0, made.stderr
+    return root / made.stdout.strip()
+
+
 @pytest.mark.parametrize("name, content, needle", [
     ("summary.json", '{"status": "succeeded", "results": {}}', "not a ccrun summary"),
     ("metrics.jsonl", '{"step": 1}\n{"step": 2', "metrics.jsonl:2: not JSON"),
 ])
-def test_compare_of_a_damaged_run_is_bad_input(tmp_path, name, content, needle):
-    made = ccrun("run", "recipes/smoke.yaml", "--dry-run", "--runs-dir", str(tmp_path))
-    run = tmp_path / made.stdout.strip()
+def test_compare_of_a_damaged_run_is_bad_input(tmp_path, made_run, name, content, needle):
+    run = shutil.copytree(made_run, tmp_path / made_run.name)
     (run / name).write_text(content)
-    out = ccrun("compare", str(run))
+    out = ccrun_here("compare", str(run))
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and needle in out.stderr, out.stderr
     assert (run / name).read_text() == content
@@ -105,7 +117,7 @@ def test_a_model_smaller_than_its_tokenizer_is_bad_input(tmp_path):
     (tmp_path / "r.yaml").write_text(
         "name: small\nmodel: {arch: gpt-neo, init: scratch, config: {vocab_size: 100, max_positions: 64, d_model: 32,"
         " n_layer: 1, n_head: 2, attention_layers: [global]}}\ntokenizer: {name: ./tok}\n")
-    out = ccrun("run", str(tmp_path / "r.yaml"), "--runs-dir", str(tmp_path / "runs"), "--set", "logging.wandb.mode=disabled")
+    out = ccrun_here("run", str(tmp_path / "r.yaml"), "--runs-dir", str(tmp_path / "runs"), "--set", "logging.wandb.mode=disabled")
     assert out.returncode == 2 and "Traceback" not in out.stderr and "internal error" not in out.stderr, out.stderr
     assert "ccrun: the tokenizer has 300 tokens, model.config.vocab_size only 100" in out.stderr
     (run,) = (tmp_path / "runs" / "small").iterdir()

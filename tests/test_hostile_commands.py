@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from .helpers import ccrun
+from .helpers import ccrun, ccrun_here
 
 HUMANEVAL_PROBLEM = {"task_id": "T/0", "prompt": 'def f(x):\n    """x plus one."""\n', "test": "def check(f):\n    assert f(1) == 2\n",
                      "entry_point": "f"}
@@ -28,10 +28,11 @@ def snapshot(root):
             ("dir" if p.is_dir() else "other") for p in sorted(root.rglob("*"))}
 
 
-def refused(root, *argv, needle, lines=1):
-    """`ccrun ARGV` exits 2 with `needle` in its message (one line) and changes nothing under root."""
+def refused(root, *argv, needle, lines=1, fresh=False):
+    """`ccrun ARGV` exits 2 with `needle` in its message (one line) and changes nothing under root;
+    run in this process (tests.helpers.ccrun_here), or with `fresh` in a new one as a user runs it."""
     before = snapshot(root)
-    out = ccrun(*[str(a) for a in argv])
+    out = (ccrun if fresh else ccrun_here)(*[str(a) for a in argv])
     assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
     assert "Traceback" not in out.stderr and "internal error" not in out.stderr, out.stderr[-2000:]
     message = out.stderr.strip()
@@ -106,7 +107,7 @@ def test_odd_but_valid_samples_are_scored(tmp):
 def test_samples_that_are_not_a_regular_file(tmp):
     refused(tmp, "eval-samples", tmp, "--out", tmp / "out", needle="not a regular file")
     os.mkfifo(tmp / "fifo")  # would block a reader forever: refused, never opened
-    refused(tmp, "eval-samples", tmp / "fifo", "--out", tmp / "out", needle="not a regular file")
+    refused(tmp, "eval-samples", tmp / "fifo", "--out", tmp / "out", needle="not a regular file", fresh=True)
     refused(tmp, "eval-samples", tmp / "missing.jsonl", "--out", tmp / "out", needle="missing.jsonl: no such file")
 
 
@@ -291,7 +292,7 @@ def test_a_file_where_the_recipe_s_runs_go(tmp):
     (tmp / "runs").mkdir()
     write(tmp / "runs" / "smoke", "not a directory\n")
     refused(tmp, "run", "recipes/smoke.yaml", "--dry-run", "--runs-dir", tmp / "runs",
-            needle=f"{tmp / 'runs'}: cannot hold run directories ({tmp / 'runs' / 'smoke'}: File exists)")
+            needle=f"{tmp / 'runs'}: cannot hold run directories ({tmp / 'runs' / 'smoke'}: File exists)", fresh=True)
 
 
 def test_a_runs_dir_inside_a_file_from_the_library_is_bad_input(tmp):
@@ -321,7 +322,7 @@ def test_sweep_index_out_of_range(tmp, index, dry):
 @pytest.fixture(scope="module")
 def made_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("made")
-    out = ccrun("run", "recipes/smoke.yaml", "--dry-run", "--runs-dir", str(root))
+    out = ccrun_here("run", "recipes/smoke.yaml", "--dry-run", "--runs-dir", str(root))
     assert out.returncode == 0, out.stderr
     return root / out.stdout.strip()
 
@@ -364,7 +365,7 @@ def test_compare_tolerates_odd_but_readable_metrics(run, tmp):
                                  b'{"step": 2, "train/loss": NaN, "throughput/tokens_per_s": 10.0}\n'
                                  b'{"step": 3, "train/loss": Infinity, "val/loss": true}\n'
                                  b'{"step": 4, "train/loss": 1e300, "val/loss": 2.0}\n')
-    out = ccrun("compare", str(run), "--plot", str(tmp / "new" / "curves.png"))
+    out = ccrun_here("compare", str(run), "--plot", str(tmp / "new" / "curves.png"))
     assert out.returncode == 0, out.stderr
     assert (tmp / "new" / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -372,7 +373,7 @@ def test_compare_tolerates_odd_but_readable_metrics(run, tmp):
 def test_compare_plot_never_overwrites(run, tmp):
     (run / "plots").mkdir(exist_ok=True)
     own = write(run / "plots" / "loss.png", b"\x89PNG the run's own plot")
-    refused(tmp, "compare", run, "--plot", own, needle=f"--plot {own}: exists; give a new file name")
+    refused(tmp, "compare", run, "--plot", own, needle=f"--plot {own}: exists; give a new file name", fresh=True)
     refused(tmp, "compare", run, "--plot", tmp / "keep.txt", needle="--plot")
     os.symlink(tmp / "nowhere.png", tmp / "dangling.png")
     refused(tmp, "compare", run, "--plot", tmp / "dangling.png", needle="exists")
@@ -394,9 +395,9 @@ def test_the_library_plot_never_replaces_a_file(run, tmp):
 
 def test_resolve_or_raw_shows_a_broken_file_and_refuses_what_is_no_file(tmp):
     write(tmp / "bad.yaml", b"name: [\xff\n")
-    out = ccrun("resolve", "--or-raw", str(tmp / "bad.yaml"))
+    out = ccrun_here("resolve", "--or-raw", str(tmp / "bad.yaml"))
     assert out.returncode == 0 and out.stdout.startswith("# ccrun: ") and out.stdout.endswith("name: [\ufffd\n"), out
     os.mkfifo(tmp / "fifo.yaml")  # would block a reader forever
-    refused(tmp, "resolve", "--or-raw", tmp / "fifo.yaml", needle="not a regular file")
+    refused(tmp, "resolve", "--or-raw", tmp / "fifo.yaml", needle="not a regular file", fresh=True)
     refused(tmp, "resolve", "--or-raw", tmp / "missing.yaml", needle="file not found")
     refused(tmp, "resolve", "--or-raw", tmp, needle="is a directory")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import select
 import shutil
 import signal
 import site
@@ -385,6 +386,8 @@ class Listeners:
         self.abstract = "\0ccrun-attack-" + mark
         self.hits: list[str] = []
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._busy = 0  # connections accepted and being read
         unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         unix.bind(self.path)
         os.chmod(self.path, 0o777)
@@ -411,6 +414,8 @@ class Listeners:
                 continue
             except OSError:
                 return
+            with self._lock:
+                self._busy += 1
             try:
                 conn.settimeout(0.5)
                 data = conn.recv(200)
@@ -419,6 +424,20 @@ class Listeners:
             finally:
                 conn.close()
             self.hits.append(f"{name} (sent {data!r})")
+            with self._lock:
+                self._busy -= 1
+
+    def settled(self, within: float = 2.0) -> list[str]:
+        """`hits` once no connection waits in a backlog and none is being read (polled, not slept)."""
+        end = time.monotonic() + within
+        while time.monotonic() < end:
+            waiting, _, _ = select.select([sock for sock, _ in self._sockets], [], [], 0)
+            with self._lock:
+                busy = self._busy
+            if not waiting and not busy:
+                break
+            time.sleep(0.01)
+        return list(self.hits)
 
     def close(self) -> None:
         self._stop.set()
@@ -513,10 +532,13 @@ class Arena:
         if timeout is not None:
             args += ["--timeout", str(timeout)]
         done = ccrun(*args, cwd=self.dir)
-        time.sleep(0.3)  # a connection still in a listener's backlog is accepted meanwhile
-        hits, leftovers = list(self.listeners.hits), self._leftovers()
-        time.sleep(0.5)
+        hits = self.listeners.settled()  # a connection still in a listener's backlog is accepted meanwhile
+        leftovers = self._leftovers()
         processes = self._marked_processes()
+        end = time.monotonic() + 0.5  # the grace a process being torn down had before (a sleep of 0.5 s), polled
+        while processes and time.monotonic() < end:
+            time.sleep(0.02)
+            processes = self._marked_processes()
         self._remove_leftovers()
         outside = ([f"a sample connected to a listener on the host (no network, no host sockets): {hits}"] * bool(hits)
                    + [f"files the samples wrote outside their sandbox are still there after the run: {leftovers}"]
@@ -661,7 +683,7 @@ def _r_sweep(roots, depth, deadline):
         _r_try(path)
 
 
-_r_end = _r_time.monotonic() + 4.0
+_r_end = _r_time.monotonic() + 3.0  # the ten victims beside it take about 2 s (0.2 s each)
 _r_scratch = []
 for _r_p in ("/tmp", "/var/tmp", "/dev/shm", _r_os.environ.get("TMPDIR"), _r_os.path.dirname(_r_os.getcwd())):
     if _r_p and _r_p not in _r_scratch and _r_os.path.isdir(_r_p):
@@ -725,7 +747,7 @@ def test_a_sample_cannot_rewrite_other_samples_programs(arena):
     wrong = f"    # victim-{arena.mark}\n    import time\n    time.sleep(0.2)\n    return None\n"
     victims = [{"task_id": t, "completion": wrong} for t in wrong_tasks]
     hostile = {"task_id": "HumanEval/19", "completion": completion("    return None\n", fill(REWRITER, mark=arena.mark))}
-    rows, _, _ = arena.run([hostile, *victims], timeout=6)
+    rows, _, _ = arena.run([hostile, *victims], timeout=5)
     assert_failed(rows[1:], "wrong samples must fail even while another sample rewrites the programs it can find")
     assert_failed(rows[:1], "the rewriting sample itself is wrong")
 
@@ -733,7 +755,7 @@ def test_a_sample_cannot_rewrite_other_samples_programs(arena):
 FORK_HOLDER = r'''
 import os as _h_os, time as _h_time
 
-_h_end = _h_time.monotonic() + 4.0
+_h_end = _h_time.monotonic() + 2.5  # the ten samples beside it take well under a second
 _h_kids = 0
 for _ in range(300):
     try:
@@ -767,7 +789,7 @@ def test_a_sample_holding_all_the_processes_it_can_does_not_starve_the_others(ar
                              f"(each sample has its own process budget): {starved}")
         assert_failed(rows[:1], "the hoarding sample itself is wrong")
 
-    arena.run([hostile] + [{"task_id": t, "completion": canonical(t)} for t in tasks], timeout=6, check=check)
+    arena.run([hostile] + [{"task_id": t, "completion": canonical(t)} for t in tasks], timeout=4, check=check)
 
 
 # 4. The answers

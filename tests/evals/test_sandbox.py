@@ -98,16 +98,24 @@ def no_leftovers(monkeypatch):
     shutil.rmtree(marker, ignore_errors=True)
 
 
-def test_humaneval_canonical_solutions_all_pass(sandbox, problems):
-    results = sandbox.check_many([candidate(p, p["canonical_solution"]) for p in problems], timeout_s=3.0,
-                                 workers=2)
+@pytest.fixture(scope="module")
+def humaneval_verdicts(sandbox, problems) -> tuple[list, list]:
+    """Each engine's verdicts on every canonical solution and every empty body, in one batch."""
+    programs = [candidate(p, p["canonical_solution"]) for p in problems] + [candidate(p, "    pass") for p in problems]
+    results = sandbox.check_many(programs, timeout_s=3.0, workers=2)
+    return results[:len(problems)], results[len(problems):]
+
+
+def test_humaneval_canonical_solutions_all_pass(humaneval_verdicts, problems):
+    results = humaneval_verdicts[0]
     failures = [(p["task_id"], r.outcome, r.detail) for p, r in zip(problems, results) if not r.passed]
     assert not failures
     assert len(results) == 164
 
 
-def test_humaneval_empty_bodies_all_fail(sandbox, problems):
-    results = sandbox.check_many([candidate(p, "    pass") for p in problems], timeout_s=3.0, workers=2)
+def test_humaneval_empty_bodies_all_fail(humaneval_verdicts, problems):
+    results = humaneval_verdicts[1]
+    assert len(results) == 164
     assert sum(r.passed for r in results) == 0
     assert {r.outcome for r in results} <= {"failed", "error"}
 
@@ -115,9 +123,9 @@ def test_humaneval_empty_bodies_all_fail(sandbox, problems):
 def test_infinite_loop_ignoring_sigalrm_times_out(sandbox, no_leftovers):
     _, check = no_leftovers
     program = "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n    pass\n"
-    result = sandbox.run(program, timeout_s=1.0)
+    result = sandbox.run(program, timeout_s=0.3)
     assert (result.passed, result.outcome) == (False, "timeout")
-    assert 1.0 <= result.duration_s < 5
+    assert 0.3 <= result.duration_s < 5
     check()
 
 
@@ -127,7 +135,7 @@ def test_fork_bomb_is_bounded_and_cleaned_up(sandbox, no_leftovers):
     if not (sandbox.isolation["budget"] or (sandbox.isolation["pid"] and os.geteuid() != 0)):
         pytest.skip("no per-sample process budget here")
     _, check = no_leftovers
-    result = sandbox.run("import os\nwhile True:\n    os.fork()\n", timeout_s=3.0)
+    result = sandbox.run("import os\nwhile True:\n    os.fork()\n", timeout_s=1.0)
     assert not result.passed
     assert result.outcome in ("error", "timeout")
     check()
@@ -229,7 +237,8 @@ def test_detached_children_do_not_outlive_the_program(sandbox, how, no_leftovers
                 os._exit(0)
             os.wait()
             """)
-    result = sandbox.run("import os, subprocess, sys\n" + body, timeout_s=1.0)
+    # The loop is cut off after 0.5 s (its child started well before); the others end on their own.
+    result = sandbox.run("import os, subprocess, sys\n" + body, timeout_s=0.5 if how == "popen_then_loop" else 3.0)
     # It did run to its end (or was stopped by the timeout); its child must be gone all the same.
     assert result.outcome == ("timeout" if how == "popen_then_loop" else "passed"), result.detail
     check()
@@ -268,7 +277,7 @@ def test_assertion_is_failed_and_other_exceptions_are_errors(sandbox):
 
 @pytest.mark.parametrize("program, signal_name", [
     ("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n", "SIGTERM"),
-    ("import signal, time\nsignal.alarm(1)\ntime.sleep(5)\n", "SIGALRM"),
+    ("import signal, time\nsignal.setitimer(signal.ITIMER_REAL, 0.05)\ntime.sleep(5)\n", "SIGALRM"),
     ("import os\nos.abort()\n", "SIGABRT"),
 ])
 def test_signals_the_program_sends_itself_act_as_usual(sandbox, program, signal_name):
@@ -290,7 +299,7 @@ def test_output_is_capped(no_leftovers):
     small = Sandbox(max_output_kb=4)
     result = small.run("print('x' * 1_000_000)\nprint('done')\n", timeout_s=3.0)
     assert result.passed and result.truncated and len(result.stdout) == 4096
-    endless = small.run("while True:\n    print('y' * 1000)\n", timeout_s=1.0)
+    endless = small.run("while True:\n    print('y' * 1000)\n", timeout_s=0.5)
     assert endless.outcome == "timeout" and len(endless.stdout) == 4096
     check()
 

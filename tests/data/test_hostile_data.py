@@ -18,6 +18,7 @@ from datasets import load_from_disk
 from runner.data import DataError, prepare_data
 from runner.data.cache import build_dir, clean_stale
 
+from ..helpers import ccrun_here
 from .conftest import CODE, write_jsonl
 from .test_stage import recipe, run
 
@@ -71,8 +72,8 @@ def test_a_cut_zst_is_refused_by_the_cli_without_a_traceback(tmp_path, tokenizer
     first, second = two_frames(rows, rows)
     (tmp_path / "c.jsonl.zst").write_bytes((first + second)[:-5])
     jsonl_source(tmp_path, tokenizer_dir, "c.jsonl.zst")
-    done = subprocess.run([sys.executable, "-m", "runner.cli", "data", "r.yaml", "--out", "o", "--cache-dir", "cache",
-                           "--num-proc", "1"], cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=300)
+    # In this process (the data command's own process is test_a_sigkilled_build_leaves_nothing_a_later_run_trips_on's)
+    done = ccrun_here("data", "r.yaml", "--out", "o", "--cache-dir", "cache", "--num-proc", "1", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert "c.jsonl.zst: unreadable" in done.stderr and "truncated" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "o").exists()

@@ -140,9 +140,7 @@ def test_metadata_mistakes_are_named(tmp_path, tokenizer_dir):
 
 def test_the_code_clippy_recipe_data_stage_runs_on_corpus_and_seart_files(tmp_path, tokenizer_dir):
     """recipes/code-clippy-125m.yaml as shipped, its paths pointed at files shaped like the real ones."""
-    import subprocess
-    import sys
-
+    from ..helpers import ccrun_here
     from .test_stage import ROOT
 
     corpus(tmp_path)
@@ -156,9 +154,8 @@ def test_the_code_clippy_recipe_data_stage_runs_on_corpus_and_seart_files(tmp_pa
             "data.filters[7].apps.path": str(ROOT / "tests" / "fixtures" / "apps-smoke.jsonl"),
             "data.seq_len": "16", "data.num_proc": "1"}
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
-    out = subprocess.run([sys.executable, "-m", "runner.cli", "data", "recipes/code-clippy-125m.yaml", *args, "--out",
-                          str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = ccrun_here("data", "recipes/code-clippy-125m.yaml", *args, "--out", str(tmp_path / "out"), "--cache-dir",
+                     str(tmp_path / "cache"), cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "metadata: 5 repositories; 6 of 7 rows matched on repo_name" in out.stdout
     assert "filter data.filters[1] (commits): removed 1 of 7 (1 without metadata let through)" in out.stdout

@@ -13,6 +13,7 @@ from datasets import load_from_disk
 from runner.data import DataError, apps_prompt, prepare_data
 from runner.recipe.load import load_recipe
 
+from ..helpers import ccrun_here
 from .conftest import CODE, apps_rows, corpus_rows, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -289,11 +290,11 @@ def test_cli_writes_a_new_directory_and_refuses_a_used_one(tmp_path, tokenizer_d
     assert "dedup (none): removed 0" in ok.stdout and ok.stdout.strip().endswith("d1")
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "keep.txt").write_text("mine")
-    refused = ccrun("--out", "used")
+    # The refusals in this process (what they print and exit is what a fresh `ccrun` gives: tests/helpers.py)
+    refused = ccrun_here("data", "r.yaml", "--out", "used", "--cache-dir", "cache", "--num-proc", "1", cwd=tmp_path)
     assert refused.returncode == 2 and "not empty" in refused.stderr and "Traceback" not in refused.stderr
     assert (tmp_path / "used" / "keep.txt").read_text() == "mine"
-    missing = subprocess.run([sys.executable, "-m", "runner.cli", "data", "r.yaml", "--out", "d2", "--set",
-                              "data.sources[0].paths=[gone.jsonl]"], cwd=tmp_path, capture_output=True, text=True)
+    missing = ccrun_here("data", "r.yaml", "--out", "d2", "--set", "data.sources[0].paths=[gone.jsonl]", cwd=tmp_path)
     assert missing.returncode == 2 and "no file matches" in missing.stderr
 
 

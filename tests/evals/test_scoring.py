@@ -14,6 +14,8 @@ from runner.evals.humaneval import SampleError, load_problems
 from runner.evals.humaneval import score as score_humaneval
 from runner.evals.sandbox import Sandbox
 
+from ..helpers import ccrun_here
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -92,7 +94,8 @@ def test_apps_right_crashing_slow_and_broken_programs(sandbox):
         {"task_id": "2", "completion": CALL_RIGHT},
         {"task_id": "2", "completion": CALL_CRASH},
     ]
-    scored, summary = score_apps(samples, problems, sandbox, timeout_s=1.0, workers=2, ks=(1, 2))
+    # 0.6 s: the endless program is cut off 4 times; the others answer each test in milliseconds
+    scored, summary = score_apps(samples, problems, sandbox, timeout_s=0.6, workers=2, ks=(1, 2))
     results = [s["results"] for s in scored]
     assert results[0] == results[1] == [True] * 4
     assert results[2] == [RUNTIME_ERROR] * 4  # timeouts are never passes
@@ -129,10 +132,11 @@ def test_cli_eval_samples(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "res" / "results.jsonl").read_text().splitlines()]
     assert [r["passed"] for r in rows] == [True, True] and rows[0]["outcome"] == "passed"
     assert json.loads((tmp_path / "res" / "results.json").read_text())["pass_at_k"] == {"1": 1.0}
-    again = ccrun("samples.jsonl", "--k", "1", "--out", "res")
+    # the refusals in this process (what they print and exit is what a fresh `ccrun` gives: tests/helpers.py)
+    again = ccrun_here("eval-samples", "samples.jsonl", "--k", "1", "--out", "res", cwd=tmp_path)
     assert again.returncode == 2 and "not empty" in again.stderr
     (tmp_path / "bad.jsonl").write_text('{"task_id": "HumanEval/0"}\n')
-    bad = ccrun("bad.jsonl", "--out", "r2")
+    bad = ccrun_here("eval-samples", "bad.jsonl", "--out", "r2", cwd=tmp_path)
     assert bad.returncode == 2 and "bad.jsonl:1: needs string fields" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -161,16 +165,16 @@ def test_cli_eval_samples_apps(tmp_path):
     # APPS's own problem_id is an integer: a sample may name it as one (compared as strings)
     (tmp_path / "s.jsonl").write_text(json.dumps({"task_id": 1, "completion": STDIN_RIGHT}) + "\n"
                                       + json.dumps({"task_id": "2", "completion": CALL_WRONG}) + "\n")
-    out = subprocess.run([sys.executable, "-m", "runner.cli", "eval-samples", "s.jsonl", "--suite", "apps",
-                          "--problems", "apps.jsonl", "--k", "1", "--out", "res"], cwd=tmp_path, capture_output=True,
-                         text=True)
+    # in this process (test_cli_eval_samples and tests/evals/test_attacks.py run `ccrun eval-samples` as a process)
+    out = ccrun_here("eval-samples", "s.jsonl", "--suite", "apps", "--problems", "apps.jsonl", "--k", "1", "--out", "res",
+                     cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "apps: 2 samples; pass@1 0.5000, strict_accuracy 0.5000" in out.stdout
     rows = [json.loads(line) for line in (tmp_path / "res" / "results.jsonl").read_text().splitlines()]
     assert [(r["task_id"], r["passed"]) for r in rows] == [(1, True), ("2", False)]
     (tmp_path / "bool.jsonl").write_text(json.dumps({"task_id": True, "completion": ""}) + "\n")
-    bad = subprocess.run([sys.executable, "-m", "runner.cli", "eval-samples", "bool.jsonl", "--suite", "apps",
-                          "--problems", "apps.jsonl", "--out", "r2"], cwd=tmp_path, capture_output=True, text=True)
+    bad = ccrun_here("eval-samples", "bool.jsonl", "--suite", "apps", "--problems", "apps.jsonl", "--out", "r2",
+                     cwd=tmp_path)
     assert bad.returncode == 2 and "bool.jsonl:1: needs string fields" in bad.stderr
 
 

@@ -3,12 +3,23 @@
 import numpy as np
 import jax.numpy as jnp
 import pytest
+from flax import nnx
 
 from runner.model import from_pretrained
 
 from .hf_models import hf_gpt2, hf_gpt_neo, torch_logits
 
 TOLERANCE = 1e-4  # max |logit difference| in fp32
+
+# One jitted forward for every test (a compilation per model and shape, none per test); None
+# arguments are empty pytrees, so each combination of mask / segments / positions is its own trace.
+FORWARD = nnx.jit(lambda m, ids, mask, segments, positions: m(ids, attention_mask=mask, segment_ids=segments,
+                                                                positions=positions))
+
+
+def forward(model, ids, *, mask=None, segments=None, positions=None) -> np.ndarray:
+    as_jax = lambda x, dtype=jnp.int32: None if x is None else jnp.asarray(x, dtype)  # noqa: E731
+    return np.asarray(FORWARD(model, as_jax(ids), as_jax(mask), as_jax(segments), as_jax(positions)))
 
 
 def random_ids(batch, length, vocab=97, seed=0):
@@ -17,24 +28,39 @@ def random_ids(batch, length, vocab=97, seed=0):
 
 CASES = {
     # window 4 < sequence 23: local layers really cut attention off
-    "neo-window-smaller-than-sequence": (lambda: hf_gpt_neo(layers=("global", "local", "global", "local"), window=4), 2, 23),
-    "neo-all-local": (lambda: hf_gpt_neo(layers=("local", "local", "local"), window=5), 3, 17),
+    "neo-window-smaller-than-sequence": (lambda: hf_gpt_neo(layers=("global", "local"), window=4), 2, 23),
+    "neo-all-local": (lambda: hf_gpt_neo(layers=("local", "local"), window=5), 3, 17),
     "neo-all-global": (lambda: hf_gpt_neo(layers=("global", "global")), 2, 16),
     "neo-odd-length-batch-1": (lambda: hf_gpt_neo(window=3, d=48, heads=6), 1, 13),
     "neo-window-covers-sequence": (lambda: hf_gpt_neo(window=64), 4, 9),
-    "gpt2": (lambda: hf_gpt2(n_layer=3), 3, 21),
+    "gpt2": (lambda: hf_gpt2(n_layer=2), 3, 21),
     "gpt2-odd-length": (lambda: hf_gpt2(d=48, heads=3), 2, 7),
 }
 
 
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Each case's transformers model and ours loaded from its checkpoint, built once per file."""
+    built = {}
+
+    def get(case):
+        if case not in built:
+            hf = CASES[case][0]()
+            out = tmp_path_factory.mktemp(case)
+            hf.save_pretrained(out, safe_serialization=True)
+            built[case] = hf, from_pretrained(out)
+        return built[case]
+
+    return get
+
+
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_logits_match_transformers(case, save_hf):
-    make, batch, length = CASES[case]
-    hf = make()
-    ours = from_pretrained(save_hf(hf))
+def test_logits_match_transformers(case, models):
+    _, batch, length = CASES[case]
+    hf, ours = models(case)
     ids = random_ids(batch, length)
     expected = torch_logits(hf, ids)
-    got = np.asarray(ours(jnp.asarray(ids, jnp.int32)))
+    got = forward(ours, ids)
     assert got.shape == expected.shape == (batch, length, 97)
     assert got.dtype == np.float32
     assert np.abs(expected).max() > 0.5, "weights big enough for the comparison to mean something"
@@ -54,33 +80,30 @@ def test_left_padding_matches_transformers_given_the_same_positions(save_hf):
         expected = hf(
             torch.tensor(ids), attention_mask=torch.tensor(mask), position_ids=torch.tensor(positions)
         ).logits.numpy()
-    got = np.asarray(ours(jnp.asarray(ids, jnp.int32), attention_mask=jnp.asarray(mask)))
+    got = forward(ours, ids, mask=mask)
     real = mask.astype(bool)
     assert np.abs(got[real] - expected[real]).max() <= TOLERANCE
     # ... and the padded row's real tokens score exactly as they would unpadded.
-    alone = np.asarray(ours(jnp.asarray(ids[1:, 4:], jnp.int32)))
+    alone = forward(ours, ids[1:, 4:])
     assert np.abs(got[1, 4:] - alone[0]).max() <= 1e-5
 
 
 @pytest.mark.parametrize("case", ["neo-window-smaller-than-sequence", "gpt2"])
-def test_packed_segments_match_transformers_run_on_each_example_alone(case, save_hf):
+def test_packed_segments_match_transformers_run_on_each_example_alone(case, models):
     """Packed rows (runner/data/pack.py): with segment_ids, every example of a row gets the logits
     transformers gives it run alone; positions restart at 0 per segment (derived or given)."""
-    make, _, _ = CASES[case]
-    hf = make()
-    ours = from_pretrained(save_hf(hf))
+    hf, ours = models(case)
     lengths = [[7, 9, 5, 3], [24]]  # window 4: local layers cut off within the longer examples
     T = 24
     ids = random_ids(2, T, seed=1)
     segments = np.zeros((2, T), np.int32)  # the padding of row 0 (slots 21..23) is segment 0
     for row, parts in enumerate(lengths):
         segments[row, : sum(parts)] = np.repeat(np.arange(1, len(parts) + 1), parts)
-    got = np.asarray(ours(jnp.asarray(ids, jnp.int32), segment_ids=jnp.asarray(segments)))
+    got = forward(ours, ids, segments=segments)
     starts = np.cumsum([0] + lengths[0])
     positions = np.concatenate([np.arange(n) for n in lengths[0] + [T - starts[-1]]])[None].repeat(2, 0)
     positions[1] = np.arange(T)
-    given = np.asarray(ours(jnp.asarray(ids, jnp.int32), segment_ids=jnp.asarray(segments),
-                            positions=jnp.asarray(positions)))
+    given = forward(ours, ids, segments=segments, positions=positions)
     assert np.array_equal(got, given)
     for row, parts in enumerate(lengths):
         for start, n in zip(np.cumsum([0] + parts), parts):

@@ -2,8 +2,6 @@
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -281,16 +279,13 @@ def test_cli_writes_a_new_directory_and_refuses_a_used_one(tmp_path, tokenizer_d
     write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in CODE.values()])
     recipe(tmp_path, tokenizer_dir, "sources: [{type: jsonl, paths: [c.jsonl]}]\nseq_len: 16")
 
-    def ccrun(*args):
-        return subprocess.run([sys.executable, "-m", "runner.cli", "data", "r.yaml", *args, "--cache-dir", "cache",
-                               "--num-proc", "1"], cwd=tmp_path, capture_output=True, text=True)
-
-    ok = ccrun("--out", "d1")
+    # In this process (what it prints and exits is what a fresh `ccrun` gives: tests/helpers.py); `ccrun data`
+    # runs as a process of its own, killed and then whole, in tests/data/test_hostile_data.py (SIGKILL test)
+    ok = ccrun_here("data", "r.yaml", "--out", "d1", "--cache-dir", "cache", "--num-proc", "1", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "dedup (none): removed 0" in ok.stdout and ok.stdout.strip().endswith("d1")
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "keep.txt").write_text("mine")
-    # The refusals in this process (what they print and exit is what a fresh `ccrun` gives: tests/helpers.py)
     refused = ccrun_here("data", "r.yaml", "--out", "used", "--cache-dir", "cache", "--num-proc", "1", cwd=tmp_path)
     assert refused.returncode == 2 and "not empty" in refused.stderr and "Traceback" not in refused.stderr
     assert (tmp_path / "used" / "keep.txt").read_text() == "mine"

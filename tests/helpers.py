@@ -5,6 +5,7 @@ process (`ccrun`) or, where a test is about what a command prints, exits and wri
 import contextlib
 import io
 import locale
+import logging
 import os
 import subprocess
 import sys
@@ -46,13 +47,18 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 @contextlib.contextmanager
 def _fresh_process_state(cwd, env, argv):
-    """Inside: cwd, os.environ, sys.argv, the warning filters and the CLI's global options as a new
-    `ccrun` process has them; all restored after."""
+    """Inside: cwd, os.environ, sys.argv, the warning filters, the root logger (no handlers: a
+    record goes to logging's last resort, the sys.stderr of the moment; not pytest's capture) and the
+    CLI's global options as a new `ccrun` process has them; all restored after."""
     from runner.cli.app import Options
 
     old_cwd, old_env, old_argv, old_debug = os.getcwd(), dict(os.environ), sys.argv, Options.debug
     old_streams = sys.stdin, sys.stdout, sys.stderr
+    root = logging.getLogger()
+    old_handlers, old_level = root.handlers[:], root.level
     try:
+        root.handlers[:] = []
+        root.setLevel(logging.WARNING)
         os.chdir(cwd)
         if env is not None:
             os.environ.clear()
@@ -70,6 +76,8 @@ def _fresh_process_state(cwd, env, argv):
             warnings.showwarning = _show_warning
             yield
     finally:
+        root.handlers[:] = old_handlers
+        root.setLevel(old_level)
         sys.stdin, sys.stdout, sys.stderr = old_streams
         Options.debug = old_debug
         sys.argv = old_argv

@@ -1,7 +1,8 @@
 """Golden error text: bad recipes through the real CLI, the way a user runs it.
 
-Each case writes its file(s) into a temporary directory, runs `python -m runner.cli validate`
-there (so file names show relative, `bad.yaml:3:5: ...`) and checks that the problems come out
+Each case writes its file(s) into a temporary directory, runs `ccrun validate` there (so file
+names show relative, `bad.yaml:3:5: ...`; in this process, tests.helpers.ccrun_here, whose answer
+is a fresh process's; the --debug cases run `python -m runner.cli` in a fresh one) and checks that the problems come out
 exactly as written here: `file:line:col: dotted.key: message`, one per line, sorted by
 position, exit code 2, nothing on stdout, no traceback.
 """
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from runner.recipe.load import load_recipe
+
+from ..helpers import ccrun_here
 
 # A minimal valid recipe (lines 1-2) and the sections a training recipe adds (lines 3-6).
 BASE = "name: t\nmodel: {arch: gpt-neo, checkpoint: EleutherAI/gpt-neo-125M}\n"
@@ -40,13 +43,7 @@ def validate(tmp_path: Path, case: Case) -> subprocess.CompletedProcess:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     set_args = [a for arg in case.args for a in ("--set", arg)]
-    return subprocess.run(
-        [sys.executable, "-m", "runner.cli", "validate", case.target, *set_args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return ccrun_here("validate", case.target, *set_args, cwd=tmp_path)
 
 
 def bad(text: str, expected: str, *args: str) -> Case:

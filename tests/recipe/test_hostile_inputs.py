@@ -25,7 +25,7 @@ from runner.recipe.errors import RecipeError
 from runner.recipe.load import MAX_EXTENDS_DEPTH, MAX_FILES, load_recipe
 from runner.recipe.yamlio import MAX_CHARS, MAX_DEPTH, MAX_VALUES
 
-from ..helpers import ccrun
+from ..helpers import ccrun, ccrun_here
 
 BASE = "name: t\nmodel: {arch: gpt-neo, checkpoint: EleutherAI/gpt-neo-125M}\n"
 SCRATCH = (
@@ -59,15 +59,17 @@ def listing(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in root.rglob("*")}
 
 
-def validate(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
-    """`ccrun validate ARGS` in tmp_path, as tests.helpers.ccrun runs it, with a timeout: several of
-    these inputs used to hang, and a hang must fail this test, not stall the suite."""
+def validate(tmp_path: Path, *args: str, fresh: bool = False) -> tuple[subprocess.CompletedProcess, float]:
+    """`ccrun validate ARGS` in tmp_path, with a timeout: several of these inputs used to hang, and a
+    hang must fail this test, not stall the suite. In this process (tests.helpers.ccrun_here: a fresh
+    process's answer), or with `fresh` in a new one as tests.helpers.ccrun runs it."""
     before = listing(tmp_path)
     start = time.monotonic()
-    out = subprocess.run(
-        [sys.executable, "-m", "runner.cli", "validate", *args],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )
+    if fresh:
+        out = subprocess.run([sys.executable, "-m", "runner.cli", "validate", *args],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    else:
+        out = ccrun_here("validate", *args, cwd=tmp_path, timeout=120)
     elapsed = time.monotonic() - start
     assert listing(tmp_path) == before, "validate changed files on disk"
     return out, elapsed
@@ -266,18 +268,18 @@ def test_extends_fan_out_is_bounded(tmp_path):
 
 
 def test_extends_a_device(tmp_path):
-    out, elapsed = validate(tmp_path, write(tmp_path, "extends: /dev/zero\n" + BASE))
+    out, elapsed = validate(tmp_path, write(tmp_path, "extends: /dev/zero\n" + BASE), fresh=True)
     assert_refused(out, elapsed, r"bad\.yaml:1:10: extends: not a regular file \(a character device\): /dev/zero")
 
 
 def test_validate_a_device(tmp_path):
-    out, elapsed = validate(tmp_path, "/dev/zero")
+    out, elapsed = validate(tmp_path, "/dev/zero", fresh=True)
     assert_refused(out, elapsed, r"not a regular file \(a character device\): /dev/zero")
 
 
 def test_extends_a_fifo(tmp_path):
     os.mkfifo(tmp_path / "pipe.yaml")
-    out, elapsed = validate(tmp_path, write(tmp_path, "extends: pipe.yaml\n" + BASE))
+    out, elapsed = validate(tmp_path, write(tmp_path, "extends: pipe.yaml\n" + BASE), fresh=True)
     assert_refused(out, elapsed, r"bad\.yaml:1:10: extends: not a regular file \(a named pipe \(FIFO\)\): pipe\.yaml")
 
 
@@ -349,7 +351,7 @@ def test_long_name(tmp_path):
 
 def test_long_name_on_dry_run_writes_nothing(tmp_path):
     write(tmp_path, BASE.replace("name: t", "name: " + "n" * 300))
-    out = ccrun("run", "bad.yaml", "--dry-run", "--runs-dir", "runs", cwd=tmp_path)
+    out = ccrun_here("run", "bad.yaml", "--dry-run", "--runs-dir", "runs", cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr == "bad.yaml:1:7: name: must be at most 100 characters (got 300)\n"
     assert not (tmp_path / "runs").exists()
@@ -366,7 +368,8 @@ def test_a_sweep_as_large_as_the_budget_allows_validates_in_linear_time(tmp_path
     # Each value is validated as a point of its own; copying the whole sweep for each made 9,000
     # values take 22 s.
     write(tmp_path, BASE + TRAINING + "sweep: {seed: [" + ",".join(map(str, range(9000))) + "]}\n")
-    load_recipe(tmp_path / "bad.yaml")  # warm: pydantic builds its validators on first use
+    write(tmp_path, BASE + TRAINING + "sweep: {seed: [0, 1]}\n", "warm.yaml")
+    load_recipe(tmp_path / "warm.yaml")  # warm: pydantic builds its validators on first use
     start = time.monotonic()
     assert load_recipe(tmp_path / "bad.yaml").recipe is not None
     assert time.monotonic() - start < 5 * LOAD_SECONDS

@@ -1252,7 +1252,12 @@ for _p_line in ("passed", "PASS", "OK", _p_json.dumps({"passed": True, "outcome"
 '''
 
 
-def test_printed_protocol_lines_do_not_decide_the_verdict(arena):
+@shared
+def pass_line_printers(mark: str) -> list[dict]:
+    return [{"task_id": "HumanEval/13", "completion": completion("    return -1\n", HE_FAKE_LINES)}]
+
+
+def test_printed_protocol_lines_do_not_decide_the_verdict(arena, shared_rows):
     """The verdict comes from the value returned, never from what the program prints: an APPS
     call-based function prints the right answer in every format it can think of (including the
     markers it finds in the running code), silences print, and returns a wrong value; a HumanEval
@@ -1261,8 +1266,7 @@ def test_printed_protocol_lines_do_not_decide_the_verdict(arena):
     code = fill(FAKE_PROTOCOL, answers=repr({str(k): v for k, v in answers.items()}))
     rows, results, _ = arena.run([{"task_id": 90102, "completion": code}], suite="apps", apps_problems=problems)
     assert_failed(rows, "a call-based program that prints the right answer but returns a wrong one must fail")
-    he_rows, _, _ = arena.run([{"task_id": "HumanEval/13", "completion": completion("    return -1\n", HE_FAKE_LINES)}])
-    assert_failed(he_rows, "a program that prints pass-looking lines but returns a wrong value must fail")
+    assert_failed(shared_rows["pass_line_printers"], "a program that prints pass-looking lines but returns a wrong value must fail")
 
 
 KILLER = r'''

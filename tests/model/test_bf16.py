@@ -23,6 +23,8 @@ digits, so the model keeps the fused path (cuDNN on a GPU in bf16). Every logit 
 (softmax and logits are computed in fp32 whatever the compute dtype).
 """
 
+from functools import cache
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,9 +45,32 @@ AS_CLOSE_AS_REFERENCE = 1.25
 CONFIG = dict(vocab_size=512, max_positions=128, d_model=128, n_layer=4, n_head=4, d_ff=512)
 
 
+@cache
+def initial_params(config):
+    return flat_params(GPTNeo(config, rngs=nnx.Rngs(0)))
+
+
 def scaled_params(config, qk_scale):
-    base = flat_params(GPTNeo(config, rngs=nnx.Rngs(0)))
+    base = initial_params(config)
     return {k: v * qk_scale if k[-2] in ("q_proj", "k_proj") else v for k, v in base.items()}
+
+
+LAYERS = {"gpt-neo": ("global", "local") * 2, "gpt2": ("global",) * 4}
+
+
+@cache
+def models(arch, qk_scale):
+    """fp32 and bf16 models with the same parameters, built once for the file."""
+    config = GPTConfig(arch, attention_layers=LAYERS[arch], window_size=16, **CONFIG)
+    params = scaled_params(config, qk_scale)
+    return build_from_params(config, params), build_from_params(config, params, dtype="bfloat16")
+
+
+@cache
+def logits(arch, qk_scale):
+    """fp32 and bf16 logits on ids() (eager, op by op, as the table was measured), computed once
+    for the tests that share them."""
+    return tuple(model(jnp.asarray(ids(), jnp.int32)) for model in models(arch, qk_scale))
 
 
 def max_score(model, ids) -> float:
@@ -67,12 +92,9 @@ def ids():
 
 
 @pytest.mark.parametrize("qk_scale", [1, 4])
-@pytest.mark.parametrize("arch,layers", [("gpt-neo", ("global", "local") * 2), ("gpt2", ("global",) * 4)])
-def test_bf16_logits_within_bound(arch, layers, qk_scale):
-    config = GPTConfig(arch, attention_layers=layers, window_size=16, **CONFIG)
-    params = scaled_params(config, qk_scale)
-    fp32 = build_from_params(config, params)(jnp.asarray(ids(), jnp.int32))
-    bf16 = build_from_params(config, params, dtype="bfloat16")(jnp.asarray(ids(), jnp.int32))
+@pytest.mark.parametrize("arch", ["gpt-neo", "gpt2"])
+def test_bf16_logits_within_bound(arch, qk_scale):
+    fp32, bf16 = logits(arch, qk_scale)
     assert bf16.dtype == jnp.float32
     assert float(jnp.abs(fp32 - bf16).max()) <= BOUND
     assert float((fp32.argmax(-1) == bf16.argmax(-1)).mean()) >= 0.99
@@ -82,12 +104,8 @@ def test_bf16_logits_within_bound(arch, layers, qk_scale):
 def test_gpt_neo_bf16_matches_transformers_bf16(qk_scale, tmp_path):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    config = GPTConfig("gpt-neo", attention_layers=("global", "local") * 2, window_size=16, **CONFIG)
-    params = scaled_params(config, qk_scale)
-    model32 = build_from_params(config, params)
-    fp32 = np.asarray(model32(jnp.asarray(ids(), jnp.int32)))
-    ours = build_from_params(config, params, dtype="bfloat16")
-    bf16 = np.asarray(ours(jnp.asarray(ids(), jnp.int32)))
+    model32, ours = models("gpt-neo", qk_scale)
+    fp32, bf16 = (np.asarray(x) for x in logits("gpt-neo", qk_scale))
     hf = transformers.GPTNeoForCausalLM.from_pretrained(save_pretrained(ours, tmp_path), dtype=torch.bfloat16).eval()
     with torch.no_grad():
         h = hf.transformer(torch.tensor(ids())).last_hidden_state  # [B, T, D] bf16, after ln_f

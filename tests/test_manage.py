@@ -16,7 +16,7 @@ import yaml
 
 from runner.cli import main
 
-from .helpers import ROOT, ccrun
+from .helpers import ROOT, ccrun, ccrun_here
 
 BEST, LATEST = 2, 4  # the checkpoints' steps; the best holds the weights x2, the latest x3
 
@@ -79,7 +79,8 @@ evals:
     ckpts = Checkpoints(run.path / "checkpoints", keep_best_by="val/loss")
     state = nnx.state(model)
     for step, scale, val in ((BEST, 2.0, 1.5), (LATEST, 3.0, 2.5)):
-        scaled = jax.tree.map(lambda x, s=scale: x * s, state)
+        # scaled in numpy: in jax each weight's shape would compile a multiply of its own
+        scaled = jax.tree.map(lambda x, s=scale: np.asarray(x) * np.float32(s), state)
         ckpts.save(step, scaled, {"count": np.int32(step)}, {"step": step, "seed": 0}, {"val/loss": val}, force=True)
     ckpts.close()
     humaneval = HumanEvalResult(name="humaneval", problems=2, pass_at_k={1: 0.5}, sampling=[SamplingScores(
@@ -108,6 +109,14 @@ def logits_of(model_dir: Path, ids: np.ndarray) -> np.ndarray:
     model = transformers.AutoModelForCausalLM.from_pretrained(model_dir).eval()
     with torch.no_grad():
         return model(torch.tensor(ids)).logits.numpy()
+
+
+def our_logits(model, ids: np.ndarray) -> np.ndarray:
+    """runner.model's own logits, the forward pass compiled whole (eagerly, each of its operations
+    compiles on its own: seconds)."""
+    from flax import nnx
+
+    return np.asarray(nnx.jit(lambda m, x: m(x))(model, ids))
 
 
 def card(out: Path) -> tuple[dict, str]:
@@ -219,27 +228,31 @@ def test_a_recipe_is_found_by_its_name(tmp_path):
     dry = ccrun("smoke", "--dry-run", "--runs-dir", str(tmp_path))  # ccrun smoke → ccrun run recipes/smoke.yaml
     assert dry.returncode == 0, dry.stderr
     assert (tmp_path / "smoke").is_dir()
-    unknown = ccrun("smok")
+    # the rest in this process (tests.helpers.ccrun_here: a fresh process's answer)
+    unknown = ccrun_here("smok")
     assert unknown.returncode == 2 and unknown.stderr.strip().splitlines() == [
         "ccrun: smok: neither a command nor a recipe in recipes/ (did you mean smoke?)"]
-    wrong = ccrun("diff", "smoke", "apps-126m")
+    wrong = ccrun_here("diff", "smoke", "apps-126m")
     assert wrong.returncode == 2 and "did you mean apps-125m" in wrong.stderr and "Traceback" not in wrong.stderr
-    assert ccrun("diff", "smoke", "recipes/smoke.yaml").returncode == 0  # names and paths mix
-    assert ccrun("nonsense-command").returncode == 2  # click's own error, as before
+    assert ccrun_here("diff", "smoke", "recipes/smoke.yaml").returncode == 0  # names and paths mix
+    assert ccrun_here("nonsense-command").returncode == 2  # click's own error, as before
 
 
 def test_shell_completion_lists_commands_and_recipes():
-    def complete(words: str) -> list[str]:
+    def complete(words: str, fresh: bool = False) -> list[str]:
         env = {**os.environ, "_CCRUN_COMPLETE": "complete_bash", "COMP_WORDS": words,
                "COMP_CWORD": str(len(words.split()) - 1)}
-        out = subprocess.run([sys.executable, "-m", "runner.cli"], cwd=ROOT, env=env, capture_output=True, text=True)
+        if fresh:  # as the shell runs it
+            out = subprocess.run([sys.executable, "-m", "runner.cli"], cwd=ROOT, env=env, capture_output=True, text=True)
+        else:
+            out = ccrun_here(env=env)
         assert out.returncode == 0, out.stderr
         return out.stdout.split()
 
-    assert complete("ccrun init x --from sm") == ["smoke"]
+    assert complete("ccrun init x --from sm", fresh=True) == ["smoke"]
     assert complete("ccrun init x --from recipes/sm") == ["recipes/smoke.yaml"]
     assert complete("ccrun ex") == ["export"]
-    shown = ccrun("--show-completion", "bash")
+    shown = ccrun_here("--show-completion", "bash")
     assert shown.returncode == 0 and "_CCRUN_COMPLETE" in shown.stdout
 
 
@@ -260,7 +273,7 @@ def test_export_of_final_loads_in_transformers_with_the_card(run_dir, tmp_path, 
     assert (out / "model.safetensors").read_bytes() == (run_dir / "final" / "model.safetensors").read_bytes()
     tokenizer = transformers.AutoTokenizer.from_pretrained(out)
     ids = np.array([tokenizer("def add(a, b):\n    return a + b\n")["input_ids"][:24]])
-    ours = np.asarray(from_pretrained(run_dir / "final")(ids))  # runner.model's own logits of final/
+    ours = our_logits(from_pretrained(run_dir / "final"), ids)  # runner.model's own logits of final/
     np.testing.assert_allclose(logits_of(out, ids), ours, rtol=1e-4, atol=1e-4)
     front, body = card(out)
     assert front["library_name"] == "transformers" and "ccrun" in front["tags"]
@@ -290,7 +303,7 @@ def test_export_of_a_checkpoint_holds_its_weights(run_dir, tmp_path, capsys, whi
     for key in final:
         np.testing.assert_allclose(np.asarray(exported[key]), scale * np.asarray(final[key]), rtol=1e-6, err_msg=str(key))
     ids = np.arange(1, 17)[None]
-    np.testing.assert_allclose(logits_of(out, ids), np.asarray(from_pretrained(out)(ids)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(logits_of(out, ids), our_logits(from_pretrained(out), ids), rtol=1e-4, atol=1e-4)
     front, body = card(out)
     assert f"the {which} checkpoint (step {step})" in body
     if which == "best":  # the run's evaluations are of these weights (summary: weights_step 2)

@@ -64,10 +64,13 @@ def _with_tags(node: Any, draw) -> Any:
     return node
 
 
+_TAGGED_BASE = plain(["a", "b", "c"])  # made once: a recursive strategy made per draw recomputes its properties
+
+
 @st.composite
 def tagged(draw) -> dict[str, Any]:
     """Nested mappings where any mapping may carry `type` and/or `suite`."""
-    return _with_tags(draw(plain(["a", "b", "c"])), draw)
+    return _with_tags(draw(_TAGGED_BASE), draw)
 
 
 def shaped(depth: int = 2) -> st.SearchStrategy[dict[str, Any]]:

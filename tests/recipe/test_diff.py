@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from ..helpers import ccrun_here
+
 ROOT = Path(__file__).resolve().parents[2]
 
 A = """\
@@ -27,7 +29,11 @@ train: {batch_size: 64, grad_accum_steps: 2, steps: 100}
 """
 
 
-def ccrun(*args, cwd):
+def ccrun(*args, cwd, fresh=False):
+    """`ccrun ARGS` in this process (tests.helpers.ccrun_here: a fresh process's answer), or with
+    `fresh` in a new one."""
+    if not fresh:
+        return ccrun_here(*args, cwd=cwd)
     return subprocess.run([sys.executable, "-m", "runner.cli", *args], cwd=cwd, capture_output=True, text=True)
 
 
@@ -66,7 +72,7 @@ MARKDOWN_HEAD = """\
 
 
 def test_text(pair):
-    out = ccrun("diff", "a.yaml", "b.yaml", cwd=pair)
+    out = ccrun("diff", "a.yaml", "b.yaml", cwd=pair, fresh=True)
     assert (out.returncode, out.stderr) == (1, "")
     assert out.stdout == TEXT
 

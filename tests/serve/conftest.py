@@ -2,7 +2,11 @@
 thread of this process on a free loopback port, so tests share compiled shapes and can reach the
 server's batcher (to count batches, or to make one request fail). Its timeouts are short
 (HEADER_TIMEOUT, BODY_TIMEOUT) and its connection cap small (MAX_CONNECTIONS), so that the tests of
-slow and many clients finish in seconds."""
+slow and many clients finish in seconds.
+
+Small on purpose (every shape is compiled before the server is ready): 128 positions and max_batch 4
+make 3 rows buckets (1, 2, 4) x 3 KV-slot buckets (128, 192, 255), 18 programs; a request longer
+than a bucket, more samples than a batch holds and requests sharing a batch all still happen."""
 
 import threading
 import time
@@ -15,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 HEADER_TIMEOUT = 2.0  # s
 BODY_TIMEOUT = 3.0  # s
 MAX_CONNECTIONS = 48
+POSITIONS = 128  # the served model's context; max_new_tokens is at most POSITIONS - 1
+MAX_BATCH = 4  # requests per batch; 6 sent together share batches
 
 
 @pytest.fixture(scope="session")
@@ -28,12 +34,32 @@ def hf_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny-clippy")
     texts = [p.read_text() for p in sorted((ROOT / "runner").rglob("*.py"))]
     tok = train_tokenizer(texts, vocab_size=320, out_dir=out)
-    config = GPTConfig("gpt-neo", len(tok), 256, 32, 2, 4, 64, ("global", "local"), window_size=32,
+    config = GPTConfig("gpt-neo", len(tok), POSITIONS, 32, 2, 4, 64, ("global", "local"), window_size=32,
                        eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
     model = GPTNeo(config, rngs=nnx.Rngs(0))
     # weights less uniform than at init, so greedy text varies instead of repeating one token
     save_pretrained(build_from_params(config, {k: v * 3 for k, v in flat_params(model).items()}), out)
     return out
+
+
+REF_TOKENS = 48  # the budget every reference completion is computed with where the prompt leaves room for it
+_references: dict[tuple, list[int]] = {}
+
+
+def reference_greedy(served, ids: list[int], tokens: int, chunk: int = 16) -> list[int]:
+    """The sampler's own greedy tokens (runner.evals.sample.generate) for one prompt alone: batch 1,
+    its own prompt bucket, no server code. Computed with a budget of REF_TOKENS (when the prompt fits
+    with it) and cut to `tokens`: greedy decoding's first k tokens do not depend on the budget, and
+    every test's reference then runs the same few compiled programs; each answer is kept."""
+    from runner.evals.sample import Sampling, generate
+
+    budget = REF_TOKENS if tokens <= REF_TOKENS and len(ids) + REF_TOKENS <= served.model.config.max_positions \
+        else tokens
+    key = (id(served.model), tuple(ids), budget, chunk)
+    if key not in _references:
+        _references[key] = generate(served.model, [ids], n=1, sampling=Sampling(max_new_tokens=budget),
+                                    eos_id=served.tokenizer.eos_token_id, batch_size=1, chunk=chunk)[0][0]
+    return _references[key][:tokens]
 
 
 @dataclass
@@ -53,8 +79,9 @@ def server(hf_dir):
     from runner.serve.source import listen, open_hf
 
     served = open_hf(hf_dir)
-    # a generous window, so requests sent together in a test surely share a batch
-    batcher = Batcher(served.model, served.tokenizer, max_batch=8, wait_s=0.05, max_new_tokens=512)
+    # a generous window, so requests sent together in a test surely share a batch; max_new_tokens
+    # above the model's positions: the server caps it at POSITIONS - 1
+    batcher = Batcher(served.model, served.tokenizer, max_batch=MAX_BATCH, wait_s=0.05, max_new_tokens=512)
     sock = listen("127.0.0.1", 0)
     port = sock.getsockname()[1]
     app = build_app(served, batcher, max_new_tokens=512, body_timeout=BODY_TIMEOUT)

@@ -8,9 +8,8 @@ import httpx
 import pytest
 
 from runner.data.apps import apps_prompt
-from runner.evals.sample import Sampling, generate
 
-from .conftest import ROOT
+from .conftest import MAX_BATCH, POSITIONS, ROOT, reference_greedy
 
 EXTENSION_URL = "/models/flax-community/gpt-neo-125M-code-clippy-dedup-2048"
 GREEDY16 = {"max_new_tokens": 16, "do_sample": False}
@@ -21,13 +20,10 @@ def post(server, path, body, **kwargs) -> httpx.Response:
 
 
 def greedy(server, prompt: str, tokens: int = 16) -> str:
-    """The sampler's own greedy completion, computed in the test (alone, in the server's chunks: the
-    shapes the server compiled)."""
+    """The sampler's own greedy completion, computed in the test (alone, in the server's chunks)."""
     s = server.served
     ids = s.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    out = generate(s.model, [ids], n=1, sampling=Sampling(max_new_tokens=tokens), eos_id=s.tokenizer.eos_token_id,
-                   batch_size=1, chunk=server.batcher.chunk)
-    return s.tokenizer.decode(out[0][0])
+    return s.tokenizer.decode(reference_greedy(s, ids, tokens, chunk=server.batcher.chunk))
 
 
 def test_the_extensions_exact_request_is_answered(server):
@@ -115,7 +111,7 @@ BAD = [
     ("/models/x", {"parameters": {}}, 422, ["inputs", "required"]),
     ("/models/x", {"inputs": "x", "parameters": {"max_new_tokens": 10**9}}, 422, ["parameters.max_new_tokens", "<= 4096"]),
     ("/models/x", {"inputs": "x", "parameters": {"max_new_tokens": 300}}, 422,
-     ["parameters.max_new_tokens", "<= 255", "256 positions"]),
+     ["parameters.max_new_tokens", f"<= {POSITIONS - 1}", f"{POSITIONS} positions"]),
     ("/models/x", {"inputs": "x", "parameters": {"num_return_sequences": 1000}}, 422, ["num_return_sequences", "<= 64"]),
     ("/models/x", {"inputs": "x", "parameters": {"top_k": 100000}}, 422, ["parameters.top_k", "vocabulary size 320"]),
     ("/models/x", {"inputs": "x", "parameters": {"top_p": 0}}, 422, ["parameters.top_p", "> 0"]),
@@ -204,9 +200,8 @@ def test_a_long_document_is_cut_from_the_left_keeping_the_cursor_end(server):
     r = post(server, "/v1/completions", {"prompt": document, "max_tokens": 16, "temperature": 0})
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["prompt_tokens"] == room
-    tail = generate(s.model, [ids[-room:]], n=1, sampling=Sampling(max_new_tokens=16), eos_id=s.tokenizer.eos_token_id,
-                    batch_size=1, chunk=server.batcher.chunk)
-    assert r.json()["choices"][0]["text"] == s.tokenizer.decode(tail[0][0])
+    tail = reference_greedy(s, ids[-room:], 16, chunk=server.batcher.chunk)  # a 112-token prompt: its own budget
+    assert r.json()["choices"][0]["text"] == s.tokenizer.decode(tail)
 
 
 def test_the_server_survives_a_request_that_fails_inside(server, monkeypatch):
@@ -226,13 +221,14 @@ def test_the_server_survives_a_request_that_fails_inside(server, monkeypatch):
 
 def test_health_and_info(server, hf_dir):
     info = httpx.get(server.url + "/info").json()
-    assert info["model"]["type"] == "gpt-neo" and info["model"]["max_positions"] == 256
+    assert info["model"]["type"] == "gpt-neo" and info["model"]["max_positions"] == POSITIONS == 128
     assert info["source"] == str(hf_dir.resolve()) and info["kind"] == "hf" and info["recipe_hash"] is None
-    assert info["limits"] == {"max_new_tokens": 255, "max_batch": 8}
-    assert info["decoding"]["programs"] == 40 and info["decoding"]["ready"]
+    assert info["limits"] == {"max_new_tokens": 127, "max_batch": MAX_BATCH}  # the fixture asks 512: capped
+    # rows 1, 2, 4 x slots 128, 192, 255 (the longest prompt, 128 padded, + 127 tokens), two programs each
+    assert info["decoding"]["programs"] == 18 and info["decoding"]["ready"]
     health = httpx.get(server.url + "/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
-    assert health.json()["compiled"] == {"programs": 40, "done": 40}
+    assert health.json()["compiled"] == {"programs": 18, "done": 18}
 
 
 def test_openai_model_list_and_retrieval(server):

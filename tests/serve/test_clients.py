@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from .conftest import BODY_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS
+from .conftest import BODY_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, POSITIONS
 
 NORMAL = {"inputs": "def add(a, b):", "parameters": {"max_new_tokens": 16, "do_sample": False}}
 
@@ -69,23 +69,37 @@ class Logs(logging.Handler):
         return [self.format(r) for r in self.records if r.exc_info or r.levelno >= logging.ERROR]
 
 
-def test_abandoned_requests_are_not_decoded(server):
+def test_abandoned_requests_are_not_decoded(server, monkeypatch):
     normal_request(server)  # warm
     alone = min(normal_request(server) for _ in range(3))
-    before = server.batcher.stats()
+    batcher = server.batcher
+    decode = batcher._run
+
+    def slow(*args, after_chunk, **kwargs):  # 50 ms between chunks: the tiny model cannot finish a heavy job
+        def after(tokens, done):  # before its client leaves (a normal request is one chunk: never slowed)
+            time.sleep(0.05)
+            return after_chunk(tokens, done)
+
+        return decode(*args, after_chunk=after, **kwargs)
+
+    monkeypatch.setattr(batcher, "_run", slow)
+    before = batcher.stats()
     heavy = json.dumps({"inputs": "import os\n", "parameters": {
-        "max_new_tokens": 255, "num_return_sequences": 64, "do_sample": True, "temperature": 1.0}}).encode()
+        "max_new_tokens": 127, "num_return_sequences": 64, "do_sample": True, "temperature": 1.0}}).encode()
     socks = []
-    for _ in range(24):  # each would decode 64 rows x 255 tokens
+    for _ in range(24):  # each would decode 64 rows x 127 tokens (16 batches of 4 rows, 8 chunks each)
         sock = connect(server)
         sock.sendall(raw_request("/models/x", heavy))
         socks.append(sock)
-    time.sleep(0.5)  # all read, tokenized and queued; the first is decoding
+    deadline = time.monotonic() + 30
+    while batcher.stats()["queued"] < 24:  # all read, tokenized and queued; the first is decoding
+        assert time.monotonic() < deadline, batcher.stats()
+        time.sleep(0.02)
     for sock in socks:
         sock.close()
     time.sleep(0.2)
     seconds = normal_request(server)
-    after = server.batcher.stats()
+    after = batcher.stats()
     assert after["dropped"] - before["dropped"] >= 20, after
     assert after["requests"] - before["requests"] == 1, "only the normal request was answered"
     assert seconds < 5 + 10 * alone, (seconds, alone)
@@ -164,7 +178,7 @@ def test_a_huge_prompt_is_tokenized_off_the_model_thread(server):
     normal_done = time.perf_counter() - t0
     thread.join(timeout=120)
     assert out["big"].status_code == 200, out["big"].text
-    assert out["big"].json()["usage"]["prompt_tokens"] == 256 - 4
+    assert out["big"].json()["usage"]["prompt_tokens"] == POSITIONS - 4
     print(f"1M-character prompt: {out['big_s']:.2f} s; a normal request meanwhile: {normal_done:.2f} s")
     assert normal_done < 5
 

@@ -1,14 +1,17 @@
 """`ccrun serve` as a user runs it: a run directory served in a subprocess, and bad arguments
-refused with exit 2 and a one-line reason (no traceback)."""
+refused with exit 2 and a one-line reason (no traceback): one in a fresh process, the others in this
+one (`ccrun_in_process`: the same exit code and output, without a new interpreter importing jax)."""
 
+import contextlib
+import io
 import json
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -18,6 +21,25 @@ import pytest
 def ccrun(cwd, *args, timeout=120):
     return subprocess.run([sys.executable, "-m", "runner.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def ccrun_in_process(cwd, *args) -> subprocess.CompletedProcess:
+    """`ccrun ARGS` run here (runner.cli.main, in `cwd`): its exit code, stdout and stderr."""
+    from runner.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main([str(a) for a in args])
+                code = 0
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    finally:
+        os.chdir(old)
+    return subprocess.CompletedProcess(["ccrun", *args], code, out.getvalue(), err.getvalue())
 
 
 def free_port() -> int:
@@ -32,7 +54,7 @@ def run_dir(hf_dir, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("serve-run")
     shutil.copytree(hf_dir, work / "ckpt")
     (work / "r.yaml").write_text("name: tiny-serve\nmodel: {arch: gpt-neo, checkpoint: ./ckpt}\n")
-    out = ccrun(work, "run", "r.yaml", "--dry-run", "--runs-dir", "runs")
+    out = ccrun_in_process(work, "run", "r.yaml", "--dry-run", "--runs-dir", "runs")  # setup: no new process
     assert out.returncode == 0, out.stderr
     run = work / out.stdout.strip().splitlines()[-1]
     shutil.copytree(hf_dir, run / "final")
@@ -41,9 +63,10 @@ def run_dir(hf_dir, tmp_path_factory) -> Path:
 
 def test_serve_a_run_directory(run_dir):
     port = free_port()
-    # --max-batch 2 --max-new-tokens 64: 12 programs to compile before /health says ready (not 40)
+    # --max-batch 1 --max-new-tokens 16: rows 1 x slots 128, 144 (the 128-position model's longest prompt,
+    # 128 padded, + 16 tokens): 4 programs to compile before /health says ready (not the default's 16)
     proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "serve", str(run_dir), "--port", str(port),
-                             "--max-batch", "2", "--max-new-tokens", "64"],
+                             "--max-batch", "1", "--max-new-tokens", "16"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -55,16 +78,16 @@ def test_serve_a_run_directory(run_dir):
             try:
                 health = httpx.get(url + "/health", timeout=2)
             except httpx.TransportError:
-                time.sleep(0.2)
+                time.sleep(0.05)
                 continue
             if health.status_code == 200:
                 break
             assert health.status_code == 503 and health.json()["status"] == "starting", health.text
             starting = True
-            time.sleep(0.2)
+            time.sleep(0.05)
         assert starting, "/health said ready before compiling"
-        assert httpx.get(url + "/info").json()["decoding"]["programs"] == 12
         info = httpx.get(url + "/info").json()
+        assert info["decoding"]["programs"] == 4 and info["decoding"]["slots"] == [128, 144], info["decoding"]
         provenance = json.loads((run_dir / "provenance.json").read_text())
         assert info["kind"] == "run" and info["model"]["name"] == "tiny-serve"
         assert info["source"] == str(run_dir.resolve())
@@ -81,7 +104,7 @@ def test_serve_a_run_directory(run_dir):
             proc.kill()
             output = proc.communicate()[0]
     assert f"on http://127.0.0.1:{port}/" in output and "/models/tiny-serve" in output
-    assert "compiling 12 programs" in output
+    assert "compiling 4 programs" in output
     assert "Traceback" not in output
 
 
@@ -99,8 +122,8 @@ def test_bad_arguments_exit_2_with_the_reason(run_dir, hf_dir, tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         cases.append((["serve", str(hf_dir), "--port", str(busy.getsockname()[1])], "in use; pick another with --port"))
-        with ThreadPoolExecutor(4) as pool:
-            outs = list(pool.map(lambda case: ccrun(tmp_path, *case[0]), cases))
+        # the first in a fresh process, as a user meets it; the rest here (each would import jax anew)
+        outs = [ccrun(tmp_path, *cases[0][0])] + [ccrun_in_process(tmp_path, *args) for args, _ in cases[1:]]
     for (args, message), out in zip(cases, outs, strict=True):
         assert out.returncode == 2, (args, out.stdout, out.stderr)
         assert message in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)

@@ -1,8 +1,14 @@
-"""The train step: the loss falls; 4 micro-batches of 8 make the same update as one batch of 32."""
+"""The train step: the loss falls; 4 micro-batches of 8 make the same update as one batch of 32.
+
+Speed: one tiny model, built once; one optimizer and one jitted step (one batch shape, [1, 32, T])
+shared by the tests that need no other, so each distinct step (accumulated, dropout, packed rows)
+is compiled once.
+"""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from runner.model import GPTConfig, GPTNeo
@@ -11,12 +17,37 @@ from runner.train.optim import optimizer, schedule
 from runner.train.step import make_eval_step, make_train_step, weighted_ce
 
 V, T = 64, 16
+ROWS = 32  # the shared step's batch: one micro-batch of 32 rows
 
 
-def tiny(dropout=0.0):
-    config = GPTConfig("gpt-neo", V, T, 32, 2, 4, 64, ("global", "local"), window_size=4,
-                       embd_dropout=dropout, attn_dropout=dropout, resid_dropout=dropout)
-    return GPTNeo(config, rngs=nnx.Rngs(0))
+def config(dropout=0.0):
+    return GPTConfig("gpt-neo", V, T, 32, 2, 4, 64, ("global", "local"), window_size=4,
+                     embd_dropout=dropout, attn_dropout=dropout, resid_dropout=dropout)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """(graphdef, params) of the tiny model; a test copies params before a step (steps donate them)."""
+    return nnx.split(GPTNeo(config(), rngs=nnx.Rngs(0)))
+
+
+@pytest.fixture(scope="module")
+def tx():
+    return optimizer(AdamW(type="adamw", weight_decay=0.1), schedule(Constant(type="constant", peak_lr=1e-3), 10))
+
+
+@pytest.fixture(scope="module")
+def step(tiny, tx):
+    return make_train_step(tiny[0], tx, dropout=False)
+
+
+@pytest.fixture(scope="module")
+def evaluate(tiny):
+    return make_eval_step(tiny[0])
+
+
+def fresh(params):
+    return jax.tree_util.tree_map(jnp.copy, params)
 
 
 def batch(n, seed=0):
@@ -33,6 +64,11 @@ def micro(ids, weights, accum):
     return {"input_ids": jnp.asarray(ids.reshape(accum, -1, T)), "loss_weights": jnp.asarray(weights.reshape(accum, -1, T))}
 
 
+def pad_rows(a, rows):
+    """`a` [n, T] and rows of zeros up to `rows`: rows of weight 0 add nothing to a loss or a gradient."""
+    return np.concatenate([a, np.zeros((rows - len(a), *a.shape[1:]), a.dtype)])
+
+
 def test_weighted_ce_counts_only_weighted_targets():
     logits = jnp.zeros((1, 4, 8))
     ids = jnp.asarray([[1, 2, 3, 4]])
@@ -40,32 +76,27 @@ def test_weighted_ce_counts_only_weighted_targets():
     assert float(n) == 2.0 and np.isclose(float(s), 2 * np.log(8))  # targets 3 and 4; the first token never is one
 
 
-def test_loss_falls():
-    graphdef, params = nnx.split(tiny())
-    tx = optimizer(AdamW(type="adamw"), schedule(Constant(type="constant", peak_lr=3e-3), 100))
-    step = make_train_step(graphdef, tx, dropout=False)
+def test_loss_falls(tiny, tx, step, evaluate):
+    params = fresh(tiny[1])
     opt_state = tx.init(params)
     losses = []
-    for i in range(40):
-        ids, w = batch(16, seed=i)
+    for i in range(100):
+        ids, w = batch(ROWS, seed=i)
         params, opt_state, m = step(params, opt_state, micro(ids, w, 1), jax.random.key(i))
         losses.append(float(m["loss"]))
     assert losses[-1] < 0.5 * losses[0], losses
-    evaluate = make_eval_step(graphdef)
     ids, w = batch(8, seed=999)
     s, n = evaluate(params, jnp.asarray(ids), jnp.asarray(w))
     assert float(s / n) < 0.6 * losses[0]
 
 
-def test_accumulation_equals_one_big_batch():
+def test_accumulation_equals_one_big_batch(tiny, tx, step):
     ids, w = batch(32, seed=3)
     w[5, 8:] = 0  # uneven weights across micro-batches: the token-weighted mean must still agree
     results = []
-    for accum in (1, 4):
-        graphdef, params = nnx.split(tiny())
-        tx = optimizer(AdamW(type="adamw", weight_decay=0.1), schedule(Constant(type="constant", peak_lr=1e-3), 10))
-        step = make_train_step(graphdef, tx, dropout=False)
-        params, opt_state, m = step(params, tx.init(params), micro(ids, w, accum), jax.random.key(0))
+    for accum, run in ((1, step), (4, make_train_step(tiny[0], tx, dropout=False))):
+        params = fresh(tiny[1])
+        params, opt_state, m = run(params, tx.init(params), micro(ids, w, accum), jax.random.key(0))
         results.append((params, m))
     (p1, m1), (p4, m4) = results
     np.testing.assert_allclose(float(m1["loss"]), float(m4["loss"]), rtol=1e-6)
@@ -77,20 +108,20 @@ def test_accumulation_equals_one_big_batch():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
 
 
-def test_dropout_uses_the_step_key():
-    graphdef, params = nnx.split(tiny(dropout=0.1))
-    tx = optimizer(AdamW(type="adamw"), schedule(Constant(type="constant", peak_lr=1e-3), 10))
+def test_dropout_uses_the_step_key(tiny, tx):
+    # the same parameters in a model whose config has dropout (the model holds no RNG state)
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: GPTNeo(config(dropout=0.1), rngs=nnx.Rngs(0))))
+    params = tiny[1]
     step = make_train_step(graphdef, tx, dropout=True)
     ids, w = batch(8)
     out = []
     for key in (0, 0, 1):
-        _, _, m = step(jax.tree_util.tree_map(jnp.copy, params), tx.init(params), micro(ids, w, 1),
-                       jax.random.key(key))
+        _, _, m = step(fresh(params), tx.init(params), micro(ids, w, 1), jax.random.key(key))
         out.append(float(m["loss"]))
     assert out[0] == out[1] != out[2]
 
 
-def test_a_packed_row_scores_as_its_examples_one_per_row():
+def test_a_packed_row_scores_as_its_examples_one_per_row(tiny, tx, step, evaluate):
     """Segments (packed APPS rows): the loss sum and the gradient of a packed row equal the sums
     over its examples, each padded in a row of its own; the first token of each example has weight
     0, as runner/data/pack.py writes it."""
@@ -108,21 +139,22 @@ def test_a_packed_row_scores_as_its_examples_one_per_row():
         packed["segment_ids"][0, start : start + n] = i + 1
         packed["positions"][0, start : start + n] = np.arange(n)
         start += n
-    graphdef, params = nnx.split(tiny())
-    evaluate = make_eval_step(graphdef)
-    s_rows, n_rows = evaluate(params, jnp.asarray(rows_ids), jnp.asarray(rows_w))
+    params = tiny[1]
+    # the rows and the unsegmented row padded to 8 rows of which the others weigh 0: the shapes
+    # test_loss_falls evaluates, so compiled once
+    s_rows, n_rows = evaluate(params, jnp.asarray(pad_rows(rows_ids, 8)), jnp.asarray(pad_rows(rows_w, 8)))
     s_packed, n_packed = evaluate(params, *(jnp.asarray(packed[k]) for k in packed))
     assert float(n_rows) == float(n_packed) == sum(float(w[i, 1:n].sum()) for i, n in enumerate(lengths))
     np.testing.assert_allclose(float(s_packed), float(s_rows), rtol=1e-6)
-    s_mixed, _ = evaluate(params, jnp.asarray(packed["input_ids"]), jnp.asarray(packed["loss_weights"]))
+    s_mixed, _ = evaluate(params, jnp.asarray(pad_rows(packed["input_ids"], 8)),
+                          jnp.asarray(pad_rows(packed["loss_weights"], 8)))
     assert abs(float(s_mixed) - float(s_rows)) > 1e-3  # without segments the examples see each other
 
-    tx = optimizer(AdamW(type="adamw"), schedule(Constant(type="constant", peak_lr=1e-3), 10))
-    step = make_train_step(graphdef, tx, dropout=False)
     out = []
-    for b in ({"input_ids": rows_ids, "loss_weights": rows_w}, packed):
-        p = jax.tree_util.tree_map(jnp.copy, params)
-        _, _, m = step(p, tx.init(p), {k: jnp.asarray(v)[None] for k, v in b.items()}, jax.random.key(0))
+    for run, b in ((step, {"input_ids": pad_rows(rows_ids, ROWS), "loss_weights": pad_rows(rows_w, ROWS)}),
+                   (make_train_step(tiny[0], tx, dropout=False), packed)):
+        p = fresh(params)
+        _, _, m = run(p, tx.init(p), {k: jnp.asarray(v)[None] for k, v in b.items()}, jax.random.key(0))
         out.append(m)
     np.testing.assert_allclose(float(out[0]["loss"]), float(out[1]["loss"]), rtol=1e-6)
     np.testing.assert_allclose(float(out[0]["grad_norm"]), float(out[1]["grad_norm"]), rtol=1e-5)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from runner.data.tokenizer import build_tokenizer
 from runner.model import build_model, save_pretrained
@@ -13,6 +14,9 @@ from runner.recipe.load import load_recipe
 from .hf_models import hf_gpt_neo, torch_logits
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# One compilation per model instead of every op compiled one by one (eager).
+FORWARD = nnx.jit(lambda m, ids: m(ids))
 
 
 def test_smoke_recipe_builds_a_scratch_model_on_a_trained_tokenizer(tmp_path):
@@ -24,7 +28,7 @@ def test_smoke_recipe_builds_a_scratch_model_on_a_trained_tokenizer(tmp_path):
     c = model.config
     assert (c.n_layer, c.d_model, c.n_head, c.vocab_size) == (2, 64, 4, 512)
     assert c.attention_layers == ("global", "local") and c.eos_token_id == tok.eos_token_id
-    logits = model(jnp.asarray([tok.encode("def f():\n    return 1\n")], jnp.int32))
+    logits = FORWARD(model, jnp.asarray([tok.encode("def f():\n    return 1\n")], jnp.int32))
     assert logits.shape[-1] == 512
     # the seed decides the weights
     again = build_model(recipe.model, tokenizer=tok, seed=recipe.seed)
@@ -58,7 +62,7 @@ def test_pretrained_recipe_loads_a_local_checkpoint_with_its_dtype_and_dropout(t
     assert model.dtype == jnp.bfloat16
     ids = np.random.RandomState(0).randint(0, 97, (1, 9))
     ref = torch_logits(hf, ids)
-    assert np.abs(np.asarray(model(jnp.asarray(ids, jnp.int32))) - ref).max() < 0.05  # bf16 compute
+    assert np.abs(np.asarray(FORWARD(model, jnp.asarray(ids, jnp.int32))) - ref).max() < 0.05  # bf16 compute
     # and round-trips through an export
     save_pretrained(model, tmp_path / "out")
     assert (tmp_path / "out" / "model.safetensors").is_file()

@@ -1,4 +1,11 @@
-"""The loop as a process: exact resume after SIGKILL, SIGTERM saves and exits, NaN stops the run."""
+"""The loop as a process: exact resume after SIGKILL, SIGTERM saves and exits, NaN stops the run.
+
+Three processes in all: a run stopped by SIGTERM; its resume, SIGKILLed after its first checkpoint;
+and one that resumes that to the end, then makes the uninterrupted reference run (its metrics and
+checkpoints are also the best-checkpoint test's), then a run whose loss becomes NaN. Each
+interrupted run's resume continues from the checkpoint the interruption left, so the last one
+reaching the reference's weights bit for bit checks both.
+"""
 
 import json
 import os
@@ -13,20 +20,31 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+STEPS = 8  # train_probe's recipe
+SLEEP = 0.5  # seconds per step of an interrupted run: time to see a step or checkpoint and signal it
 
 
-def start(run_dir, *overrides, sleep=None):
+def start(run_dir, *overrides, sleep=None, then=()):
+    """The probe on run_dir; `then`: (run_dir, *overrides) of further runs in the same process."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     if sleep:
         env["CCRUN_PROBE_SLEEP"] = str(sleep)
-    args = [a for o in overrides for a in ("--set", o)]
-    return subprocess.Popen([sys.executable, "-m", "tests.train.train_probe", str(run_dir), *args], cwd=ROOT, env=env,
+    args = [str(run_dir), *(a for o in overrides for a in ("--set", o))]
+    for more_dir, *more in then:
+        args += ["--then", str(more_dir), *(a for o in more for a in ("--set", o))]
+    return subprocess.Popen([sys.executable, "-m", "tests.train.train_probe", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finish(proc, timeout=240):
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
+
+
+def outcome(run_dir):
+    """(exit code, log) of one run of a process that made several."""
+    run_dir = Path(run_dir)
+    return int((run_dir / "probe.code").read_text()), (run_dir / "probe.log").read_text()
 
 
 def steps_logged(run_dir):
@@ -56,12 +74,42 @@ def final(run_dir):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("uninterrupted")
-    code, _, err = finish(start(run_dir))
+def terminated(tmp_path_factory):
+    """A run stopped by SIGTERM after its third step: (run_dir, exit code, stderr)."""
+    run_dir = tmp_path_factory.mktemp("interrupted")
+    proc = start(run_dir, sleep=SLEEP)
+    wait_for(lambda: len(steps_logged(run_dir)) >= 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    code, _, err = finish(proc)
+    return run_dir, code, err
+
+
+@pytest.fixture(scope="module")
+def killed(terminated):
+    """The SIGTERMed run resumed, and SIGKILLed after its first checkpoint: whether final.npz was
+    written all the same."""
+    run_dir, code, err = terminated
+    assert code == 3, err
+    saved = max(checkpoints(run_dir))
+    proc = start(run_dir, sleep=SLEEP)
+    wait_for(lambda: any(s > saved for s in checkpoints(run_dir)), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return {"final_written": (run_dir / "final.npz").exists()}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, terminated, killed):
+    """One process: the killed run resumed to its end; then, uninterrupted, the reference run; then
+    a run whose loss becomes NaN."""
+    resumed = terminated[0]
+    reference, nan = tmp_path_factory.mktemp("uninterrupted"), tmp_path_factory.mktemp("nan")
+    code, _, err = finish(start(resumed, then=[(reference,), (nan, "schedule.peak_lr=1.0e+12", "schedule.warmup_steps=0")]))
+    assert code == 4, err  # the last run's
+    code, err = outcome(reference)
     assert code == 0, err
-    assert steps_logged(run_dir) == list(range(1, 13))
-    return final(run_dir)
+    assert steps_logged(reference) == list(range(1, STEPS + 1))
+    return {"resumed": resumed, "reference": reference, "nan": nan}
 
 
 def assert_same(a, b):
@@ -70,57 +118,48 @@ def assert_same(a, b):
         assert np.array_equal(a[k], b[k]), k  # bitwise
 
 
-def test_killed_run_resumes_to_the_same_weights(tmp_path, reference):
-    proc = start(tmp_path, sleep=0.3)
-    wait_for(lambda: any(s >= 6 for s in checkpoints(tmp_path)), proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "final.npz").exists()
-    code, _, err = finish(start(tmp_path))
-    assert code == 0, err
-    assert "resumed from step" in err
-    assert steps_logged(tmp_path) == list(range(1, 13)), "no missing or repeated step"
-    assert_same(final(tmp_path), reference)
-
-
-def test_sigterm_saves_a_checkpoint_and_exits(tmp_path, reference):
-    proc = start(tmp_path, sleep=0.3)
-    wait_for(lambda: len(steps_logged(tmp_path)) >= 3, proc)
-    proc.send_signal(signal.SIGTERM)
-    code, _, err = finish(proc)
+def test_sigterm_saves_a_checkpoint_and_exits(terminated):
+    run_dir, code, err = terminated
     assert code == 3, err
     assert "checkpoint saved" in err
-    last = steps_logged(tmp_path)[-1]
-    assert max(checkpoints(tmp_path)) == last  # saved where it stopped, not at the last "every"
-    code, _, err = finish(start(tmp_path))
+    last = steps_logged(run_dir)[-1]
+    assert last < STEPS
+    assert max(checkpoints(run_dir)) == last  # saved where it stopped, not at the last "every"
+    # its resume (then killed, then resumed again) to the reference's weights: the next test
+
+
+def test_killed_run_resumes_to_the_same_weights(killed, runs):
+    assert not killed["final_written"]
+    run_dir = runs["resumed"]
+    code, err = outcome(run_dir)
     assert code == 0, err
-    assert steps_logged(tmp_path) == list(range(1, 13))
-    assert_same(final(tmp_path), reference)
+    assert "resumed from step" in err
+    assert steps_logged(run_dir) == list(range(1, STEPS + 1)), "no missing or repeated step"
+    assert_same(final(run_dir), final(runs["reference"]))
 
 
-def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-    code, _, err = finish(start(tmp_path, "schedule.peak_lr=1.0e+12", "schedule.warmup_steps=0"))
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(runs):
+    code, err = outcome(runs["nan"])
     assert code == 4, err
     assert "the training loss is nan" in err or "the training loss is inf" in err
-    kept = checkpoints(tmp_path)
+    kept = checkpoints(runs["nan"])
     assert "last good checkpoint (step" in err or "No checkpoint" in err
     stopped = int(re.search(r"step (\d+): the training loss is", err).group(1))  # not a progress line
     assert all(s < stopped for s in kept)
 
 
-def test_loss_falls_and_best_checkpoint_is_kept(tmp_path):
-    code, _, err = finish(start(tmp_path, "train.steps=30", "schedule.decay_steps=40"))
-    assert code == 0, err
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+def test_loss_falls_and_best_checkpoint_is_kept(runs):
+    run_dir = runs["reference"]
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     losses = [r["train/loss"] for r in records if "train/loss" in r]
     assert losses[-1] < 0.7 * losses[0]
     vals = [r for r in records if "val/loss" in r]
     # eval_every 4, and every checkpoint (every 2) too: each one is a candidate for the best
-    assert [r["step"] for r in vals] == list(range(2, 31, 2))
+    assert [r["step"] for r in vals] == list(range(2, STEPS + 1, 2))
     assert all(r["val/perplexity"] == pytest.approx(np.exp(r["val/loss"])) for r in vals)
     first = records[0]
     assert first["throughput/device_kind"] and first["throughput/tokens_per_s"] > 0 and "throughput/mfu" in first
-    kept = checkpoints(tmp_path)
-    assert 30 in kept and len(kept) <= 2  # the latest, and the best by val/loss
+    kept = checkpoints(run_dir)
+    assert STEPS in kept and len(kept) <= 2  # the latest, and the best by val/loss
     lowest = min(vals, key=lambda r: r["val/loss"])["step"]
     assert lowest in kept  # the best (orbax scored every checkpoint: none was deleted for a stale metric)

@@ -280,7 +280,7 @@ def test_cli_writes_a_new_directory_and_refuses_a_used_one(tmp_path, tokenizer_d
     recipe(tmp_path, tokenizer_dir, "sources: [{type: jsonl, paths: [c.jsonl]}]\nseq_len: 16")
 
     # In this process (what it prints and exits is what a fresh `ccrun` gives: tests/helpers.py); `ccrun data`
-    # runs as a process of its own, killed and then whole, in tests/data/test_hostile_data.py (SIGKILL test)
+    # runs as a process of its own in tests/data/test_hostile_data.py (the build killed with SIGKILL)
     ok = ccrun_here("data", "r.yaml", "--out", "d1", "--cache-dir", "cache", "--num-proc", "1", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "dedup (none): removed 0" in ok.stdout and ok.stdout.strip().endswith("d1")

@@ -4,9 +4,10 @@ server's batcher (to count batches, or to make one request fail). Its timeouts a
 (HEADER_TIMEOUT, BODY_TIMEOUT) and its connection cap small (MAX_CONNECTIONS), so that the tests of
 slow and many clients finish in seconds.
 
-Small on purpose (every shape is compiled before the server is ready): 128 positions and max_batch 4
-make 3 rows buckets (1, 2, 4) x 3 KV-slot buckets (128, 192, 255), 18 programs; a request longer
-than a bucket, more samples than a batch holds and requests sharing a batch all still happen."""
+Small on purpose (every shape is compiled before the server is ready): 96 positions and max_batch 4
+make 3 rows buckets (1, 2, 4) x 2 KV-slot buckets (128, 223), 12 programs; prompts of two prefill
+blocks, requests past the first slot bucket, more samples than a batch holds and requests sharing a
+batch all still happen."""
 
 import threading
 import time
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HEADER_TIMEOUT = 2.0  # s
 BODY_TIMEOUT = 3.0  # s
 MAX_CONNECTIONS = 48
-POSITIONS = 128  # the served model's context; max_new_tokens is at most POSITIONS - 1
+POSITIONS = 96  # the served model's context; max_new_tokens is at most POSITIONS - 1
 MAX_BATCH = 4  # requests per batch; 6 sent together share batches
 
 
@@ -42,19 +43,20 @@ def hf_dir(tmp_path_factory) -> Path:
     return out
 
 
-REF_TOKENS = 48  # the budget every reference completion is computed with where the prompt leaves room for it
+REF_BUDGETS = (48, 16)  # reference completions are computed with the first of these the prompt leaves room for
 _references: dict[tuple, list[int]] = {}
 
 
 def reference_greedy(served, ids: list[int], tokens: int, chunk: int = 16) -> list[int]:
     """The sampler's own greedy tokens (runner.evals.sample.generate) for one prompt alone: batch 1,
-    its own prompt bucket, no server code. Computed with a budget of REF_TOKENS (when the prompt fits
-    with it) and cut to `tokens`: greedy decoding's first k tokens do not depend on the budget, and
-    every test's reference then runs the same few compiled programs; each answer is kept."""
+    its own prompt bucket, no server code. Computed with the first budget of REF_BUDGETS that holds
+    `tokens` and leaves room for the prompt, and cut to `tokens`: greedy decoding's first k tokens do
+    not depend on the budget, and every test's reference then runs the same few compiled programs
+    (short prompts: 48 tokens; prompts of up to 80 tokens: 16); each answer is kept."""
     from runner.evals.sample import Sampling, generate
 
-    budget = REF_TOKENS if tokens <= REF_TOKENS and len(ids) + REF_TOKENS <= served.model.config.max_positions \
-        else tokens
+    positions = served.model.config.max_positions
+    budget = next((b for b in REF_BUDGETS if tokens <= b and len(ids) + b <= positions), tokens)
     key = (id(served.model), tuple(ids), budget, chunk)
     if key not in _references:
         _references[key] = generate(served.model, [ids], n=1, sampling=Sampling(max_new_tokens=budget),

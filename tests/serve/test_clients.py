@@ -85,9 +85,9 @@ def test_abandoned_requests_are_not_decoded(server, monkeypatch):
     monkeypatch.setattr(batcher, "_run", slow)
     before = batcher.stats()
     heavy = json.dumps({"inputs": "import os\n", "parameters": {
-        "max_new_tokens": 127, "num_return_sequences": 64, "do_sample": True, "temperature": 1.0}}).encode()
+        "max_new_tokens": 95, "num_return_sequences": 64, "do_sample": True, "temperature": 1.0}}).encode()
     socks = []
-    for _ in range(24):  # each would decode 64 rows x 127 tokens (16 batches of 4 rows, 8 chunks each)
+    for _ in range(24):  # each would decode 64 rows x 95 tokens (16 batches of 4 rows, 6 chunks each)
         sock = connect(server)
         sock.sendall(raw_request("/models/x", heavy))
         socks.append(sock)

@@ -39,8 +39,8 @@ def test_a_padded_batch_gives_each_rows_exact_greedy_tokens(server):
     s = server.served
     document = (ROOT / "runner" / "run.py").read_text()
     ids = s.tokenizer(document, add_special_tokens=False)["input_ids"]
-    prompts = [ids[:5], ids[100:170], ids[-80:]]  # 5, 70, 80 tokens: the prompt pads to two blocks (128)
-    limits = [20, 7, 40]  # the longest row 80 + 40 tokens: within the model's 128 positions
+    prompts = [ids[:5], ids[100:170], ids[-66:]]  # 5, 70, 66 tokens: the prompts pad to two blocks (128)
+    limits = [40, 7, 13]  # each row within the model's 96 positions; the batch's slots: 128 + 40 → 223
     got = server.batcher.decoder.run(prompts, [Sampling(max_new_tokens=t) for t in limits], limits, seed=0)
     want = [exact(s, p, t) for p, t in zip(prompts, limits, strict=True)]
     assert got == want
@@ -50,11 +50,11 @@ def test_a_padded_batch_gives_each_rows_exact_greedy_tokens(server):
 def test_no_program_is_compiled_after_start_whatever_the_request(server):
     info = httpx.get(server.url + "/info").json()["decoding"]
     assert info["ready"] and info["programs"] == 2 * len(info["rows"]) * len(info["slots"])
-    assert info["rows"] == [1, 2, 4] and info["slots"] == [128, 192, 255]
+    assert info["rows"] == [1, 2, 4] and info["slots"] == [128, 223]
     before = compiled_programs()
     document = (ROOT / "runner" / "run.py").read_text()
-    cases = [(1, 1, "x"), (3, 7, "def f(a):"), (5, 33, document[:300]), (2, 100, document), (9, 17, "import os\n"),
-             (1, 127, "class A:")]  # 9 samples: more than a batch holds (4 rows); 127: the most tokens
+    cases = [(1, 1, "x"), (3, 7, "def f(a):"), (5, 33, document[:300]), (2, 80, document), (9, 17, "import os\n"),
+             (1, 95, "class A:")]  # 9 samples: more than a batch holds (4 rows); 95: the most tokens
     for n, new, prompt in cases:
         r = httpx.post(server.url + "/v1/completions", timeout=120,
                        json={"prompt": prompt, "max_tokens": new, "n": n, "temperature": 0.7})
@@ -65,16 +65,16 @@ def test_no_program_is_compiled_after_start_whatever_the_request(server):
 
 
 def test_a_request_padded_to_a_bucket_is_its_exact_greedy_completion(server):
-    """n=3 (rows padded to 4), 20 tokens (not a chunk multiple), a 70-token prompt (padded to 128):
+    """n=3 (rows padded to 4), 13 tokens (not a chunk multiple), a 70-token prompt (padded to 128):
     every sample is the unpadded greedy completion."""
     s = server.served
     ids = s.tokenizer((ROOT / "runner" / "run.py").read_text(), add_special_tokens=False)["input_ids"][300:370]
     prompt = s.tokenizer.decode(ids)
     ids = s.tokenizer(prompt, add_special_tokens=False)["input_ids"]  # what the server will see
     r = httpx.post(server.url + "/models/x", timeout=120, json={"inputs": prompt, "parameters": {
-        "max_new_tokens": 20, "do_sample": False, "num_return_sequences": 3, "return_full_text": False}})
+        "max_new_tokens": 13, "do_sample": False, "num_return_sequences": 3, "return_full_text": False}})
     assert r.status_code == 200, r.text
-    expected = s.tokenizer.decode(exact(s, ids, 20))
+    expected = s.tokenizer.decode(exact(s, ids, 13))
     assert [x["generated_text"] for x in r.json()] == [expected] * 3
 
 
@@ -93,7 +93,7 @@ def test_health_says_starting_until_every_program_is_compiled(hf_dir, monkeypatc
         client = TestClient(build_app(served, batcher, allow_hosts=["testserver"]))
         r = client.get("/health")
         assert r.status_code == 503 and r.json()["status"] == "starting"
-        # rows 1, 2; slots 128 and the top one (the 128-position model's longest prompt + 64 tokens)
+        # rows 1, 2; slots 128 and the top one (the 96-position model's longest prompt, 128 padded, + 64)
         assert r.json()["compiled"]["programs"] == batcher.shapes.programs == 2 * 2 * 2
         release.set()
         deadline = time.monotonic() + 30

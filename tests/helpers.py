@@ -114,24 +114,28 @@ def _deadline(args, timeout):
         signal.signal(signal.SIGALRM, old)
 
 
-def ccrun_here(*args, cwd=ROOT, env=None, stdin="", timeout=None):
+def ccrun_here(*args, cwd=ROOT, env=None, stdin="", timeout=None, entry=False):
     """`ccrun ARGS` run in this process, as `ccrun` would run it (runner.cli.main with argv, cwd and
     environment set for the call and restored), with the same answer: a CompletedProcess whose
     returncode, stdout and stderr are those of the fresh process (test_cli checks they are
     byte-identical). For what a command prints, exits and writes; not for signals, imports or a
-    fresh interpreter's state (use `ccrun`). `timeout`: seconds before subprocess.TimeoutExpired."""
+    fresh interpreter's state (use `ccrun`). `timeout`: seconds before subprocess.TimeoutExpired;
+    `entry`: through the console script's runner.entry.main (validate's fast path) instead."""
     args = [str(a) for a in args]
     out, err = _captured(), _captured()
     err.reconfigure(errors="backslashreplace")
     import runner.cli
+    import runner.entry
 
+    main = runner.entry.main if entry else runner.cli.main
     # sys.argv as `python -m runner.cli ARGS` has it (provenance.json records the command)
-    with _fresh_process_state(cwd, env, [str(Path(runner.cli.__file__).with_name("__main__.py")), *args]):
+    argv0 = runner.entry.__file__ if entry else str(Path(runner.cli.__file__).with_name("__main__.py"))
+    with _fresh_process_state(cwd, env, [argv0, *args]):
         sys.stdin = io.TextIOWrapper(io.BytesIO(stdin.encode()), encoding=locale.getpreferredencoding(False))
         sys.stdout, sys.stderr = out, err
         try:
             with _deadline(args, timeout):
-                runner.cli.main(args)
+                main(args)
             code = 0
         except SystemExit as exit_:
             code = exit_.code

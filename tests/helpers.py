@@ -27,8 +27,8 @@ def ccrun(*args, cwd=ROOT, env=None):
 
 
 def _captured() -> io.TextIOWrapper:
-    # what a child's sys.stdout/sys.stderr are when they are pipes: UTF-8 (the locale's), not a
-    # terminal, stdout strict and stderr backslashreplace, line-buffered off
+    # what a child's sys.stdout/sys.stderr are when they are pipes: the locale's encoding, not a
+    # terminal (isatty False), '\n' written as is; stderr's errors made backslashreplace by the caller
     return io.TextIOWrapper(io.BytesIO(), encoding=locale.getpreferredencoding(False), newline="\n")
 
 
@@ -74,7 +74,8 @@ def _fresh_process_state(cwd, env, argv):
             for action, category in (("default", DeprecationWarning), ("ignore", DeprecationWarning),
                                      ("ignore", PendingDeprecationWarning), ("ignore", ImportWarning),
                                      ("ignore", ResourceWarning)):
-                warnings.filterwarnings(action, category=category, module="__main__" if action == "default" else "")
+                warnings.filterwarnings(action, category=category, module="__main__" if action == "default" else "",
+                                        append=True)
             warnings.showwarning = _show_warning
             yield
     finally:

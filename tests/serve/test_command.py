@@ -64,7 +64,7 @@ def run_dir(hf_dir, tmp_path_factory) -> Path:
 def test_serve_a_run_directory(run_dir):
     port = free_port()
     # --max-batch 1 (the default --max-new-tokens, capped at 95): rows 1 x slots 128, 223, 4 programs to
-    # compile before /health says ready (not the default's 8); the package's server fixture compiled
+    # compile before /health says ready (the default --max-batch 8: 16); the package's server fixture compiled
     # the same ones, so with the session's JAX compilation cache they are found there when it ran first
     proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "serve", str(run_dir), "--port", str(port),
                              "--max-batch", "1"],

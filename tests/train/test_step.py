@@ -1,8 +1,9 @@
 """The train step: the loss falls; 4 micro-batches of 8 make the same update as one batch of 32.
 
-Speed: one tiny model, built once; one optimizer and one jitted step (one batch shape, [1, 32, T])
-shared by the tests that need no other, so each distinct step (accumulated, dropout, packed rows)
-is compiled once.
+Speed: one tiny model, built once; one optimizer and one step (one batch shape, [1, 32, T]) shared
+by the tests that need no other, so each distinct step (accumulated, dropout, packed rows) is
+compiled once; and compiled as jax_disable_most_optimizations compiles (LLVM's optimizations off:
+half the time), for these executables only.
 """
 
 import jax
@@ -18,6 +19,26 @@ from runner.train.step import make_eval_step, make_train_step, weighted_ce
 
 V, T = 64, 16
 ROWS = 32  # the shared step's batch: one micro-batch of 32 rows
+
+
+# What jax_disable_most_optimizations sets (jax/_src/compiler.py), given to each compilation here
+# rather than set for the whole process (other test files share it).
+FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+class Fast:
+    """A function of make_train_step or make_eval_step (jitted: donation, shardings) compiled with
+    FAST, once per shapes of its arguments."""
+
+    def __init__(self, jitted):
+        self.jitted, self.compiled = jitted, {}
+
+    def __call__(self, *args):
+        leaves, tree = jax.tree_util.tree_flatten(args)
+        key = tree, tuple((x.shape, str(x.dtype)) for x in leaves)
+        if key not in self.compiled:
+            self.compiled[key] = self.jitted.lower(*args).compile(FAST)
+        return self.compiled[key](*args)
 
 
 def config(dropout=0.0):
@@ -38,12 +59,12 @@ def tx():
 
 @pytest.fixture(scope="module")
 def step(tiny, tx):
-    return make_train_step(tiny[0], tx, dropout=False)
+    return Fast(make_train_step(tiny[0], tx, dropout=False))
 
 
 @pytest.fixture(scope="module")
 def evaluate(tiny):
-    return make_eval_step(tiny[0])
+    return Fast(make_eval_step(tiny[0]))
 
 
 def fresh(params):
@@ -94,7 +115,7 @@ def test_accumulation_equals_one_big_batch(tiny, tx, step):
     ids, w = batch(32, seed=3)
     w[5, 8:] = 0  # uneven weights across micro-batches: the token-weighted mean must still agree
     results = []
-    for accum, run in ((1, step), (4, make_train_step(tiny[0], tx, dropout=False))):
+    for accum, run in ((1, step), (4, Fast(make_train_step(tiny[0], tx, dropout=False)))):
         params = fresh(tiny[1])
         params, opt_state, m = run(params, tx.init(params), micro(ids, w, accum), jax.random.key(0))
         results.append((params, m))
@@ -112,7 +133,7 @@ def test_dropout_uses_the_step_key(tiny, tx):
     # the same parameters in a model whose config has dropout (the model holds no RNG state)
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: GPTNeo(config(dropout=0.1), rngs=nnx.Rngs(0))))
     params = tiny[1]
-    step = make_train_step(graphdef, tx, dropout=True)
+    step = Fast(make_train_step(graphdef, tx, dropout=True))
     ids, w = batch(8)
     out = []
     for key in (0, 0, 1):
@@ -152,7 +173,7 @@ def test_a_packed_row_scores_as_its_examples_one_per_row(tiny, tx, step, evaluat
 
     out = []
     for run, b in ((step, {"input_ids": pad_rows(rows_ids, ROWS), "loss_weights": pad_rows(rows_w, ROWS)}),
-                   (make_train_step(tiny[0], tx, dropout=False), packed)):
+                   (Fast(make_train_step(tiny[0], tx, dropout=False)), packed)):
         p = fresh(params)
         _, _, m = run(p, tx.init(p), {k: jnp.asarray(v)[None] for k, v in b.items()}, jax.random.key(0))
         out.append(m)

@@ -109,7 +109,8 @@ def runs(tmp_path_factory, terminated, killed):
     a run whose loss becomes NaN."""
     resumed = terminated[0]
     reference, nan = tmp_path_factory.mktemp("uninterrupted"), tmp_path_factory.mktemp("nan")
-    code, _, err = finish(start(resumed, then=[(reference,), (nan, "schedule.peak_lr=1.0e+12", "schedule.warmup_steps=0")]))
+    diverging = (nan, "schedule.peak_lr=1.0e+12", "schedule.warmup_steps=0")
+    code, _, err = finish(start(resumed, then=[(reference,), diverging]))
     assert code == 4, err  # the last run's
     code, err = outcome(reference)
     assert code == 0, err

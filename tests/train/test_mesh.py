@@ -22,7 +22,8 @@ FAST_COMPILE = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 
 @pytest.fixture(scope="module")
 def probe():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu", **FAST_COMPILE}
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
+           **FAST_COMPILE}
     args = ["0:0", *(f"{data}:{fsdp}" for data, fsdp in MESHES)]
     out = subprocess.run([sys.executable, "-m", "tests.train.mesh_probe", *args], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)

@@ -45,27 +45,6 @@ def test_apps_dry_run_shows_the_three_sweep_points_and_a_memory_estimate(tmp_pat
         assert needle in text, needle
 
 
-@pytest.mark.e2e  # a whole (tiny) smoke run: ~25 s on 2 cores
-def test_resume_runs_a_dry_run_directory(tmp_path):
-    runs = tmp_path / "runs"
-    tiny = ["--set", "train.steps=2", "--set", "schedule.warmup_steps=1", "--set", "schedule.decay_steps=1",
-            "--set", "train.eval_every=null", "--set", "train.checkpoint.every=null", "--set", "evals=[]",
-            "--set", "train.checkpoint.keep_best_by=null", "--set", "data.validation=null",
-            "--set", "data.sources[0].include=[json/*.py]", "--set", "tokenizer.train.vocab_size=300"]
-    made = subprocess.run([sys.executable, "-m", "runner.cli", "run", "recipes/smoke.yaml", "--dry-run", "--runs-dir",
-                           str(runs), *tiny], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert made.returncode == 0, made.stderr
-    run = Path(made.stdout.strip().splitlines()[-1])
-    assert RunDir(run).dry_run() and "steps        2" in made.stderr
-    plan = (run / PLAN_FILE).read_text()
-    done = subprocess.run([sys.executable, "-m", "runner.cli", "resume", str(run)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"succeeded: {run}"
-    assert not RunDir(run).dry_run() and (run / PLAN_FILE).read_text() == plan
-    assert json.loads((run / "summary.json").read_text())["train"]["steps"] == 2
-
-
 def recipe_text(optimizer: str, compute: str = "float32") -> str:
     return f"""
 name: tiny

@@ -47,3 +47,28 @@ def test_resume_and_reproduce(tmp_path):
     again = ccrun("reproduce", str(reference), "--runs-dir", str(tmp_path / "c"))
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.startswith("reproduced: ")
+
+
+def test_resume_runs_a_dry_run_directory(tmp_path):
+    """`ccrun run --dry-run` makes what a launch makes first (plan.json included); `ccrun resume` runs it."""
+    import subprocess as sp
+
+    from runner.track.rundir import PLAN_FILE, RunDir
+
+    runs = tmp_path / "runs"
+    tiny = ["--set", "train.steps=2", "--set", "schedule.warmup_steps=1", "--set", "schedule.decay_steps=1",
+            "--set", "train.eval_every=null", "--set", "train.checkpoint.every=null", "--set", "evals=[]",
+            "--set", "train.checkpoint.keep_best_by=null", "--set", "data.validation=null",
+            "--set", "data.sources[0].include=[json/*.py]", "--set", "tokenizer.train.vocab_size=300"]
+    made = sp.run([sys.executable, "-m", "runner.cli", "run", "recipes/smoke.yaml", "--dry-run", "--runs-dir",
+                   str(runs), *tiny], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    run = Path(made.stdout.strip().splitlines()[-1])
+    assert RunDir(run).dry_run() and "steps        2" in made.stderr
+    plan = (run / PLAN_FILE).read_text()
+    done = sp.run([sys.executable, "-m", "runner.cli", "resume", str(run)], cwd=ROOT, capture_output=True,
+                  text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"succeeded: {run}"
+    assert not RunDir(run).dry_run() and (run / PLAN_FILE).read_text() == plan
+    assert json.loads((run / "summary.json").read_text())["train"]["steps"] == 2

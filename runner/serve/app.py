@@ -123,11 +123,11 @@ def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024, a
         chunks, total = [], 0
         try:
             async with asyncio.timeout(body_timeout):
-                async for chunk in request.stream():  # a chunked upload has no Content-Length: count as it comes
-                    total += len(chunk)
+                async for part in request.stream():  # a chunked upload has no Content-Length: count as it comes
+                    total += len(part)
                     if total > MAX_BODY:
                         raise RequestError([("", f"the body is over {MAX_BODY} bytes")], status=413)
-                    chunks.append(chunk)
+                    chunks.append(part)
         except TimeoutError:
             raise RequestError([("", f"the body did not arrive within {body_timeout:g} s")], status=408) from None
         except ClientDisconnect:

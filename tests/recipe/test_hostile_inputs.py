@@ -25,7 +25,7 @@ from runner.recipe.errors import RecipeError
 from runner.recipe.load import MAX_EXTENDS_DEPTH, MAX_FILES, load_recipe
 from runner.recipe.yamlio import MAX_CHARS, MAX_DEPTH, MAX_VALUES
 
-from ..helpers import ccrun, ccrun_here
+from ..helpers import ccrun_here
 
 BASE = "name: t\nmodel: {arch: gpt-neo, checkpoint: EleutherAI/gpt-neo-125M}\n"
 SCRATCH = (

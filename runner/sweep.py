@@ -61,6 +61,11 @@ class Point:
     values: dict
     sweep: dict | None = None
 
+    @property
+    def label(self) -> str | None:
+        """The end of its run directory's name: `peak_lr=0.001` for a sweep point, else None."""
+        return point_label(self.values) if self.sweep else None
+
 
 def expand(path: str | Path, overrides: Sequence[str] = (), *, sweep_index: int | None = None) -> list[Point]:
     """A recipe as the runs it makes: itself, or every point of its sweep (only point
@@ -80,10 +85,9 @@ def point_plan(point: Point, *, runs_root: str | Path = "runs", inputs: Sequence
     """The plan of one point (runner.plan), its run directory given as the pattern of its name."""
     from .plan import make_plan, run_dir_pattern
 
-    label = point_label(point.values) if point.sweep else None
     recipe = point.loaded.recipe
     return make_plan(recipe, inputs=inputs, point=point.values,
-                     run_dir=run_dir_pattern(runs_root, recipe, recipe_hash(recipe), label))
+                     run_dir=run_dir_pattern(runs_root, recipe, recipe_hash(recipe), point.label))
 
 
 def dry_run(points: Sequence[Point], *, runs_root: str | Path = "runs", log: Log | None = None) -> list[RunDir]:
@@ -97,8 +101,8 @@ def dry_run(points: Sequence[Point], *, runs_root: str | Path = "runs", log: Log
     log = log or stderr_line
     inputs = check_recipes([p.loaded.recipe for p in points])
     plans = [point_plan(p, runs_root=runs_root, inputs=i) for p, i in zip(points, inputs, strict=True)]
-    runs = [create_run_dir(p.loaded, runs_root=runs_root, sweep=p.sweep, plan=plan,
-                           label=point_label(p.values) if p.sweep else None) for p, plan in zip(points, plans, strict=True)]
+    runs = [create_run_dir(p.loaded, runs_root=runs_root, sweep=p.sweep, plan=plan, label=p.label)
+            for p, plan in zip(points, plans, strict=True)]
     log(render(plans))
     return runs
 
@@ -110,9 +114,8 @@ def launch(point: Point, *, runs_root: str | Path = "runs", log: Log | None = No
     log = log or stderr_line
     if point.sweep and is_primary():
         log("sweep point: " + ", ".join(f"{k}={v!r}" for k, v in point.values.items()))
-    label = point_label(point.values) if point.sweep else None
     plan = point_plan(point, runs_root=runs_root, inputs=inputs)
-    run = shared_run_dir(point.loaded, runs_root=runs_root, sweep=point.sweep, label=label, plan=plan)
+    run = shared_run_dir(point.loaded, runs_root=runs_root, sweep=point.sweep, label=point.label, plan=plan)
     if is_primary():
         log(f"run directory: {run.path}")
     return run, execute_in(point.loaded, run, log=log)

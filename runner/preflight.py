@@ -300,13 +300,11 @@ def require(recipes: Sequence[Any], parts: Sequence[str] = PARTS, *,
             timeout_s: float = TIMEOUT_S) -> list[list[Status]]:
     """`check_recipes`, then one BadInput naming every missing input at once, each with what to do."""
     per_recipe = check_recipes(recipes, parts, timeout_s=timeout_s)
-    seen: dict[tuple, Status] = {}
+    first: dict[tuple, Status] = {}  # each input once: check_recipes gave its first Input every recipe's uses
     for statuses in per_recipe:
         for s in statuses:
-            known = seen.setdefault(s.input.key(), s)
-            if known is not s:
-                known.input.uses.extend(u for u in s.input.uses if u not in known.input.uses)
-    raise_missing(list(seen.values()), recipes[0].name if recipes else "the recipe")
+            first.setdefault(s.input.key(), s)
+    raise_missing(list(first.values()), recipes[0].name if recipes else "the recipe")
     return per_recipe
 
 

@@ -59,3 +59,14 @@ def pytest_xdist_make_scheduler(config, log):
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+@pytest.fixture(scope="module")
+def made_run(tmp_path_factory) -> Path:
+    """A run directory as `ccrun run recipes/smoke.yaml --dry-run` makes it (copy it before changing it)."""
+    from .helpers import ccrun_here
+
+    root = tmp_path_factory.mktemp("made")
+    made = ccrun_here("run", "recipes/smoke.yaml", "--dry-run", "--runs-dir", str(root))
+    assert made.returncode == 0, made.stderr
+    return root / made.stdout.strip()

@@ -84,14 +84,6 @@ def test_errors_carry_their_exit_codes():
         RunDir.open(ROOT)
 
 
-@pytest.fixture(scope="module")
-def made_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("made")
-    made = ccrun_here("run", "recipes/smoke.yaml", "--dry-run", "--runs-dir", str(root))
-    assert made.returncode == 0, made.stderr
-    return root / made.stdout.strip()
-
-
 @pytest.mark.parametrize("name, content, needle", [
     ("summary.json", '{"status": "succeeded", "results": {}}', "not a ccrun summary"),
     ("metrics.jsonl", '{"step": 1}\n{"step": 2', "metrics.jsonl:2: not JSON"),

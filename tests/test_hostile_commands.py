@@ -319,14 +319,6 @@ def test_sweep_index_out_of_range(tmp, index, dry):
 
 # --- compare ----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def made_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("made")
-    out = ccrun_here("run", "recipes/smoke.yaml", "--dry-run", "--runs-dir", str(root))
-    assert out.returncode == 0, out.stderr
-    return root / out.stdout.strip()
-
-
 @pytest.fixture
 def run(made_run, tmp):
     copy = tmp / "runs" / made_run.name

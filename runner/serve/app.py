@@ -71,6 +71,18 @@ class Limits:
             raise RequestError(problems)
 
 
+def completion_head(model: str) -> dict[str, Any]:
+    """The fields every OpenAI completion object starts with (a streamed chunk's too)."""
+    return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()), "model": model}
+
+
+def usage_of(result: Result) -> dict[str, int]:
+    """OpenAI's `usage` of a finished generation."""
+    generated = sum(c.tokens for c in result.completions)
+    return {"prompt_tokens": result.prompt_tokens, "completion_tokens": generated,
+            "total_tokens": result.prompt_tokens + generated}
+
+
 def _fn_name(starter_code: str) -> str | None:
     found = re.search(r"def\s+([A-Za-z_]\w*)\s*\(", starter_code)
     return found.group(1) if found else None
@@ -191,8 +203,7 @@ def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024, a
         stops = body.stops()
         job, answer = await submit(request, body.prompt, sampling, body.n, stops, progress=progress)
         texts = [TextStream(served.tokenizer.decode, stops) for _ in range(body.n)]
-        head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-                "model": served.name}
+        head = completion_head(served.name)
         usage = bool(body.stream_options and body.stream_options.include_usage)
 
         async def events() -> AsyncIterator[bytes]:
@@ -225,10 +236,7 @@ def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024, a
                 for i, completion in enumerate(result.completions):
                     yield chunk(head, i, texts[i].finish(completion.text), completion.finish_reason, usage)
                 if usage:
-                    generated = sum(c.tokens for c in result.completions)
-                    yield event({**head, "choices": [], "usage": {
-                        "prompt_tokens": result.prompt_tokens, "completion_tokens": generated,
-                        "total_tokens": result.prompt_tokens + generated}})
+                    yield event({**head, "choices": [], "usage": usage_of(result)})
                 yield DONE
             finally:  # the client left (the response is cancelled) or the answer is out
                 if got is not None:
@@ -263,16 +271,11 @@ def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024, a
             return await stream(request, body, sampling)
         result = await generate(request, body.prompt, sampling, body.n, body.stops())
         prefix = body.prompt if body.echo else ""
-        generated = sum(c.tokens for c in result.completions)
         return {
-            "id": f"cmpl-{uuid.uuid4().hex}",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": served.name,
+            **completion_head(served.name),
             "choices": [{"text": prefix + c.text, "index": i, "logprobs": None, "finish_reason": c.finish_reason}
                         for i, c in enumerate(result.completions)],
-            "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": generated,
-                      "total_tokens": result.prompt_tokens + generated},
+            "usage": usage_of(result),
         }
 
     @app.post("/v1/solve")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from runner.evals import Sandbox
+from runner.evals.confine import package_binds
 from runner.evals.humaneval import candidate
 from runner.evals.engines import STUB
 
@@ -195,7 +196,11 @@ def test_its_own_temporary_directories_are_writable_private_and_gone_afterwards(
                f"print(os.getcwd(), sorted(os.listdir('/tmp')))\n")
     result = sandbox.run(program, timeout_s=3.0)
     assert result.passed, result.detail
-    assert result.stdout == f"/tmp [{name!r}]\n"  # an empty /tmp of its own, nothing of the host's
+    # an empty /tmp of its own, nothing of the host's but the allowed packages' files when they lie
+    # under /tmp (a virtual environment there): those are bound in, read-only, by design
+    _, binds, _ = package_binds(sandbox.packages)
+    bound = {Path(p).relative_to("/tmp").parts[0] for p in binds if p.startswith("/tmp/")}
+    assert result.stdout == f"/tmp {sorted({name, *bound})!r}\n"
     assert not any(os.path.exists(os.path.join(d, name)) for d in ("/tmp", "/var/tmp", "/dev/shm"))
 
 
@@ -377,6 +382,7 @@ def test_works_when_the_start_method_is_spawn():
         import json, multiprocessing
         multiprocessing.set_start_method("spawn", force=True)
         from runner.evals import Sandbox
+from runner.evals.confine import package_binds
         results = Sandbox().run_many(["print(6 * 7)", "assert False"], timeout_s=3.0, workers=2)
         print(json.dumps([multiprocessing.get_start_method(), [(r.outcome, r.stdout) for r in results]]))
         """)

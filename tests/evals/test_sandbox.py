@@ -382,7 +382,6 @@ def test_works_when_the_start_method_is_spawn():
         import json, multiprocessing
         multiprocessing.set_start_method("spawn", force=True)
         from runner.evals import Sandbox
-from runner.evals.confine import package_binds
         results = Sandbox().run_many(["print(6 * 7)", "assert False"], timeout_s=3.0, workers=2)
         print(json.dumps([multiprocessing.get_start_method(), [(r.outcome, r.stdout) for r in results]]))
         """)

@@ -79,10 +79,17 @@ def _digest_halves(key: bytes) -> tuple[int, int]:
 
 def _hashes(table: Any, kind: str) -> dict[str, list]:
     """128-bit blake2b of each row's key, as two signed 64-bit halves (Arrow-native, numpy-readable)."""
+    halves = key_hashes(table, kind)
+    return {"_h0": halves[:, 0].tolist(), "_h1": halves[:, 1].tolist()}
+
+
+def key_hashes(table: Any, kind: str) -> np.ndarray:
+    """int64 [rows, 2]: the 128-bit blake2b of each row's key (`kind` exact or variables) of an Arrow
+    table's `text` column, as two signed 64-bit halves."""
     column = table.column("text").combine_chunks()
     n = len(column)
     if n == 0:
-        return {"_h0": [], "_h1": []}
+        return np.zeros((0, 2), np.int64)
     data, offsets = _bytes_and_offsets(column)
     raw = data.tobytes()
     if kind == "variables":
@@ -99,8 +106,7 @@ def _hashes(table: Any, kind: str) -> dict[str, list]:
                 keys[i] = variables_key(raw[offsets[i] : offsets[i + 1]].decode("utf-8")).encode("utf-8")
     else:  # exact
         keys = [raw[offsets[i] : offsets[i + 1]] for i in range(n)]
-    halves = [_digest_halves(k) for k in keys]
-    return {"_h0": [h[0] for h in halves], "_h1": [h[1] for h in halves]}
+    return np.array([_digest_halves(k) for k in keys], np.int64).reshape(n, 2)
 
 
 def first_occurrences(hashes: np.ndarray) -> np.ndarray:
@@ -112,8 +118,10 @@ def first_occurrences(hashes: np.ndarray) -> np.ndarray:
     return np.sort(first)
 
 
-def dedup(ds: Any, kind: str, num_proc: int | None) -> tuple[Any, dict[str, Any]]:
-    """The kept rows and a report: rows in, duplicates removed."""
+def dedup(ds: Any, spec: Any, num_proc: int | None) -> tuple[Any, dict[str, Any]]:
+    """The kept rows and a report: rows in, duplicates removed. `spec`: the recipe's data.dedup (or
+    its type's name)."""
+    kind = getattr(spec, "type", spec)
     before = len(ds)
     if kind == "none" or before == 0:
         return ds, {"type": kind, "rows_in": before, "duplicates": 0}

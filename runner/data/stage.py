@@ -91,7 +91,7 @@ def cache_key(recipe: Recipe, tokenizer_id: str, fingerprints: dict[str, list[di
 
 
 def _documents(sources: list[Any], where: str, fingerprints: list[dict[str, Any]], filters: list[Any],
-               dedup_kind: str, num_proc: int | None, work: Path,
+               dedup_spec: Any, num_proc: int | None, work: Path,
                metadata: tuple[Any, dict, dict] | None = None,
                prepared: dict[int, Any] | None = None) -> tuple[Any, dict[str, Any]]:
     from datasets import concatenate_datasets
@@ -115,7 +115,7 @@ def _documents(sources: list[Any], where: str, fingerprints: list[dict[str, Any]
         ds, joined = join_metadata(ds, spec, table, info, where, num_proc)
         unfiltered = list(spec.columns) if spec.missing == "unfiltered" else []
     ds, filter_report = apply_filters(ds, filters, num_proc, prepared=prepared, unfiltered=unfiltered)
-    ds, dedup_report = dedup(ds, dedup_kind, num_proc)
+    ds, dedup_report = dedup(ds, dedup_spec, num_proc)
     report = {
         "sources": infos,
         "rows": rows_in,
@@ -147,7 +147,7 @@ def _split(recipe: Recipe, train: Any, fingerprints: dict[str, list[dict[str, An
     if spec.sources:
         where = "data.validation.sources"
         val, report = _documents(spec.sources, where, fingerprints[where], recipe.data.filters,
-                                 recipe.data.dedup.type, num_proc, work, metadata, prepared)
+                                 recipe.data.dedup, num_proc, work, metadata, prepared)
         info = {"method": "sources", **report}
     else:
         n = len(train)
@@ -187,7 +187,7 @@ def _build(recipe: Recipe, tokenizer: Any, fingerprints: dict[str, list[dict[str
         metadata = (data.metadata, table, {**fingerprint, **info})
     prepared = prepare_filters(data.filters, fingerprints.get("data.filters", []))  # benchmark n-grams, built once
     docs, doc_report = _documents(data.sources, "data.sources", fingerprints["data.sources"], data.filters,
-                                  data.dedup.type, num_proc, work, metadata, prepared)
+                                  data.dedup, num_proc, work, metadata, prepared)
     train_docs, val_docs, split_report = _split(recipe, docs, fingerprints, num_proc, work, metadata, prepared)
     if tokenizer is None:
         tokenizer = _tokenizer(recipe, train_docs, target / "tokenizer")

@@ -267,7 +267,22 @@ class VariablesDedup(Spec):
     )
 
 
-Dedup = tagged(NoDedup, ExactDedup, VariablesDedup)
+class MinHashDedup(Spec):
+    """Near-duplicate dedup as The Stack and SantaCoder did it: MinHash signatures of each file's
+    shingles (runs of `ngram` consecutive identifier tokens, the pieces of re.split(r'[^A-Za-z_0-9]', text)),
+    LSH bands tuned to `threshold`; of a group of files whose estimated Jaccard similarity reaches the
+    threshold, the first is kept."""
+
+    type: Literal["minhash"] = Field(description="Near-duplicate dedup: MinHash LSH over token shingles.")
+    threshold: float = Field(
+        default=0.85, gt=0, lt=1, description="Jaccard similarity of shingle sets at which two files are duplicates "
+        "(The Stack: 0.85)."
+    )
+    num_perm: int = Field(default=256, ge=16, le=1024, description="MinHash permutations (signature length; BigCode: 256).")
+    ngram: int = Field(default=5, ge=1, le=64, description="Tokens per shingle (BigCode: 5).")
+
+
+Dedup = tagged(NoDedup, ExactDedup, VariablesDedup, MinHashDedup)
 
 
 class ClmFormat(Spec):
@@ -360,6 +375,16 @@ class DataSpec(Spec):
         default=True, description="Pack several examples into one sequence (true) or pad each to seq_len (false)."
     )
     validation: ValidationSpec | None = Field(default=None, description="Held-out data for validation loss.")
+    streaming: bool = Field(
+        default=False,
+        description="Train from a stream: documents are read, filtered, deduplicated, tokenized and packed on the "
+        "fly by background workers, through a seeded shuffle buffer, so training starts at once on a corpus of any "
+        "size; the stream's position is part of every checkpoint. Needs train.steps; validation comes from "
+        "validation.sources (materialised, small) or is absent.",
+    )
+    shuffle_buffer: int = Field(
+        default=10000, ge=1, le=1 << 22, description="Streaming: blocks held in the shuffle buffer (seeded draws)."
+    )
     num_proc: int | None = Field(default=None, ge=1, description="Worker processes for data stages; unset: all cores.")
 
     def check(self) -> Iterator[tuple[Path, str]]:

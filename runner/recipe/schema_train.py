@@ -64,6 +64,13 @@ class TrainSpec(Spec):
     )
     checkpoint: CheckpointSpec = Field(default={}, validate_default=True, description="Checkpointing.")
     mesh: MeshSpec = Field(default={}, validate_default=True, description="How the devices are arranged.")
+    remat: Literal["none", "block", "dots"] = Field(
+        default="none",
+        description="Activation checkpointing (jax.checkpoint per transformer block): none keeps every activation "
+        "for the backward pass; block keeps only each block's input and recomputes the rest (least memory, about "
+        "a third more compute); dots also keeps the matmul outputs (jax's dots_with_no_batch_dims_saveable "
+        "policy: most of the saving, little recompute). Same loss and gradients either way.",
+    )
 
     def complete(self) -> None:
         with deriving(self, "micro_batch_size", "grad_accum_steps"):

@@ -124,6 +124,20 @@ def _keep_unmatched(spec: Any, batch: dict[str, list], benchmark: Benchmark | No
     return [k or not m for k, m in zip(keep(spec, batch, benchmark), batch[MATCHED], strict=True)]
 
 
+def exempts_unmatched(spec: Any, columns: list[str], unfiltered: list[str]) -> bool:
+    """Whether the filter lets rows without metadata through: it reads only columns joined with
+    missing: unfiltered (and the rows carry the MATCHED column)."""
+    return MATCHED in columns and set(needed_columns(spec)) <= set(unfiltered)
+
+
+def keep_rows(spec: Any, batch: dict[str, list], benchmark: Benchmark | None, unfiltered: list[str]) -> list[bool]:
+    """`keep` as `apply_filters` applies it to a batch (rows without metadata let through where
+    `exempts_unmatched`)."""
+    if exempts_unmatched(spec, list(batch), unfiltered):
+        return _keep_unmatched(spec, batch, benchmark)
+    return keep(spec, batch, benchmark)
+
+
 def apply_filters(ds: Any, filters: list[Any], num_proc: int | None, *, prepared: dict[int, Benchmark] | None = None,
                   unfiltered: list[str] = ()) -> tuple[Any, list[dict[str, Any]]]:
     """The rows every filter keeps, and per filter: rows in, rows removed. `prepared`: from
@@ -134,7 +148,7 @@ def apply_filters(ds: Any, filters: list[Any], num_proc: int | None, *, prepared
     report = []
     for i, spec in enumerate(filters):
         before = len(ds)
-        exempt = MATCHED in ds.column_names and set(needed_columns(spec)) <= set(unfiltered)
+        exempt = exempts_unmatched(spec, ds.column_names, unfiltered)
         entry = {"filter": _where(i), "type": spec.type, "rows_in": before}
         if exempt:
             matched = ds.with_format("numpy", columns=[MATCHED])[MATCHED] if before else np.zeros(0, bool)

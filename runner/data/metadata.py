@@ -102,6 +102,14 @@ def read_metadata(spec: Any, files: list[str]) -> tuple[dict[str, tuple], dict[s
     return table, {"metadata_rows": rows, "repositories": len(table), "repeated_keys": repeated}
 
 
+def lookup(spec: Any, table: dict[str, tuple], keys: list[Any]) -> tuple[dict[str, list], list[bool]]:
+    """The joined columns (spec.columns' names → values, None where unmatched) of rows whose
+    spec.on values are `keys`, and which rows matched."""
+    found = [table.get(_norm(k)) if k is not None else None for k in keys]
+    columns = {name: [f[i] if f is not None else None for f in found] for i, name in enumerate(spec.columns)}
+    return columns, [f is not None for f in found]
+
+
 def join_metadata(ds: Any, spec: Any, table: dict[str, tuple], info: dict[str, Any], where: str,
                   num_proc: int | None) -> tuple[Any, dict[str, Any]]:
     """Documents with spec.columns joined on spec.on; missing keys dropped, kept (also unfiltered,
@@ -111,9 +119,8 @@ def join_metadata(ds: Any, spec: Any, table: dict[str, tuple], info: dict[str, A
     names = list(spec.columns)
 
     def add(batch: dict[str, list]) -> dict[str, list]:
-        found = [table.get(_norm(k)) if k is not None else None for k in batch[spec.on]]
-        out = {name: [f[i] if f is not None else None for f in found] for i, name in enumerate(names)}
-        out[FOUND] = [f is not None for f in found]
+        out, found = lookup(spec, table, batch[spec.on])
+        out[FOUND] = found
         return out
 
     import datasets

@@ -45,9 +45,13 @@ def block_features(seq_len: int, segments: bool = False):
     return Features(columns)
 
 
+def clm_ids(texts: list[str], tokenizer: Any, eos: int) -> list[list[int]]:
+    """Each document's tokens followed by EOS (clm examples)."""
+    return [x + [eos] for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
 def _clm_tokens(batch: dict[str, list], tokenizer: Any, eos: int) -> dict[str, list]:
-    ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
-    return {"ids": [x + [eos] for x in ids]}
+    return {"ids": clm_ids(batch["text"], tokenizer, eos)}
 
 
 def _apps_tokens(batch: dict[str, list], tokenizer: Any, eos: int, fmt: Any, seq_len: int) -> dict[str, list]:

@@ -120,46 +120,65 @@ def flatten_meta(row: dict[str, Any]) -> dict[str, Any]:
 MAX_LINE_CHARS = 64 << 20  # bytes; one source file per line: a longer line is a damaged or wrong file
 
 
+def jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw bytes) of a plain, .gz or .zst JSON Lines file; damaged archives and
+    overlong lines raise DataError naming the file (and line)."""
+    stream = open_text(path)
+    raw = stream.buffer  # lines read as bytes and decoded one by one: an error names its line
+    number = 0
+    try:
+        while data := raw.readline(MAX_LINE_CHARS + 1):
+            number += 1
+            if len(data) > MAX_LINE_CHARS:
+                raise DataError(f"{path}:{number}: a line of more than {MAX_LINE_CHARS:,} bytes "
+                                "(one JSON object per line is expected)")
+            yield number, data
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # zstandard raises its own ZstdError
+        if type(exc).__name__ == "ZstdError":
+            raise DataError(f"{path}: unreadable archive ({exc})") from None
+        raise
+    finally:
+        stream.close()
+
+
 def jsonl_records(files: list[Path], text_field: str, on_error: str,
                   counts: dict[str, int]) -> Iterator[tuple[Path, int, dict]]:
     """(file, line number, row) of JSON Lines files; `counts` gets lines skipped."""
     for path in files:
-        stream = open_text(path)
-        raw = stream.buffer  # lines read as bytes and decoded one by one: an error names its line
         number = 0
         try:
-            while data := raw.readline(MAX_LINE_CHARS + 1):
-                number += 1
-                if len(data) > MAX_LINE_CHARS:
-                    raise DataError(f"{path}:{number}: a line of more than {MAX_LINE_CHARS:,} bytes "
-                                    "(one JSON object per line is expected)")
-                line = data.decode("utf-8")
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    if not isinstance(row, dict):
-                        raise ValueError(f"a JSON {type(row).__name__}, not an object")
-                    if not isinstance(row.get(text_field), str):
-                        raise ValueError(f"no string field {text_field!r}")
-                except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; too deep a nesting
-                    if on_error == "skip":
-                        counts["skipped_lines"] = counts.get("skipped_lines", 0) + 1
-                        continue
-                    why = "nested too deeply" if isinstance(exc, RecursionError) else exc
-                    raise DataError(f"{path}:{number}: malformed line ({why}); set on_error: skip to skip such lines") from None
-                row["text"] = row.pop(text_field)
-                yield path, number, flatten_meta(row)
+            for number, data in jsonl_lines(path):
+                row = parse_line(data, path, number, text_field, on_error, counts)
+                if row is not None:
+                    yield path, number, row
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}:{number}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-        except (OSError, EOFError) as exc:
-            raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
-        except Exception as exc:  # zstandard raises its own ZstdError
-            if type(exc).__name__ == "ZstdError":
-                raise DataError(f"{path}: unreadable archive ({exc})") from None
-            raise
-        finally:
-            stream.close()
+
+
+def parse_line(data: bytes, path: Any, number: int, text_field: str, on_error: str,
+               counts: dict[str, int]) -> dict | None:
+    """One JSON Lines line as a row (its `text_field` named `text`, `meta` flattened), or None for a
+    blank line or one skipped (on_error: skip, counted in `counts`). Raises UnicodeDecodeError for
+    bytes that are not UTF-8, DataError naming the file and line for a malformed one."""
+    line = data.decode("utf-8")
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+        if not isinstance(row, dict):
+            raise ValueError(f"a JSON {type(row).__name__}, not an object")
+        if not isinstance(row.get(text_field), str):
+            raise ValueError(f"no string field {text_field!r}")
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; too deep a nesting
+        if on_error == "skip":
+            counts["skipped_lines"] = counts.get("skipped_lines", 0) + 1
+            return None
+        why = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise DataError(f"{path}:{number}: malformed line ({why}); set on_error: skip to skip such lines") from None
+    row["text"] = row.pop(text_field)
+    return flatten_meta(row)
 
 
 def jsonl_rows(files: list[Path], text_field: str, on_error: str, counts: dict[str, int]) -> Iterator[dict]:

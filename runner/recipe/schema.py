@@ -163,7 +163,14 @@ class Recipe(Spec):
         for part in ("data", "optimizer", "schedule"):
             if getattr(self, part) is None:
                 yield (part,), "required when the recipe has a train section", ("train",)
-        yield from each(self._check_warmup, self._check_eval_every, self._check_keep_best)
+        yield from each(self._check_warmup, self._check_eval_every, self._check_keep_best, self._check_streaming)
+
+    def _check_streaming(self) -> Iterator[tuple[Path, str]]:
+        if self.data is None or not self.data.streaming:
+            return
+        if self.train.steps is None:
+            yield ("train", "epochs"), "a stream has no known length: give train.steps with data.streaming", (
+                "data", "streaming")
 
     def _check_warmup(self) -> Iterator[tuple[Path, str]]:
         train = self.train

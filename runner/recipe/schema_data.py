@@ -392,7 +392,17 @@ class DataSpec(Spec):
             lambda: at_most(self, {"seq_len": MAX_TOKENS}),
             lambda: _fit_format(("sources",), self.sources, self.format),
             lambda: _fit_format(("validation", "sources"), self._validation_sources(), self.format),
+            self._streamable,
         )
+
+    def _streamable(self) -> Iterator[tuple[Path, str]]:
+        if not self.streaming:
+            return
+        if self.format.type != "clm":
+            yield ("streaming",), "streams clm data; APPS is small: set streaming: false"
+        if self.validation is not None and self.validation.fraction is not None:
+            yield ("validation", "fraction"), ("a stream cannot hold out a fraction it has not read yet; "
+                                               "give validation.sources (or no validation) with streaming: true")
 
     def _validation_sources(self) -> list:
         return (self.validation.sources or []) if self.validation is not None else []

@@ -1,4 +1,4 @@
-"""Deduplication: keep the first file (in source order) of each key.
+"""Deduplication: keep the first file (in source order) of each key, or of each near-duplicate group.
 
 `variables` is GPT-Code-Clippy's key: the pieces of `re.split(r"\\W+", text)` joined by single
 spaces — identifiers, keywords, numbers and comment words in order, whitespace, punctuation and
@@ -14,6 +14,10 @@ almost all of its time. Here:
 - Keys are hashed (blake2b, 128 bits) in `datasets.map` workers, and the first occurrence of each
   hash is chosen in one vectorised pass (numpy) over the hash column.
 The kept set is the definition's, whatever num_proc is (tests/data/test_dedup.py checks both).
+
+`minhash` (near duplicates, runner/data/minhash.py has the definition): each row's band keys are
+computed in `datasets.map` workers, then the rows are decided in order by `kept_in_order`, the same
+rule as the streaming `MinHashIndex`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .minhash import MinHashScheme, kept_in_order, keys_table
 from .sources import workers
 
 NON_WORD = re.compile(r"\W+")
@@ -119,10 +124,12 @@ def first_occurrences(hashes: np.ndarray) -> np.ndarray:
 
 
 def dedup(ds: Any, spec: Any, num_proc: int | None) -> tuple[Any, dict[str, Any]]:
-    """The kept rows and a report: rows in, duplicates removed. `spec`: the recipe's data.dedup (or
-    its type's name)."""
+    """The kept rows and a report: rows in, duplicates removed (and for minhash its parameters and
+    counts). `spec`: the recipe's data.dedup (or its type's name)."""
     kind = getattr(spec, "type", spec)
     before = len(ds)
+    if kind == "minhash":
+        return _minhash(ds, spec, num_proc)
     if kind == "none" or before == 0:
         return ds, {"type": kind, "rows_in": before, "duplicates": 0}
     hashed = ds.select_columns(["text"]).with_format("arrow").map(
@@ -134,3 +141,25 @@ def dedup(ds: Any, spec: Any, num_proc: int | None) -> tuple[Any, dict[str, Any]
     keep = first_occurrences(pairs)
     kept = ds.select(keep) if len(keep) != before else ds
     return kept, {"type": kind, "rows_in": before, "duplicates": before - len(kept)}
+
+
+def _minhash(ds: Any, spec: Any, num_proc: int | None) -> tuple[Any, dict[str, Any]]:
+    scheme = MinHashScheme.make(spec.threshold, spec.num_perm, spec.ngram)
+    before = len(ds)
+    report = {"type": "minhash", "rows_in": before, "duplicates": 0, "threshold": scheme.threshold,
+              "num_perm": scheme.num_perm, "ngram": scheme.ngram, "seed": scheme.seed, "bands": scheme.bands,
+              "rows_per_band": scheme.rows, "candidates": 0, "clusters": 0, "short_documents": 0}
+    if before == 0:
+        return ds, report
+    # Signatures cost some 0.3 ms per 5 KB file (sha1 of each shingle): worth workers from 2000 rows.
+    keyed = ds.select_columns(["text"]).with_format("arrow").map(
+        keys_table, fn_kwargs={"scheme": scheme}, batched=True, batch_size=500,
+        num_proc=workers(num_proc, before), remove_columns=["text"], desc="dedup keys (minhash)",
+    )
+    table = keyed.data
+    keys = table.column("_keys").combine_chunks().flatten().to_numpy().reshape(before, scheme.bands)
+    keep, counts = kept_in_order(keys)
+    kept = ds.select(np.flatnonzero(keep)) if not keep.all() else ds
+    report.update(counts, duplicates=before - len(kept),
+                  short_documents=int(table.column("_short").to_numpy(zero_copy_only=False).sum()))
+    return kept, report

@@ -101,13 +101,21 @@ def _record_devices(run: RunDir) -> None:
     write_json(path, prov, overwrite=True)
 
 
-def _data_outputs(run: RunDir):
-    """(token blocks, tokenizer) the data stage wrote into the run directory."""
+def _data_outputs(run: RunDir, recipe):
+    """(token blocks, tokenizer) the data stage wrote into the run directory. A streaming recipe's
+    `train` is its stream (runner/data/stream.py), the blocks made while training."""
     from datasets import load_from_disk
 
     from .data.tokenizer import load_tokenizer
 
-    return load_from_disk(str(run.file("data", "tokens"))), load_tokenizer(run.file("data", "tokenizer"))
+    tokenizer = load_tokenizer(run.file("data", "tokenizer"))
+    if not recipe.data.streaming:
+        return load_from_disk(str(run.file("data", "tokens"))), tokenizer
+    from .data.stream import open_stream
+
+    tokens = dict(load_from_disk(str(run.file("data", "tokens")))) if run.file("data", "tokens").is_dir() else {}
+    tokens["train"] = open_stream(recipe, run.file("data"))
+    return tokens, tokenizer
 
 
 def _recipe_files(loaded: Loaded, run: RunDir) -> dict[str, Path]:
@@ -271,7 +279,7 @@ def _build(recipe, run: RunDir, log: Log):
             broadcast_flag(False)  # the other processes stop too
             raise
         broadcast_flag(True)  # the other processes read the data this one wrote
-        tokens, tokenizer = _data_outputs(run)
+        tokens, tokenizer = _data_outputs(run, recipe)
     else:
         tokenizer = build_tokenizer(recipe.tokenizer)
     try:
@@ -334,7 +342,7 @@ def _follow(loaded: Loaded, run: RunDir) -> RunSummary:
     if recipe.data is not None:
         if not broadcast_flag(True):
             raise FollowerError("process 0 failed in the data stage (its output says why)")
-        tokens, tokenizer = _data_outputs(run)
+        tokens, tokenizer = _data_outputs(run, recipe)
     else:
         tokenizer = build_tokenizer(recipe.tokenizer)
     model = build_model(recipe.model, tokenizer=tokenizer, seed=recipe.seed)

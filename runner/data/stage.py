@@ -14,6 +14,7 @@ out_dir appears whole or not at all (built beside it, then renamed).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import glob
 import hashlib
@@ -22,7 +23,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,7 @@ from .metadata import join_metadata, metadata_fingerprint, read_metadata
 from .pack import pack, tokenize
 from .sources import fingerprint_source, read_source
 
-CODE_FILES = ("rows.py", "sources.py", "apps.py", "metadata.py", "filters.py", "decontaminate.py", "dedup.py",
-              "pack.py", "stage.py", "cache.py")
+STREAM_TOKENIZER_DOCS = 100_000  # a tokenizer trained for a stream learns from this many first documents
 SPLITS = ("train", "validation")
 
 
@@ -49,10 +49,8 @@ def default_cache_dir() -> Path:
 def code_version() -> str:
     """Hash of the data stage's own code: a change to it rebuilds every cached result."""
     digest = hashlib.sha256()
-    here = Path(__file__).parent
-    for name in CODE_FILES:
-        digest.update((here / name).read_bytes())
-    digest.update((here / "tokenizer.py").read_bytes())
+    for path in sorted(Path(__file__).parent.glob("*.py")):  # every module of the data stage
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -244,6 +242,8 @@ def prepare_data(
     procs = num_proc or recipe.data.num_proc or os.cpu_count() or 1
     procs = procs if procs > 1 else None
 
+    if recipe.data.streaming:
+        return _prepare_stream(recipe, out, procs)
     tokenizer = None
     if recipe.tokenizer.name is not None:
         from .tokenizer import load_tokenizer
@@ -277,14 +277,22 @@ def prepare_data(
     entry, files = found
     manifest = json.loads((entry / "manifest.json").read_text())
     manifest["cache"] = {"key": key, "hit": hit, "path": str(entry)}
-    # Built beside out_dir and renamed into place: out_dir is whole or absent, never half-copied.
+    with _staging(out) as staging:
+        copy_out(entry, files, staging, skip=("manifest.json",))
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+@contextlib.contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A directory beside out_dir, renamed into place when the block ends: out_dir is whole or
+    absent, never half-written."""
     out.parent.mkdir(parents=True, exist_ok=True)
     for partial in out.parent.glob(f".{glob.escape(out.name)}.partial-*"):  # a killed copy into this out_dir
         shutil.rmtree(partial, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        copy_out(entry, files, staging, skip=("manifest.json",))
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        yield staging
         staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700 directories
         try:
             os.rename(staging, out)  # onto an empty out_dir, or none
@@ -293,6 +301,78 @@ def prepare_data(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _prepare_stream(recipe: Recipe, out: Path, num_proc: int | None) -> dict[str, Any]:
+    """A streaming recipe's data stage: the tokenizer, the validation blocks (from validation
+    sources) and what the stream needs to start and to be resumed exactly; the training blocks are
+    made while training (runner/data/stream.py). Nothing is cached: there is nothing big to keep."""
+    from .stream import CHUNK_RECORDS, cheap_fingerprints, sample_texts
+
+    data = recipe.data
+    with _staging(out) as staging:
+        work = Path(tempfile.mkdtemp(prefix="work-", dir=staging))
+        if recipe.tokenizer.name is not None:
+            from .tokenizer import load_tokenizer
+
+            tokenizer = load_tokenizer(recipe.tokenizer.name, revision=recipe.tokenizer.revision)
+            tokenizer.save_pretrained(str(staging / "tokenizer"))
+        else:
+            from .tokenizer import build_tokenizer
+
+            count = recipe.tokenizer.train.max_documents or STREAM_TOKENIZER_DOCS
+            tokenizer = build_tokenizer(recipe.tokenizer, texts=sample_texts(data.sources, count, work),
+                                        out_dir=staging / "tokenizer")
+        filter_inputs = filter_fingerprints(data.filters)
+        metadata_files: list[str] = []
+        metadata = None
+        if data.metadata is not None:
+            fingerprint = metadata_fingerprint(data.metadata)
+            metadata_files = list(fingerprint["files"])
+            table, info = read_metadata(data.metadata, metadata_files)
+            metadata = (data.metadata, table, {**fingerprint, **info})
+        split: dict[str, Any] = {"method": "none"}
+        tokens: dict[str, Any] = {}
+        if data.validation is not None:
+            from datasets import DatasetDict
+
+            where = "data.validation.sources"
+            fps = [fingerprint_source(s, f"{where}[{i}]") for i, s in enumerate(data.validation.sources)]
+            prepared = prepare_filters(data.filters, filter_inputs)
+            val, report = _documents(data.validation.sources, where, fps, data.filters, data.dedup, num_proc, work,
+                                     metadata, prepared)
+            split = {"method": "sources", **report}
+            if data.validation.max_rows is not None and len(val) > data.validation.max_rows:
+                val = val.select(range(data.validation.max_rows))
+                split["capped_to"] = data.validation.max_rows
+            split["validation_rows"] = len(val)
+            examples, tok_report = tokenize(val, tokenizer, data.format, data.seq_len, num_proc)
+            blocks, pack_report = pack(examples, data.format, data.seq_len, tokenizer.eos_token_id, data.packing,
+                                       work, seed=recipe.seed)
+            tokens["validation"] = {"documents": len(val), **tok_report, **pack_report}
+            DatasetDict({"validation": blocks}).save_to_disk(str(staging / "tokens"))
+        shutil.rmtree(work, ignore_errors=True)
+        manifest = {
+            "streaming": True,
+            "code_version": code_version(),
+            "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "seed": recipe.seed,
+            "seq_len": data.seq_len,
+            "format": data.format.model_dump(mode="json"),
+            "packing": data.packing,
+            "stream": {"sources": cheap_fingerprints(data.sources, "data.sources"), "metadata_files": metadata_files,
+                       "filter_inputs": filter_inputs, "shuffle_buffer": data.shuffle_buffer,
+                       "chunk_records": CHUNK_RECORDS, "dedup": data.dedup.model_dump(mode="json")},
+            "split": split,
+            "tokens": tokens,
+            "tokenizer": {
+                "source": recipe.tokenizer.name or "trained",
+                "hash": tokenizer_hash(tokenizer),
+                "vocab_size": len(tokenizer),
+                "eos_token_id": tokenizer.eos_token_id,
+            },
+        }
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
@@ -304,6 +384,15 @@ def _umask() -> int:
 
 def describe(manifest: dict[str, Any]) -> str:
     """One line per stage, for the terminal."""
+    if manifest.get("streaming"):
+        stream = manifest["stream"]
+        lines = [f"streaming: {len(stream['sources'])} source(s), {stream['dedup']['type']} dedup, shuffle buffer "
+                 f"{stream['shuffle_buffer']} blocks of {manifest['seq_len']} tokens; training blocks are made "
+                 "while training"]
+        for name, r in manifest["tokens"].items():
+            lines.append(f"{name}: {r['examples']} examples, {r.get('blocks', 0)} blocks of {manifest['seq_len']} "
+                         f"tokens, {r.get('loss_tokens', 0)} loss tokens")
+        return "\n".join(lines)
     d, t = manifest["documents"], manifest["tokens"]
     lines = [f"sources: {d['rows']} rows from {len(d['sources'])} source(s)"]
     if "metadata" in d:

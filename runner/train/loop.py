@@ -57,6 +57,11 @@ def flops_per_token(config: Any, seq_len: int) -> float:
     return 6 * config.num_params(embeddings=False) + 12 * config.n_layer * config.d_model * seq_len
 
 
+def stream_state(run_dir: Path, step: int) -> Path:
+    """Where a streaming run keeps the stream's position of checkpoint `step`."""
+    return run_dir / "stream" / f"{step}.npz"
+
+
 def steps_per_epoch(rows: int, batch_size: int) -> int:
     if rows < batch_size:
         raise TrainingError(f"train.batch_size {batch_size} is more than the {rows} training blocks")
@@ -194,7 +199,8 @@ class TrainSetup:
 
     recipe: Recipe
     run_dir: Path
-    train_blocks: Any  # datasets.Dataset (numpy format): input_ids, loss_weights [rows, T]
+    train_blocks: Any  # datasets.Dataset (numpy format): input_ids, loss_weights [rows, T]; None when streaming
+    stream: Any | None  # runner.data.stream.BlockStream (data.streaming), else None
     val_blocks: Any | None
     seq_len: int  # tokens per block
     steps: int  # optimizer updates in all
@@ -216,10 +222,14 @@ class TrainSetup:
 
 def _setup(recipe: Recipe, model: Any, tokens: Any, run_dir: Path, log, on_metrics) -> TrainSetup:
     spec = recipe.train
-    train_blocks = tokens["train"].with_format("numpy")
+    stream = tokens["train"] if hasattr(tokens["train"], "next_blocks") else None
     val_blocks = tokens["validation"].with_format("numpy") if "validation" in tokens else None
-    rows, seq_len = len(train_blocks), len(train_blocks[0]["input_ids"])
-    steps = total_steps(spec, rows)
+    if stream is None:
+        train_blocks = tokens["train"].with_format("numpy")
+        rows, seq_len = len(train_blocks), len(train_blocks[0]["input_ids"])
+        steps = total_steps(spec, rows)
+    else:  # a stream has no length: the schema asks for train.steps
+        train_blocks, seq_len, steps = None, stream.seq_len, spec.steps
     lr = schedule(recipe.schedule, steps)
     tx = optimizer(recipe.optimizer, lr)
     mesh = make_mesh(spec.mesh)
@@ -245,11 +255,16 @@ def _setup(recipe: Recipe, model: Any, tokens: Any, run_dir: Path, log, on_metri
             raise TrainingError(
                 f"checkpoint {latest} was made with seed {record.get('seed')}, the recipe says {recipe.seed}"
             )
+        if stream is not None:
+            state = stream_state(run_dir, latest)
+            if not state.is_file():
+                raise TrainingError(f"checkpoint {latest} has no stream position ({state}); it cannot be resumed exactly")
+            stream.restore(stream.load(state))
         if primary:
             metrics_log.truncate_after(latest)
         log(f"train: resumed from step {latest}")
     return TrainSetup(
-        recipe=recipe, run_dir=run_dir, train_blocks=train_blocks, val_blocks=val_blocks, seq_len=seq_len, steps=steps,
+        recipe=recipe, run_dir=run_dir, train_blocks=train_blocks, stream=stream, val_blocks=val_blocks, seq_len=seq_len, steps=steps,
         start=latest or 0, resumed=latest is not None, lr=lr, mesh=mesh, params=params, opt_state=opt_state,
         train_step=train_step, eval_step=make_eval_step(graphdef), ckpt=ckpt, metrics_log=metrics_log,
         primary=primary, log=log, on_metrics=on_metrics, flops_per_token=flops_per_token(c, seq_len),
@@ -263,7 +278,7 @@ def _loop(s: TrainSetup) -> tuple[nnx.State, dict[str, float]]:
     from tqdm.auto import tqdm
 
     spec, recipe, mesh = s.recipe.train, s.recipe, s.mesh
-    rows = len(s.train_blocks)
+    rows = len(s.train_blocks) if s.stream is None else None
     params, opt_state = s.params, s.opt_state
     device_kind = jax.devices()[0].device_kind
     peak = peak_flops(device_kind)
@@ -278,7 +293,14 @@ def _loop(s: TrainSetup) -> tuple[nnx.State, dict[str, float]]:
         # Only this step's own metrics: a checkpoint scored by an older validation could be kept
         # as the best for a loss it never had.
         record = {"step": step, "seed": recipe.seed}
+        if s.stream is not None and s.primary:  # the stream's position first: a checkpoint never lacks it
+            s.stream.save(stream_state(s.run_dir, step))
         s.ckpt.save(step, params, opt_state, record, {"train/loss": loss, **metrics}, force=force)
+        if s.stream is not None and s.primary:
+            keep = {*s.ckpt.manager.all_steps(), step}
+            for old in stream_state(s.run_dir, 0).parent.glob("*.npz"):
+                if old.stem.isdigit() and int(old.stem) not in keep:
+                    old.unlink(missing_ok=True)
 
     bar = tqdm(total=s.steps, initial=s.start, desc="train", unit="step",
                disable=not (s.primary and sys.stderr.isatty()))
@@ -287,7 +309,10 @@ def _loop(s: TrainSetup) -> tuple[nnx.State, dict[str, float]]:
     loop_start = time.perf_counter()
     with _Signals() as signals:
         for i in range(s.start, s.steps):
-            batch = s.train_blocks[batch_rows(i, rows, spec.batch_size, recipe.seed)]
+            if s.stream is None:
+                batch = s.train_blocks[batch_rows(i, rows, spec.batch_size, recipe.seed)]
+            else:
+                batch = s.stream.next_blocks(spec.batch_size)
             device_batch = _to_device({k: batch[k] for k in BATCH_COLUMNS if k in batch},
                                       spec.grad_accum_steps, sharding)
             params, opt_state, m = s.train_step(params, opt_state, device_batch, jax.random.fold_in(dropout_key, i))
@@ -319,6 +344,8 @@ def _loop(s: TrainSetup) -> tuple[nnx.State, dict[str, float]]:
                     "throughput/peak_flops_per_device": peak,
                     "throughput/device_kind": device_kind,
                 })
+                if s.stream is not None:  # documents read, kept, duplicates, blocks, epochs so far
+                    record.update({f"data/{k}": v for k, v in s.stream.report().items()})
                 window_tokens, window_start = 0, time.perf_counter()
                 if lines:
                     done = step - s.start
@@ -370,6 +397,8 @@ def _finish(s: TrainSetup, model: Any, params: nnx.State, final: dict[str, float
     checkpoint's when the recipe keeps one (as transformers' load_best_model_at_end), else the
     last step's. The summary says which (weights_step)."""
     s.ckpt.wait()
+    if s.stream is not None:
+        s.stream.close()
     best = s.ckpt.best_step()
     summary = {"steps": s.steps, "resumed_from": s.start if s.resumed else None, "final": final,
                "best_step": best, "latest_step": s.ckpt.latest_step(),

@@ -1,6 +1,8 @@
-"""Variables dedup: `runner.data.dedup.dedup` vs GPT-Code-Clippy's set inside a one-process filter.
+"""Variables dedup: `runner.data.dedup.dedup` vs GPT-Code-Clippy's set inside a one-process filter;
+exact and MinHash dedup throughput beside it on the same corpus.
 
     python bench/dedup.py [--files 60000] [--num-proc 2] [--max-lines 200] [--repeats 1] [--seed 0]
+                          [--stream-files 10000]
 
 The corpus is built in memory, deterministically from `--seed`, out of the Python standard
 library's .py files (`sysconfig.get_paths()["stdlib"]`, recursive, site-packages left out, files
@@ -24,6 +26,14 @@ and `load_from_cache_file=False`) so neither side is served from a cache. The re
 the original approach: a Python set mutated inside `Dataset.filter` (not batched, `num_proc=None`),
 keeping a row iff its key was not in the set yet. Ours: `dedup(ds, "variables", num_proc)`. The
 kept `id`s, in order, must be identical, or the script fails.
+
+Beside them, on the same dataset: `dedup(ds, "exact", num_proc)` and
+`dedup(ds, minhash spec, num_proc)` (the recipe's defaults: threshold 0.85, 256 permutations,
+5-grams), each timed `--repeats` times (median); files/s and MB/s of text, and per core (divided by
+num_proc: the workers compute the keys, so the figure is per worker process). The streaming form,
+`MinHashIndex.are_new`, runs in this one process over the first `--stream-files` rows, in batches of
+1000 as a stream worker would; it must keep exactly the rows below that count that the batch form
+keeps (the rule decides each row from the rows before it), or the script fails.
 
 Prints a short summary, then one JSON object as its last line; `speedup` = reference time / our
 time (median of `--repeats`; the two sides alternate).
@@ -145,6 +155,13 @@ def reference(ds):
     return ds.filter(first_time, num_proc=None, load_from_cache_file=False)
 
 
+def rates(files: int, mb: float, seconds: float, procs: int) -> dict[str, float]:
+    """Throughput in files/s and MB/s of text, overall and per worker process."""
+    procs = max(procs, 1)
+    return {"files_per_s": round(files / seconds), "mb_per_s": round(mb / seconds, 2),
+            "files_per_s_per_core": round(files / seconds / procs), "mb_per_s_per_core": round(mb / seconds / procs, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=60_000, help="Rows in the corpus.")
@@ -152,11 +169,15 @@ def main() -> None:
     parser.add_argument("--max-lines", type=int, default=200, help="Each stdlib file is cut to this many lines.")
     parser.add_argument("--repeats", type=int, default=1, help="Timed runs of each side; the median is reported.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stream-files", type=int, default=10_000, help="Rows fed to the streaming MinHashIndex.")
     args = parser.parse_args()
 
     import datasets
+    import datasketch
 
     from runner.data.dedup import dedup
+    from runner.data.minhash import MinHashIndex
+    from runner.recipe.schema_data import MinHashDedup
 
     datasets.disable_caching()
     datasets.logging.set_verbosity_error()
@@ -190,6 +211,31 @@ def main() -> None:
                 sys.exit(f"FAIL: report says {report['duplicates']} duplicates, {len(ds) - len(kept_ours)} removed")
             del out_ref, out_ours
 
+        # Exact and MinHash dedup on the same dataset (our side only: no original to compare with).
+        spec = MinHashDedup(type="minhash")
+        t_exact, t_minhash = [], []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            out_exact, exact_report = dedup(ds, "exact", num_proc=args.num_proc)
+            t_exact.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            out_minhash, minhash_report = dedup(ds, spec, num_proc=args.num_proc)
+            t_minhash.append(time.perf_counter() - start)
+        kept_exact, kept_minhash = len(out_exact), out_minhash["id"]
+
+        n_stream = min(args.stream_files, len(ds))
+        index = MinHashIndex(spec.threshold, spec.num_perm, spec.ngram)
+        start = time.perf_counter()
+        stream_keep = []
+        for lo in range(0, n_stream, 1000):
+            stream_keep += index.are_new(ds[lo : min(lo + 1000, n_stream)]["text"])
+        t_stream = time.perf_counter() - start
+        stream_mb = sum(len(t.encode("utf-8")) for t in ds[:n_stream]["text"]) / 1e6
+        stream_kept = [i for i, k in enumerate(stream_keep) if k]
+        if stream_kept != [i for i in kept_minhash if i < n_stream]:
+            sys.exit("FAIL: the streaming MinHashIndex keeps other rows than the batch minhash dedup")
+        del out_exact, out_minhash
+
     r, o = statistics.median(t_ref), statistics.median(t_ours)
     n = len(ds)
     result = {
@@ -210,8 +256,15 @@ def main() -> None:
         "ccrun_files_per_s": round(n / o),
         "speedup": round(r / o, 2),
         "target_speedup": 5,
+        "exact": {"kept": kept_exact, "seconds": round(statistics.median(t_exact), 3),
+                  **rates(n, mb, statistics.median(t_exact), args.num_proc)},
+        "minhash": {**{k: v for k, v in minhash_report.items() if k not in ("type", "rows_in")},
+                    "kept": len(kept_minhash), "seconds": round(statistics.median(t_minhash), 3),
+                    **rates(n, mb, statistics.median(t_minhash), args.num_proc)},
+        "minhash_stream": {"files": n_stream, "kept": len(stream_kept), "identical_to_batch": True,
+                           "seconds": round(t_stream, 3), **rates(n_stream, stream_mb, t_stream, 1)},
         "machine": machine(),
-        "versions": {"datasets": datasets.__version__},
+        "versions": {"datasets": datasets.__version__, "datasketch": datasketch.__version__},
     }
     print(f"corpus: {n} files, {mb:.1f} MB ({n_base} stdlib files, first {args.max_lines} lines; "
           f"{mix['original']} original, {mix['copy']} copies, {mix['same_key']} same-key edits, "
@@ -219,6 +272,14 @@ def main() -> None:
     print(f"kept {len(kept_ours)}, removed {n - len(kept_ours)} duplicates; kept ids identical on both sides")
     print(f"reference (set in 1-process filter) {r:8.2f} s  {n / r:9.0f} files/s")
     print(f"ccrun dedup (num_proc={args.num_proc})        {o:8.2f} s  {n / o:9.0f} files/s  ({r / o:.2f}x)")
+    e, m, st = result["exact"], result["minhash"], result["minhash_stream"]
+    print(f"exact dedup (num_proc={args.num_proc})        {e['seconds']:8.2f} s  {e['files_per_s']:9.0f} files/s  "
+          f"{e['mb_per_s']:6.1f} MB/s  kept {e['kept']}")
+    print(f"minhash dedup (num_proc={args.num_proc})      {m['seconds']:8.2f} s  {m['files_per_s']:9.0f} files/s  "
+          f"{m['mb_per_s']:6.1f} MB/s  kept {m['kept']} ({m['bands']} bands x {m['rows_per_band']}; "
+          f"{m['candidates']} candidates, {m['clusters']} clusters)")
+    print(f"minhash stream (1 process, {st['files']} files) {st['seconds']:6.2f} s  {st['files_per_s']:9.0f} files/s  "
+          f"{st['mb_per_s']:6.1f} MB/s  kept {st['kept']}, the batch form's rows")
     print(json.dumps(result))
 
 

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner.data.dedup import dedup
-from runner.data.minhash import DEFAULT_SEED, MinHashIndex, MinHashScheme, shingles, tokens
+from runner.data.minhash import DEFAULT_SEED, KeySet, MinHashIndex, MinHashScheme, shingles, tokens
 from runner.recipe.schema_data import MinHashDedup
 
 SPEC = MinHashDedup(type="minhash")  # threshold 0.85, 256 permutations, 5-grams
@@ -188,6 +188,26 @@ def test_batch_and_stream_keep_the_same_rows_and_stream_resumes_exactly(tmp_path
     a, b = resumed.state(), whole.state()
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert resumed.kept == len(reference) and resumed.seen == len(texts)
+
+
+@pytest.mark.parametrize("spread", [True, False])
+def test_key_set_is_a_set(spread):
+    # Against a Python set. spread=False: keys that share their low 20 bits, so all want one slot
+    # (long probe runs, and every growth re-places them).
+    rng = np.random.default_rng(7)
+    keys = rng.integers(1, 2**63, 3000, dtype=np.uint64)
+    if not spread:
+        keys = (keys << np.uint64(20)) | np.uint64(5)
+    ks, ref = KeySet(), set()
+    for chunk in np.array_split(keys, 400):
+        chunk = chunk.tolist() + chunk[:1].tolist()  # a key twice in one call counts once
+        ks.add(chunk)
+        ref.update(chunk)
+    assert len(ks) == len(ref) and len(ks.table) >= 2 * len(ref)
+    assert all(k in ks for k in ref)
+    others = rng.integers(1, 2**63, 3000, dtype=np.uint64).tolist()
+    assert [k in ks for k in others] == [k in ref for k in others]
+    assert sorted(ks.table[ks.table != 0].tolist()) == sorted(ref)
 
 
 def test_from_state_refuses_other_bands():

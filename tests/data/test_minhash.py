@@ -136,9 +136,11 @@ def corpus(seed: int = 2, originals: int = 40):
             kinds.append(kind)
     texts.append(texts[3])
     kinds.append("exact")
-    order = list(range(originals, len(texts)))
-    rng.shuffle(order)  # the copies come after their originals, in random order
-    return [texts[i] for i in range(originals)] + [texts[i] for i in order], ["original"] * originals + [kinds[i] for i in order]
+    order = list(range(originals))
+    copies = list(range(originals, len(texts)))
+    rng.shuffle(copies)  # the copies come after all originals, in random order
+    order += copies
+    return [texts[i] for i in order], [kinds[i] for i in order]
 
 
 def test_planted_near_duplicates_go_and_distinct_files_stay():

@@ -35,6 +35,19 @@ def check_index(points: Sequence[dict], sweep_index: int | None) -> None:
         raise BadInput(f"--sweep-index: the sweep has {len(points)} point(s) (0..{len(points) - 1}); got {sweep_index}")
 
 
+def array_index(points: Sequence[dict], array_task: str) -> int:
+    """The sweep point a job of an array runs: its SLURM_ARRAY_TASK_ID, which must name a point
+    (an array submitted as --array=0-N-1 for N points)."""
+    try:
+        index = int(array_task)
+    except ValueError:
+        raise BadInput(f"SLURM_ARRAY_TASK_ID must be an integer (got {array_task!r})") from None
+    if not 0 <= index < len(points):
+        raise BadInput(f"SLURM_ARRAY_TASK_ID {index}: the sweep has {len(points)} point(s); submit the array as "
+                       f"--array=0-{len(points) - 1}")
+    return index
+
+
 def point_label(point: dict) -> str:
     """A sweep point as a directory-name suffix: `peak_lr=0.001,seed=1` (last key segment=value)."""
     text = ",".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in point.items())
@@ -67,14 +80,20 @@ class Point:
         return point_label(self.values) if self.sweep else None
 
 
-def expand(path: str | Path, overrides: Sequence[str] = (), *, sweep_index: int | None = None) -> list[Point]:
+def expand(path: str | Path, overrides: Sequence[str] = (), *, sweep_index: int | None = None,
+           array_task: str | None = None) -> list[Point]:
     """A recipe as the runs it makes: itself, or every point of its sweep (only point
-    `sweep_index`, for job arrays), each loaded with the point's values and `sweep: null`."""
+    `sweep_index`, for job arrays), each loaded with the point's values and `sweep: null`.
+
+    `array_task`: the job array's index (SLURM_ARRAY_TASK_ID), the point to run when no
+    `sweep_index` is given; a recipe without a sweep runs as it is, in each job of the array."""
     loaded = load_recipe(path, overrides)
     points = sweep_points(loaded.recipe.sweep)
     check_index(points, sweep_index)
     if not loaded.recipe.sweep:
         return [Point(loaded, {})]
+    if sweep_index is None and array_task is not None:
+        sweep_index = array_index(points, array_task)
     group = sweep_group(loaded.recipe)
     chosen = range(len(points)) if sweep_index is None else [sweep_index]
     return [Point(load_recipe(path, [*overrides, *point_overrides(points[i]), "sweep=null"]), points[i],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -19,15 +20,17 @@ def run(
         "device, inputs found or missing) and create the run directories with it; run nothing.")] = False,
     runs_dir: Annotated[Path, typer.Option(help="Root of the run directories.")] = Path("runs"),
     sweep_index: Annotated[
-        Optional[int], typer.Option(help="Run only this point of the recipe's sweep (for job arrays).")
+        Optional[int], typer.Option(help="Run only this point of the recipe's sweep (for job arrays; in a Slurm job "
+                                    "array the default is the array's index, SLURM_ARRAY_TASK_ID).")
     ] = None,
 ) -> None:
     """Run a recipe: data → model → train → evals → final/ in a new run directory under runs/<name>/.
-    A recipe with a sweep runs every point of its grid, one after another (or one: --sweep-index)."""
+    A recipe with a sweep runs every point of its grid, one after another (or one: --sweep-index,
+    or in a Slurm job array the point of the array's index)."""
     from ..sweep import expand
 
     directory_option(runs_dir, "--runs-dir")
-    points = expand(recipe, set_ or (), sweep_index=sweep_index)
+    points = expand(recipe, set_ or (), sweep_index=sweep_index, array_task=os.environ.get("SLURM_ARRAY_TASK_ID"))
     for warning in dict.fromkeys(w for p in points for w in p.loaded.warnings):  # once, not once per point
         typer.echo(warning, err=True)
     if dry_run:  # the plan on stderr, the run directories (one per point) as the last lines of stdout

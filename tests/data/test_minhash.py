@@ -169,12 +169,35 @@ def test_files_below_the_threshold_stay():
     assert len(kept) == 2
 
 
+def drift(rng: random.Random, steps: int = 40) -> list[str]:
+    """A file rewritten 3 lines more at each step: neighbours near-duplicates, far ends unrelated."""
+    lines = code_file(rng, 100).split("\n")
+    out = []
+    for _ in range(steps):
+        for k in rng.sample(range(len(lines)), 3):
+            lines[k] = code_file(rng, 1).rstrip("\n")
+        out.append("\n".join(lines))
+    return out
+
+
 def test_batch_and_stream_keep_the_same_rows_and_stream_resumes_exactly(tmp_path):
     texts, _ = corpus(seed=4, originals=30)
     texts += ["", "", "?!", "x", "x", "größe", "a b c", "a  b  c"]  # short documents: equal token sequences go
+    chain = drift(random.Random(8))
+    texts += chain
     kept, _ = dedup(Dataset.from_dict({"text": texts, "i": list(range(len(texts)))}), SPEC, None)
     reference = datasketch_kept(texts)
     assert list(kept["i"]) == reference
+    # The chain (neighbours at J ~ 0.91): dropping a file that collides with ANY earlier file, kept
+    # or not, would keep few of it (here 4 of 40); a file is dropped here only against a kept one,
+    # so the chain keeps a file again once it has drifted from the last kept (here 19).
+    start = len(texts) - len(chain)
+    lsh, any_earlier = MinHashLSH(threshold=0.85, num_perm=256), 0
+    for i, text in enumerate(chain):
+        m = datasketch_minhash(text)
+        any_earlier += not lsh.query(m)
+        lsh.insert(i, m)
+    assert sum(i >= start for i in reference) > 2 * any_earlier > 2
 
     whole = MinHashIndex(0.85, 256, 5)
     assert [i for i, t in enumerate(texts) if whole.is_new(t)] == reference

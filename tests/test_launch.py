@@ -98,6 +98,16 @@ def test_a_recipe_without_a_sweep_is_one_job(tmp_path, fake_slurm):
     assert result.stdout.split("\t")[:2] == ["4242", "smoke"]
 
 
+def test_what_sbatch_refuses_it_says_in_one_line(tmp_path, fake_slurm):
+    env, _ = fake_slurm
+    refusal = "sbatch: error: Batch job submission failed: Requested time limit is invalid (missing or exceeds some limit)"
+    sbatch = Path(env["PATH"].split(os.pathsep)[0]) / "sbatch"
+    sbatch.write_text(f'#!/bin/sh\necho "{refusal}" >&2\nexit 1\n')  # what Slurm answers a --time over the limit
+    result = ccrun_here("launch", "smoke", "--time", "100000", "--runs-dir", tmp_path / "runs", env=env)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == f"ccrun: sbatch refused the job: {refusal}"
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["smoke", "--array"], "--array: recipes/smoke.yaml has no sweep"),
     (["smoke", "--executor", "pbs"], "--executor: slurm or local (got 'pbs')"),

@@ -10,6 +10,8 @@ the GPUs it is given, as `ccrun run` does."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shlex
 import sys
@@ -155,12 +157,13 @@ def launch(
                        "job)") from None
     auto.update_parameters(**params)
     functions = [submitit.helpers.CommandFunction(job.command, cwd=os.getcwd()) for job in jobs]
-    try:
-        if is_array:
-            with auto.batch():
-                submitted = [auto.submit(function) for function in functions]
-        else:
-            submitted = [auto.submit(functions[0])]
+    try:  # submitit prints a refusing sbatch's stderr too: kept for the one-line error below
+        with contextlib.redirect_stderr(io.StringIO()):
+            if is_array:
+                with auto.batch():
+                    submitted = [auto.submit(function) for function in functions]
+            else:
+                submitted = [auto.submit(functions[0])]
     except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as exc:
         # sbatch refused it (or answered no job id): its own last line says why
         raise BadInput(f"sbatch refused the job: {str(exc).strip().splitlines()[-1]}") from None

@@ -159,6 +159,14 @@ def test_the_explicit_environment(environ, joined):
     assert joined == [("host0:1234", 3, 2, None)]  # no cluster: every local device stays visible
 
 
+def test_the_explicit_environment_in_a_batch_script_keeps_every_device(environ, joined):
+    """No srun step: jax does not pick a device per task, and neither does ccrun."""
+    environ({**batch_script(4), "SLURM_LOCALID": "3", "CUDA_VISIBLE_DEVICES": "0",
+             "JAX_COORDINATOR_ADDRESS": "host0:1234", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"})
+    procs.maybe_initialize_distributed()
+    assert joined == [("host0:1234", 2, 1, None)]
+
+
 EXPLICIT = {"JAX_COORDINATOR_ADDRESS": "host0:1234", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}
 BAD = [
     ({"JAX_COORDINATOR_ADDRESS": "host0:1234"}, "JAX_COORDINATOR_ADDRESS set but not JAX_NUM_PROCESSES, JAX_PROCESS_ID"),

@@ -80,7 +80,7 @@ def distributed_arguments(environ: Mapping[str, str], *, on_cloud_tpu: bool = Fa
                                "job of several tasks or TPU pod to tell them): set all three, or none")
     else:
         return None
-    if slurm_tasks > 1 and "SLURM_LOCALID" in environ:
+    if slurm_tasks > 1 and all(k in environ for k in SLURM):  # where jax's Slurm detection picks devices
         devices = slurm_local_devices(environ)
         if devices is not None:
             args["local_device_ids"] = devices

@@ -113,15 +113,20 @@ def test_the_coordinator_address_may_replace_the_one_slurm_gives(environ, joined
 
 
 @pytest.mark.parametrize(("extra", "per_node", "devices"), [
-    ({"CUDA_VISIBLE_DEVICES": "0,1"}, 2, [1]),  # every task sees the node's GPUs: jax's choice, the LOCALID-th
-    ({"CUDA_VISIBLE_DEVICES": "5"}, 2, [0]),  # --gpus-per-task=1: task 1 sees only its GPU, ordinal 0
-    ({"CUDA_VISIBLE_DEVICES": "2,3"}, 2, [1]),  # two of a node's GPUs for two tasks: ordinals 0 and 1
+    # every task of a node sees the node's GPUs: jax's choice, the LOCALID-th (task 1 of its node: 1)
+    ({"CUDA_VISIBLE_DEVICES": "0,1"}, 2, [1]),
+    ({"CUDA_VISIBLE_DEVICES": "0,1", "SLURM_GPUS_ON_NODE": "2"}, 2, [1]),
+    ({"CUDA_VISIBLE_DEVICES": "2,3"}, 2, [1]),  # the node's other two GPUs for this job: ordinals 0, 1
+    # Slurm binds GPUs to tasks: each drives what it sees
+    ({"CUDA_VISIBLE_DEVICES": "5"}, 2, [0]),  # --gpus-per-task=1
+    ({"CUDA_VISIBLE_DEVICES": "2,3"}, 4, [0, 1]),  # --gpus-per-task=2, four tasks a node
+    ({"CUDA_VISIBLE_DEVICES": "2,3", "SLURM_GPUS_ON_NODE": "4"}, 2, [0, 1]),  # --gpus-per-task=2, two tasks a node
     ({"CUDA_VISIBLE_DEVICES": "0,1,2,3"}, 1, [0, 1, 2, 3]),  # --ntasks-per-node=1: the task drives all four
     ({"CUDA_VISIBLE_DEVICES": "0,1,2,3", "JAX_LOCAL_DEVICE_IDS": "2"}, 1, [2]),  # the user's choice wins
     ({}, 1, [0]),  # no GPU list to go by: jax's choice
 ])
 def test_each_task_drives_the_gpus_slurm_gave_it(environ, joined, extra, per_node, devices):
-    environ(srun_task(4, 1 if per_node == 2 else 3, per_node=per_node, **extra))
+    environ(srun_task(4, 1 if per_node > 1 else 3, per_node=per_node, **extra))
     procs.maybe_initialize_distributed()
     assert joined[0][3] == devices
 

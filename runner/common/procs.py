@@ -89,11 +89,12 @@ def distributed_arguments(environ: Mapping[str, str], *, on_cloud_tpu: bool = Fa
 
 def slurm_local_devices(environ: Mapping[str, str]) -> list[int] | None:
     """The GPUs (ordinals among the visible ones) an srun task drives where jax's own choice, the
-    SLURM_LOCALID-th, would be wrong; None to keep jax's choice (one task per GPU, all of the
-    node's GPUs visible to every task, JAX_LOCAL_DEVICE_IDS given, or no GPU list to go by).
+    SLURM_LOCALID-th, would be wrong; None to keep jax's choice (every task of a node sees the
+    node's GPUs and drives one, JAX_LOCAL_DEVICE_IDS given, or no GPU list to go by).
 
-    Wrong when Slurm binds GPUs to tasks (--gpus-per-task, --gpu-bind: task 3 sees one GPU, its
-    ordinal 0), and when every node runs one task (--ntasks-per-node=1): that task drives all its
+    Wrong when Slurm binds GPUs to tasks (--gpus-per-task, --gpu-bind): a task sees fewer GPUs than
+    the step has on its node (SLURM_GPUS_ON_NODE), or than there are tasks on it, and drives all
+    of them. And wrong when every node runs one task (--ntasks-per-node=1): that task drives all its
     node's GPUs, as one process drives all local devices in a single-host run."""
     if "JAX_LOCAL_DEVICE_IDS" in environ:
         return None
@@ -103,8 +104,11 @@ def slurm_local_devices(environ: Mapping[str, str]) -> list[int] | None:
         return None
     local = _integer(environ, "SLURM_LOCALID")
     per_node = _tasks_per_node(environ.get("SLURM_STEP_TASKS_PER_NODE") or environ.get("SLURM_TASKS_PER_NODE", ""))
-    one_task_per_node = bool(per_node) and max(per_node) == 1
-    if local >= len(visible) or (one_task_per_node and len(visible) > 1):
+    tasks_here = per_node[0] if per_node and len(set(per_node)) == 1 else None  # the same on every node
+    on_node = _integer(environ, "SLURM_GPUS_ON_NODE") if "SLURM_GPUS_ON_NODE" in environ else None
+    bound = local >= len(visible) or (on_node is not None and len(visible) < on_node) or (
+        tasks_here is not None and len(visible) < tasks_here)
+    if bound or (tasks_here == 1 and len(visible) > 1):
         return list(range(len(visible)))
     return None
 

@@ -70,8 +70,12 @@ def test_sampler_and_humaneval_projection(report):
     assert s["batch"] == 8 and s["prompts_per_batch"] == 2
     assert h["batches"] == math.ceil(164 / 2)
     assert h["method"].startswith("extrapolated")
-    assert all(x["prompt_len"] % 64 == 0 and x["batch_s"] > 0 and x["tokens_per_s"] > 0 for x in s["measured"])
-    # The projection interpolates the measured batch times: the sum lies between the extremes.
+    assert all(x["prompt_len"] % 64 == 0 and x["batch_s"] > 0 and x["tokens_per_s"] > 0 and x["compile_s"] >= 0
+               for x in s["measured"])
+    # The projection interpolates the measured batch times: their sum lies between the extremes; the
+    # protocol's time adds one compilation per padded length.
     times = [x["batch_s"] for x in s["measured"]]
-    assert h["batches"] * min(times) - 0.01 <= h["seconds"] <= h["batches"] * max(times) + 0.01
-    assert s["tokens_per_s"] == pytest.approx(164 * 4 * 8 / h["seconds"], rel=1e-2)
+    assert h["batches"] * min(times) - 0.01 <= h["projected_decode_s"] <= h["batches"] * max(times) + 0.01
+    assert h["seconds"] == pytest.approx(h["projected_decode_s"] + h["projected_compile_s"], abs=0.02)
+    assert 1 <= h["padded_lengths"] <= len(range(64, 1024 - 8 + 1, 64))
+    assert s["tokens_per_s"] == pytest.approx(164 * 4 * 8 / h["projected_decode_s"], rel=1e-2)

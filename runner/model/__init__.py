@@ -1,12 +1,14 @@
 """GPT-Neo and GPT-2 in Flax NNX, Hugging Face checkpoints in and out, the recipe's model.
 
-Public API (a contract): `from_pretrained`, `save_pretrained`. Tokenizers are data:
+Public API (a contract): `from_pretrained`, `save_pretrained`, `set_remat` (activation checkpointing,
+before `nnx.split`). Tokenizers are data:
 `runner.data.tokenizer`.
 """
 
 from .from_recipe import ModelError, build_model
 from .gpt_neo import GPTConfig, GPTNeo, KVCache, load_params
 from .hf import CheckpointError, from_pretrained, save_pretrained
+from .remat import REMAT_CHOICES, set_remat
 
 __all__ = [
     "CheckpointError",
@@ -14,8 +16,10 @@ __all__ = [
     "GPTNeo",
     "KVCache",
     "ModelError",
+    "REMAT_CHOICES",
     "build_model",
     "from_pretrained",
     "load_params",
     "save_pretrained",
+    "set_remat",
 ]

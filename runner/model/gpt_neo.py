@@ -11,6 +11,10 @@ Both: learned positions, pre-LayerNorm blocks, gelu_new MLP, LM head tied to the
 
 Numerics: parameters are stored in `param_dtype` (fp32), matmuls run in `dtype` (fp32 or bf16);
 LayerNorm, attention logits, softmax and the output logits are fp32 whatever `dtype` is.
+
+Memory: `remat` ("none" | "block" | "dots", set by runner.model.remat.set_remat) checkpoints each
+block of the training forward (`__call__`); `extend` (the KV-cache path, never differentiated)
+runs the blocks plainly.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from .remat import checkpointed
 
 Attention = Literal["auto", "xla", "cudnn"]
 
@@ -239,6 +245,7 @@ class GPTNeo(nnx.Module):
         self.dtype = jnp.dtype(dtype)
         self.param_dtype = jnp.dtype(param_dtype)
         self.attention = attention
+        self.remat = "none"  # activation checkpointing per block (remat.py); static: the graphdef holds it
         embed = dict(dtype=self.dtype, param_dtype=self.param_dtype, embedding_init=_normal(0.02), rngs=rngs)
         self.wte = nnx.Embed(config.vocab_size, config.d_model, **embed)  # [V, D], also the LM head
         self.wpe = nnx.Embed(config.max_positions, config.d_model, **embed)  # [P, D]
@@ -289,10 +296,15 @@ class GPTNeo(nnx.Module):
             positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
         x = self._embed(input_ids, positions, deterministic, rngs)
         implementation = self._implementation()
+
+        def run_block(block, x, mask, rngs):
+            return block(x, mask=mask, implementation=implementation, deterministic=deterministic, rngs=rngs)[0]
+
+        run_block = checkpointed(run_block, self.remat)
         for block in self.blocks:
             if attention_mask is not None or segment_ids is not None:
                 mask = masks["local" if block.attn.local else "global"]
-            x, _ = block(x, mask=mask, implementation=implementation, deterministic=deterministic, rngs=rngs)
+            x = run_block(block, x, mask, rngs)  # [B, T, D]
         return self._logits(x)
 
     def init_cache(self, batch_size: int, max_length: int) -> KVCache:

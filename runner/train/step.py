@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from ..model.remat import compiler_options as remat_compiler_options
 
 BATCH_COLUMNS = ("input_ids", "loss_weights", "segment_ids", "positions")  # the last two optional
 
@@ -77,7 +78,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
         return params, opt_state, metrics
 
     kwargs = {"out_shardings": out_shardings} if out_shardings is not None else {}
-    return jax.jit(step, donate_argnums=(0, 1), **kwargs)
+    # The model's activation checkpointing (graphdef's `remat`) needs this on CPU (runner.model.remat).
+    return jax.jit(step, donate_argnums=(0, 1), compiler_options=remat_compiler_options(), **kwargs)
 
 
 def make_eval_step(graphdef: nnx.GraphDef):

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..recipe.schema_data import MinHashDedup
 from .minhash import MinHashScheme, kept_in_order, keys_table
 from .sources import workers
 
@@ -144,6 +145,8 @@ def dedup(ds: Any, spec: Any, num_proc: int | None) -> tuple[Any, dict[str, Any]
 
 
 def _minhash(ds: Any, spec: Any, num_proc: int | None) -> tuple[Any, dict[str, Any]]:
+    if isinstance(spec, str):  # the type's name alone: the schema's defaults
+        spec = MinHashDedup(type="minhash")
     scheme = MinHashScheme.make(spec.threshold, spec.num_perm, spec.ngram)
     before = len(ds)
     report = {"type": "minhash", "rows_in": before, "duplicates": 0, "threshold": scheme.threshold,

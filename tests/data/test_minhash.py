@@ -261,6 +261,9 @@ def test_hostile_inputs():
     # "π" and "…" have no ASCII word character: no tokens, as "": duplicates of it. Of the copies, one.
     assert kept["text"] == ["", "x" * 2_000_000, "y" * 2_000_000, "変数 = 1", "変数 = 2", many[0]]
     assert report["duplicates"] == len(texts) - 6 and report["short_documents"] == 8
+    empty, report = dedup(Dataset.from_dict({"text": []}), "minhash", None)  # the name alone: the defaults
+    assert len(empty) == 0 and report == {**dedup(Dataset.from_dict({"text": ["a"]}), SPEC, None)[1], "rows_in": 0,
+                                          "short_documents": 0}
     index = MinHashIndex(0.85, 256, 5)  # str that is not valid UTF-8 (a lone surrogate) is read too
     assert index.is_new("\ud800 lone surrogate") and not index.is_new("\udfff lone surrogate")
 

@@ -98,6 +98,18 @@ def test_a_recipe_without_a_sweep_is_one_job(tmp_path, fake_slurm):
     assert result.stdout.split("\t")[:2] == ["4242", "smoke"]
 
 
+def test_an_input_missing_from_here_is_a_warning_and_the_job_is_queued(tmp_path, fake_slurm):
+    """The nodes may see what this machine does not (node-local disks, their own caches)."""
+    env, kept = fake_slurm
+    missing = tmp_path / "elsewhere" / "apps.jsonl"
+    result = ccrun_here("launch", "smoke", "--runs-dir", tmp_path / "runs", "--set",
+                        f"evals=[{{suite: apps, path: {missing}, max_new_tokens: 64}}]", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"ccrun: warning: not found from here (the job stops at once if its nodes do not see it either): " \
+           f"{missing} (evals[0].path): missing" in result.stderr
+    assert len(list(kept.iterdir())) == 1 and result.stdout.startswith("4242\t")
+
+
 def test_what_sbatch_refuses_it_says_in_one_line(tmp_path, fake_slurm):
     env, _ = fake_slurm
     refusal = "sbatch: error: Batch job submission failed: Requested time limit is invalid (missing or exceeds some limit)"

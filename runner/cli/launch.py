@@ -36,14 +36,11 @@ class Job:
     label: str  # the recipe's name, with the point's values for a job of an array
 
 
-def jobs_for(recipe: Path, sets: list[str], *, runs_dir: Path, array: bool | None) -> tuple[list[Job], bool]:
-    """The jobs a launch submits, and whether they form an array: one job per sweep point (its
-    --sweep-index) for a recipe with a sweep unless `array` is False, else one job running the
-    recipe (all of a sweep's points, one after another). The recipe is read here, so a bad one or
-    a bad --set fails before anything is queued."""
-    from ..sweep import expand
-
-    points = expand(recipe, sets)
+def jobs_for(points: list, recipe: Path, sets: list[str], *, runs_dir: Path,
+             array: bool | None) -> tuple[list[Job], bool]:
+    """The jobs a launch submits for the recipe's `points` (runner.sweep.expand), and whether they
+    form an array: one job per sweep point (its --sweep-index) for a recipe with a sweep unless
+    `array` is False, else one job running the recipe (all of a sweep's points, one after another)."""
     swept = points[0].sweep is not None
     if array and not swept:
         raise BadInput(f"--array: {recipe} has no sweep; it is one job (leave out --array)")
@@ -139,7 +136,18 @@ def launch(
     folder = (logs or runs_dir / ".submitit").resolve() / "%j"
     directory_option(folder.parent, "--logs")
     sbatch = sbatch_options(slurm or [])
-    jobs, is_array = jobs_for(recipe, set_ or [], runs_dir=runs_dir, array=array)
+    from ..preflight import check_recipes
+    from ..sweep import expand
+
+    points = expand(recipe, set_ or [])  # a bad recipe or --set fails here, before anything is queued
+    jobs, is_array = jobs_for(points, recipe, set_ or [], runs_dir=runs_dir, array=array)
+    # Inputs are checked from here, which may not see what the nodes see (node-local disks, their
+    # own Hugging Face cache): a warning, and the job's own `ccrun run` refuses at once if they are missing.
+    missing = {s.input.key(): s for statuses in check_recipes([p.loaded.recipe for p in points])
+               for s in statuses if s.missing}
+    for status in missing.values():
+        typer.echo(f"ccrun: warning: not found from here (the job stops at once if its nodes do not see it "
+                   f"either): {status.line()}", err=True)
     params = parameters(executor=executor, name=jobs[0].label.split()[0], nodes=nodes, gpus_per_node=gpus_per_node,
                         cpus_per_task=cpus_per_task, partition=partition, minutes=time, sbatch=sbatch)
     if dry_run:

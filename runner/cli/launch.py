@@ -116,7 +116,8 @@ def launch(
     runs_dir: Annotated[Path, typer.Option(help="Root of the run directories (a filesystem every node sees).")] = Path(
         "runs"),
     logs: Annotated[Optional[Path], typer.Option(
-        help="submitit's folder: each job's stdout, stderr and pickles (default: RUNS_DIR/.submitit/JOB_ID).")] = None,
+        help="submitit's folder: each job's stdout, stderr and pickles in JOB_ID/ below it (default: "
+        "RUNS_DIR/.submitit).")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print each job's command (stdout) and the batch script (stderr); submit nothing.")] = False,
 ) -> None:

@@ -91,11 +91,12 @@ def test_the_job_runs_ccrun_run_with_the_point_of_its_array_index(tmp_path):
 
 def test_a_recipe_without_a_sweep_is_one_job(tmp_path, fake_slurm):
     env, kept = fake_slurm
-    result = ccrun_here("launch", "smoke", "--gpus-per-node", "4", "--runs-dir", tmp_path / "runs", env=env)
+    result = ccrun_here("launch", "smoke", "--gpus-per-node", "4", "--runs-dir", tmp_path / "runs",
+                        "--logs", tmp_path / "logs", env=env)
     assert result.returncode == 0, result.stderr
     (script,) = [p.read_text() for p in kept.iterdir()]
     assert "array" not in sbatch_options(script) and sbatch_options(script)["ntasks-per-node"] == "4"
-    assert result.stdout.split("\t")[:2] == ["4242", "smoke"]
+    assert result.stdout.strip().split("\t") == ["4242", "smoke", str(tmp_path / "logs" / "4242" / "4242_0_log.out")]
 
 
 def test_an_input_missing_from_here_is_a_warning_and_the_job_is_queued(tmp_path, fake_slurm):

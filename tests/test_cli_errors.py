@@ -10,6 +10,7 @@ from .helpers import ROOT, ccrun, ccrun_here
 
 # (command line, what the message must say); TMP is a fresh empty directory, FILE a file in it.
 BAD = [
+    (["launch", "recipes/smoke.yaml", "--executor", "pbs"], "--executor: slurm or local"),
     (["validate", "TMP/missing.yaml"], "file not found"),
     (["resolve", "TMP/missing.yaml"], "file not found"),
     (["diff", "recipes/smoke.yaml", "recipes/apps-125m.yaml", "--format", "xml"], "--format: must be one of"),

@@ -91,7 +91,7 @@ def _main(
 
 RECIPES = Path("recipes")  # where a recipe named by its name alone is looked for (under the current directory)
 # Commands whose arguments are recipes (a recipe name stands for recipes/NAME.yaml), and options that are.
-RECIPE_COMMANDS = {"run", "validate", "resolve", "diff", "eval"}
+RECIPE_COMMANDS = {"run", "launch", "validate", "resolve", "diff", "eval"}
 RECIPE_OPTIONS = {"--from"}
 
 

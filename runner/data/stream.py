@@ -104,7 +104,8 @@ class Transform:
     filters: tuple[Any, ...]
     prepared: dict[int, Any]  # decontamination benchmarks by filter index
     metadata: tuple[Any, dict[str, tuple]] | None  # (spec, table)
-    dedup: str  # none, exact, variables (keys made here) or minhash (texts passed on)
+    dedup: str  # none, exact, variables or minhash: the keys are made here, the consumer compares them
+    minhash: Any = None  # runner.data.minhash.MinHashScheme for minhash dedup
 
 
 @functools.lru_cache(maxsize=2)
@@ -171,14 +172,16 @@ def process_chunk(t: Transform, chunk: list[tuple[int, Any, Any]]) -> dict[str, 
     texts = batch.get("text") or []
     counts["kept_after_filters"] = len(texts)
     counts["text_bytes"] = sum(len(x.encode("utf-8")) for x in texts)
-    keys = None
+    keys = None  # int64 [n, 2] key hashes (exact, variables) or uint64 [n, bands] LSH band keys (minhash)
     if t.dedup in ("exact", "variables"):
         import pyarrow as pa
 
         keys = key_hashes(pa.table({"text": pa.array(texts, pa.large_string())}), t.dedup)
+    elif t.dedup == "minhash":
+        keys = t.minhash.keys(texts)
     tokenizer = _tokenizer(t.tokenizer_dir)
     ids = [np.asarray(x, np.int32) for x in clm_ids(texts, tokenizer, tokenizer.eos_token_id)] if texts else []
-    return {"ids": ids, "keys": keys, "texts": texts if t.dedup == "minhash" else None, "counts": dict(counts)}
+    return {"ids": ids, "keys": keys, "counts": dict(counts)}
 
 
 _WORKER: dict[str, Transform] = {}  # a worker process's Transform, set once by its initializer
@@ -259,7 +262,7 @@ class BlockStream:
         self.epoch = 0
         self.rng = np.random.default_rng([self.spec.seed, 0x7374726D])  # the "strm" stream of the seed
         self.buffer: list[tuple[np.ndarray, np.ndarray]] = []
-        self.counts: collections.Counter = collections.Counter()
+        self.counts: collections.Counter = collections.Counter(epochs=0)  # passes over the sources completed
         self._start_epoch(0, chunk=0)
 
     def _start_epoch(self, epoch: int, *, chunk: int) -> None:
@@ -339,13 +342,14 @@ class BlockStream:
             self.counts[key] += value
         kept = 0
         for n, ids in enumerate(result["ids"]):
-            if result["keys"] is not None:
+            if self.minhash is not None:
+                if not self.minhash.add_keys(result["keys"][n]):
+                    continue
+            elif result["keys"] is not None:
                 key = result["keys"][n].tobytes()
                 if key in self.seen:
                     continue
                 self.seen.add(key)
-            elif self.minhash is not None and not self.minhash.is_new(result["texts"][n]):
-                continue
             kept += 1
             blocks = self.packer.add(ids)
             self.epoch_blocks += len(blocks)
@@ -477,10 +481,15 @@ def open_stream(recipe: Any, data_dir: str | os.PathLike, *, workers: int | None
         table, _ = read_metadata(data.metadata, files)
         metadata = (data.metadata, table)
     prepared = prepare_filters(data.filters, manifest["stream"]["filter_inputs"])
+    scheme = None
+    if data.dedup.type == "minhash":
+        from .minhash import MinHashScheme
+
+        scheme = MinHashScheme.make(data.dedup.threshold, data.dedup.num_perm, data.dedup.ngram)
     transform = Transform(
         tokenizer_dir=str(data_dir / "tokenizer"),
         sources=tuple((getattr(s, "text_field", "text"), getattr(s, "on_error", "fail")) for s in data.sources),
-        filters=tuple(data.filters), prepared=prepared, metadata=metadata, dedup=data.dedup.type,
+        filters=tuple(data.filters), prepared=prepared, metadata=metadata, dedup=data.dedup.type, minhash=scheme,
     )
     procs = workers or data.num_proc or max(1, (os.cpu_count() or 1) - 1)
     spec = StreamSpec(sources=list(data.sources), transform=transform, seq_len=data.seq_len, packing=data.packing,

@@ -79,6 +79,23 @@ def test_the_first_epoch_is_the_in_memory_stage_block_for_block(tmp_path, tokeni
         stream.close()
 
 
+def test_minhash_streamed_keeps_the_batch_dedup_documents(tmp_path, tokenizer_dir):
+    # The reference: dedup type minhash on the in-memory path (tests/data/test_minhash.py checks
+    # it against datasketch's MinHashLSH); the stream compares band keys made by its workers.
+    corpus(tmp_path)
+    memory = prepare_data(recipe(tmp_path, tokenizer_dir, streaming=False, dedup="minhash"), tmp_path / "memory",
+                          num_proc=1, cache_dir=tmp_path / "cache")
+    blocks = load_from_disk(str(tmp_path / "memory" / "tokens"))["train"].with_format("numpy")
+    stream = streamed(tmp_path, recipe(tmp_path, tokenizer_dir, streaming=True, dedup="minhash"))
+    np.testing.assert_array_equal(stream.next_blocks(len(blocks))["input_ids"], blocks["input_ids"])
+    assert stream.report()["duplicates"] == memory["documents"]["dedup"]["duplicates"] > 0
+    stream.save(tmp_path / "state.npz")  # the LSH index travels with the position
+    again = open_stream(recipe(tmp_path, tokenizer_dir, streaming=True, dedup="minhash"), tmp_path / "stream")
+    again.restore(again.load(tmp_path / "state.npz"))
+    np.testing.assert_array_equal(again.next_blocks(3)["input_ids"], stream.next_blocks(3)["input_ids"])
+    stream.close()
+
+
 def test_seeded_shuffle_is_deterministic_and_independent_of_the_workers(tmp_path, tokenizer_dir):
     corpus(tmp_path)
     r = recipe(tmp_path, tokenizer_dir, streaming=True, shuffle=64)

@@ -41,9 +41,13 @@ def test_figures_are_present_and_positive(report):
         row = report["stages"][stage]
         assert row["s_np1"] > 0 and row["s_np2"] > 0 and row["docs_per_s_per_core"] > 0, stage
         assert row["mb_per_s_per_core"] > 0, stage
+    stream = report["stream"]["workers1"]  # the training stream, one pass, its work in one process
+    for key in ("first_block_s", "pass_s", "cpu_s", "docs_per_s", "tokens_per_s", "tokens_per_s_per_core"):
+        assert stream[key] > 0, key
+    assert report["stream"]["worker_cores_per_gpu"] > 0
     projection = report["projection"]
-    for key in ("docs", "text_gb", "wall_h_one_core", "wall_h_rate_x_efficiency", "wall_h_as_written",
-                "efficiency_1_to_2", "disk_peak_tb", "out_dir_tb", "compression_ratio"):
+    for key in ("docs", "text_gb", "core_h", "wall_h_one_core", "wall_h_rate_x_efficiency", "wall_h_as_written",
+                "cpu_efficiency_1_to_2", "disk_peak_tb", "out_dir_tb", "compression_ratio"):
         assert projection[key] > 0, key
     assert projection["cores"] == 64 and projection["seed_compressed_gb"] == 209.0
 
@@ -58,10 +62,14 @@ def test_documents_are_accounted_for(report):
 
 
 def test_rates_follow_from_times(report):
-    t1 = report["total_s"]["np1"]
-    assert report["docs_per_s_per_core"] == pytest.approx(report["docs"] / t1, rel=0.01, abs=0.1)
-    assert report["mb_per_s_per_core"] == pytest.approx(report["text_bytes"] / 1e6 / t1, rel=0.01, abs=0.002)
+    # per core: per CPU second of the one-process run; the speedup is of wall times
+    c1, t1 = report["total_cpu_s"]["np1"], report["total_s"]["np1"]
+    assert report["docs_per_s_per_core"] == pytest.approx(report["docs"] / c1, rel=0.01, abs=0.1)
+    assert report["mb_per_s_per_core"] == pytest.approx(report["text_bytes"] / 1e6 / c1, rel=0.01, abs=0.002)
+    assert report["docs_per_s_wall_np1"] == pytest.approx(report["docs"] / t1, rel=0.01, abs=0.1)
     assert report["speedup_1_to_2"] == pytest.approx(t1 / report["total_s"]["np2"], rel=0.01)
+    # one process works no faster than the wall clock runs (CPU seconds <= wall seconds)
+    assert c1 <= t1 * 1.05
     # the as-written projection (serial stages in one process) is never faster than spreading all of it
     projection = report["projection"]
     assert projection["wall_h_as_written"] >= projection["wall_h_serial_part"] > 0

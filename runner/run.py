@@ -270,7 +270,7 @@ def _build(recipe, run: RunDir, log: Log):
         try:
             if run.file("data", "manifest.json").is_file():  # resuming: the data stage finished before
                 manifest = json.loads(run.file("data", "manifest.json").read_text())
-                log(f"data: reused ({manifest['cache_key'][:12]})")
+                log(f"data: reused ({'streaming' if manifest.get('streaming') else manifest['cache_key'][:12]})")
             else:
                 manifest = prepare_data(recipe, run.file("data"))
                 for line in describe(manifest).splitlines():

@@ -203,3 +203,19 @@ def broadcast_flag(flag: bool) -> bool:
     from jax.experimental import multihost_utils
 
     return bool(multihost_utils.broadcast_one_to_all(np.int32(1 if flag else 0)))
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process (a worker) get SIGKILL when its parent dies, however the parent ends
+    (a SIGKILLed trainer leaves no orphaned workers holding its pipes and memory). Linux's
+    PR_SET_PDEATHSIG; elsewhere, nothing."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before the call: nobody would send the signal
+        os._exit(1)

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..common.errors import DataError
+from ..common.procs import die_with_parent
 from ..recipe.schema_data import HfSource, JsonlSource
 from .dedup import key_hashes
 from .filters import check_columns, keep_rows
@@ -187,7 +188,8 @@ def process_chunk(t: Transform, chunk: list[tuple[int, Any, Any]]) -> dict[str, 
 _WORKER: dict[str, Transform] = {}  # a worker process's Transform, set once by its initializer
 
 
-def _init_worker(t: Transform) -> None:
+def _init_worker(t: Transform, parent: int) -> None:
+    die_with_parent(parent)  # a SIGKILLed trainer takes its workers with it
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _WORKER["t"] = t
 
@@ -320,7 +322,7 @@ class BlockStream:
 
             # spawn: JAX's threads are running in this process; a fork could inherit a held lock
             self._pool = ProcessPoolExecutor(self.spec.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(self.spec.transform,))
+                                             initializer=_init_worker, initargs=(self.spec.transform, os.getpid()))
         return self._pool
 
     def _advance(self) -> None:

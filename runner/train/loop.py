@@ -29,7 +29,7 @@ from ..common.clock import duration
 from ..common.errors import BadInput, Interrupted, RunFailed
 from ..common.procs import is_primary
 from ..common.streams import stream_key
-from ..model import load_params
+from ..model import load_params, set_remat
 from ..recipe.schema import Recipe
 from .checkpoint import Checkpoints, restore_params
 from .mesh import batch_sharding, make_mesh, place, replicated, rows_sharding, to_host
@@ -236,6 +236,7 @@ def _setup(recipe: Recipe, model: Any, tokens: Any, run_dir: Path, log, on_metri
     if spec.micro_batch_size % mesh.size:
         raise TrainingError(f"train.micro_batch_size {spec.micro_batch_size} does not split over {mesh.size} devices")
 
+    set_remat(model, spec.remat)  # activation checkpointing rides in the graphdef
     graphdef, params = nnx.split(model)
     params, opt_state, shardings = place(params, tx.init(params), mesh)
     c = model.config

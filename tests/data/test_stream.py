@@ -183,3 +183,48 @@ def test_malformed_lines_name_their_file_and_line(tmp_path, tokenizer_dir):
     s = streamed(tmp_path, recipe(tmp_path, tokenizer_dir, streaming=True))
     with pytest.raises(DataError, match=r"zz\.jsonl\.zst:2: malformed line"):
         s.next_blocks(200)
+
+
+def test_workers_die_with_a_killed_trainer(tmp_path, tokenizer_dir):
+    """SIGKILL of the training process (the resume test's way to stop a run) takes the stream's
+    worker processes with it: none is left holding the run's pipes and memory."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    corpus(tmp_path)
+    r = recipe(tmp_path, tokenizer_dir, streaming=True, shuffle=8)
+    prepare_data(r, tmp_path / "d", num_proc=1, cache_dir=tmp_path / "cache")
+    script = (
+        "import sys, time\n"
+        "from runner.recipe.load import load_recipe\n"
+        "from runner.data.stream import open_stream\n"
+        f"s = open_stream(load_recipe({str(r_file(tmp_path))!r}).recipe, {str(tmp_path / 'd')!r}, workers=2)\n"
+        "s.next_blocks(4)\n"
+        "print(' '.join(map(str, s._pool._processes)), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    workers = [int(pid) for pid in proc.stdout.readline().split()]
+    assert len(workers) == 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 20
+    alive = workers
+    while alive and time.time() < deadline:
+        alive = [pid for pid in workers if _running(pid)]
+        time.sleep(0.1)
+    assert not alive, f"workers {alive} outlived their parent"
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def r_file(tmp_path):
+    return sorted(tmp_path.glob("r-True-*.yaml"))[0]

@@ -313,31 +313,40 @@ def _indexed_text_bytes(ds: Any) -> int:
     return int(lengths.sum())
 
 
-def cpu_seconds() -> float:
-    """CPU seconds (user + system) of this process and of its children that have ended: datasets'
-    worker pools are closed and reaped at the end of each map or filter, the stream's at close()."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    """CPU seconds (user + system) of this process, or (RUSAGE_CHILDREN) of its children that have
+    ended: datasets' worker pools are closed and reaped at the end of each map or filter, the
+    stream's at close()."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_both() -> tuple[float, float]:
+    """(this process's, its ended children's) CPU seconds."""
+    return cpu_seconds(), cpu_seconds(resource.RUSAGE_CHILDREN)
 
 
 class Timers:
-    """Wall seconds, CPU seconds, calls, rows and text bytes in, per stage name."""
+    """Per stage name: wall seconds, CPU seconds (all; `cpu_self`: of the calling process alone, the
+    part no num_proc spreads), calls, rows and text bytes in."""
 
     def __init__(self) -> None:
         self.stages: dict[str, dict[str, float]] = {}
 
     @contextlib.contextmanager
     def time(self, name: str, ds: Any = None):
-        entry = self.stages.setdefault(name, {"s": 0.0, "cpu": 0.0, "calls": 0, "rows": 0, "bytes": 0})
+        entry = self.stages.setdefault(name, {"s": 0.0, "cpu": 0.0, "cpu_self": 0.0, "calls": 0, "rows": 0, "bytes": 0})
         if ds is not None and hasattr(ds, "column_names"):
             entry["rows"] += len(ds)
             entry["bytes"] += _indexed_text_bytes(ds)  # measured outside the timed span
-        cpu, start = cpu_seconds(), time.perf_counter()
+        (own, children), start = cpu_both(), time.perf_counter()
         try:
             yield
         finally:
             entry["s"] += time.perf_counter() - start
-            entry["cpu"] += cpu_seconds() - cpu
+            own_end, children_end = cpu_both()
+            entry["cpu_self"] += own_end - own
+            entry["cpu"] += own_end - own + children_end - children
             entry["calls"] += 1
 
     def wrap(self, module: Any, attr: str, name: str, count_arg: bool = False) -> None:
@@ -408,14 +417,18 @@ def worker(root: Path, num_proc: int, out: Path, cache: Path) -> dict[str, Any]:
 
     sampler = threading.Thread(target=sample_disk, daemon=True)
     sampler.start()
-    cpu, start = cpu_seconds(), time.perf_counter()
+    (own, children), start = cpu_both(), time.perf_counter()
     manifest = stage.prepare_data(recipe, out, cache_dir=cache, num_proc=num_proc)
-    total, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    total = time.perf_counter() - start
+    own_end, children_end = cpu_both()
+    cpu, cpu_self = own_end - own + children_end - children, own_end - own
     done.set()
     sampler.join()
     stages = timers.stages
     stages["other"] = {"s": max(0.0, total - sum(v["s"] for v in stages.values())),
-                       "cpu": max(0.0, cpu - sum(v["cpu"] for v in stages.values())), "calls": 1, "rows": 0, "bytes": 0}
+                       "cpu": max(0.0, cpu - sum(v["cpu"] for v in stages.values())),
+                       "cpu_self": max(0.0, cpu_self - sum(v["cpu_self"] for v in stages.values())),
+                       "calls": 1, "rows": 0, "bytes": 0}
     d, t = manifest["documents"], manifest["tokens"]
     return {
         "num_proc": num_proc,
@@ -454,16 +467,17 @@ def stream_worker(root: Path, workers: int, out: Path, cache: Path) -> dict[str,
     recipe = bench_recipe(root, streaming=True)
     prepare_data(recipe, out, cache_dir=cache, num_proc=workers)  # the tokenizer and validation blocks; untimed
     stream = open_stream(recipe, out, workers=workers)
-    total, consumer, start = cpu_seconds(), time.process_time(), time.perf_counter()
+    (own, children), start = cpu_both(), time.perf_counter()
     stream.next_blocks(1)
     first = time.perf_counter() - start
     blocks = 1
     while stream.report().get("epochs", 0) < 1:
         stream.next_blocks(1)
         blocks += 1
-    seconds, consumer = time.perf_counter() - start, time.process_time() - consumer
+    seconds = time.perf_counter() - start
+    consumer = cpu_seconds() - own
     stream.close()  # its workers end: their CPU time is counted
-    total = cpu_seconds() - total
+    total = consumer + cpu_seconds(resource.RUSAGE_CHILDREN) - children
     return {"workers": workers, "first_block_s": first, "pass_s": seconds, "consumer_cpu_s": consumer,
             "cpu_s": total, "blocks": blocks,
             "seq_len": recipe.data.seq_len, "counts": stream.report()}
@@ -498,8 +512,10 @@ def best_of(tries: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("total_s", "total_cpu_s"):
         best[key] = min(t[key] for t in tries)
     for name, stage in best["stages"].items():
-        for key in ("s", "cpu"):
-            stage[key] = min(t["stages"].get(name, stage)[key] for t in tries)
+        best_try = min(tries, key=lambda t: t["stages"].get(name, stage)["cpu"])  # self and workers of one run
+        for key in ("cpu", "cpu_self"):
+            stage[key] = best_try["stages"].get(name, stage)[key]
+        stage["s"] = min(t["stages"].get(name, stage)["s"] for t in tries)
     for key in ("peak_disk_bytes", "peak_rss_bytes", "peak_worker_rss_bytes", "loadavg_1min_before"):
         best[key] = max(t[key] for t in tries)
     best["repeats"] = len(tries)
@@ -527,9 +543,11 @@ def projection(corpus: dict[str, Any], runs: dict[int, dict[str, Any]]) -> dict[
     compression ratio; every stage but FIXED grows linearly with the bytes. Two time models:
     (a) `wall_h_rate_x_efficiency`: the whole pipeline's CPU seconds at num_proc 1, spread over CORES
         cores at the measured efficiency (CPU seconds at 1 process over those at 2: the work that
-        parallel processes add), as if every stage took num_proc;
-    (b) `wall_h_as_written`: the stage as the code runs it, the num_proc stages' CPU seconds at 2
-        processes spread over CORES cores, the others in one process."""
+        parallel processes add), as if every part of every stage took num_proc;
+    (b) `wall_h_as_written`: the stage as the code runs it, measured at num_proc 2: the CPU seconds
+        of the worker processes spread over CORES cores, those of the calling process (the stages
+        that ignore num_proc, and the parts of the others that run before, between or after their
+        workers) in one process."""
     train, val = corpus["train"], corpus["validation"]
     compressed = train["compressed_bytes"] + val["compressed_bytes"]
     docs = train["docs"] + val["docs"]
@@ -562,14 +580,18 @@ def projection(corpus: dict[str, Any], runs: dict[int, dict[str, Any]]) -> dict[
         par2, ser2 = cpu(two, "parallel"), cpu(two, "serial")
         efficiency = min(1.0, (par1 + ser1) / (par2 + ser2))
         wall1, wall2 = (cpu(r, k, "s") for r, k in ((one, "parallel"), (two, "parallel")))
+        own2 = sum(v["cpu_self"] for k, v in two["stages"].items() if k not in FIXED)
+        workers2 = sum(v["cpu"] - v["cpu_self"] for k, v in two["stages"].items() if k not in FIXED)
         out.update({
             "cpu_efficiency_1_to_2": round(efficiency, 3),
             "parallel_stages_cpu_efficiency_1_to_2": round(min(1.0, par1 / par2), 3) if par2 > 0 else 1.0,
-            # wall-clock speedup of the num_proc stages: p at best; other jobs on the machine lower it
+            # wall-clock speedup of the num_proc stages: 2 at best; other jobs on the machine lower it
             "parallel_stages_wall_speedup_1_to_2": round(wall1 / wall2, 3) if wall2 > 0 else None,
+            # the share of the num_proc 2 run's CPU seconds spent in the calling process
+            "calling_process_share_np2": round(own2 / (own2 + workers2), 3),
             "wall_h_rate_x_efficiency": round(((par1 + ser1) * scale / (CORES * efficiency) + fixed) / 3600, 2),
-            "wall_h_as_written": round((ser1 * scale + par2 * scale / CORES + fixed) / 3600, 2),
-            "wall_h_serial_part": round(ser1 * scale / 3600, 2),
+            "wall_h_as_written": round((own2 * scale + workers2 * scale / CORES + fixed) / 3600, 2),
+            "wall_h_calling_process": round(own2 * scale / 3600, 2),
         })
     # Disk: the build's peak (cache + output) over the text it read, times the seed's text; the
     # input corpus itself comes on top.
@@ -596,6 +618,8 @@ def stage_table(runs: dict[int, dict[str, Any]]) -> dict[str, dict[str, float]]:
         for p in procs:
             other = runs[p]["stages"].get(name, {"s": 0.0, "cpu": 0.0})
             row[f"s_np{p}"], row[f"cpu_np{p}"] = round(other["s"], 3), round(other["cpu"], 3)
+            if p > 1:  # CPU seconds of the calling process: what num_proc does not spread
+                row[f"cpu_self_np{p}"] = round(other.get("cpu_self", other["cpu"]), 3)
         counted = one["stages"].get("tokenize", stage) if name in AFTER_TOKENIZE else stage
         rows, size = counted["rows"] or one["rows_in"], counted["bytes"] or one["text_bytes_in"]
         if stage["cpu"] > 0:

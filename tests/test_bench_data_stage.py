@@ -72,7 +72,7 @@ def test_rates_follow_from_times(report):
     assert c1 <= t1 * 1.05
     # the as-written projection (serial stages in one process) is never faster than spreading all of it
     projection = report["projection"]
-    assert projection["wall_h_as_written"] >= projection["wall_h_serial_part"] > 0
+    assert projection["wall_h_as_written"] >= projection["wall_h_calling_process"] > 0
     assert projection["wall_h_one_core"] > projection["wall_h_rate_x_efficiency"]
 
 

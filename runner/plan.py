@@ -18,6 +18,15 @@ stays within 25% of it): per layer and token 14·d_model + 3·d_ff activation va
 per attention score (fp32 scores, probabilities and their gradient: the XLA attention path
 materialises [heads, T, T]); 8 bytes per logit (fp32 logits and their gradient). On CPU, XLA
 computes bf16 in fp32, so activations take 4 bytes per value there whatever the compute dtype.
+
+`train.remat` (runner.model.remat) changes what the blocks keep for the backward pass: none keeps
+every layer's activations (above); block keeps each layer's input (d_model values per token); dots
+keeps the input and the matmul outputs the backward pass needs (q, k, v and the attention output
+projection: 4·d_model; the MLP's first matmul: d_ff), 5·d_model + d_ff values per token. Those are
+XLA's exact growth per layer on the compiled step. On top, the backward pass recomputes one layer
+at a time; XLA's peak then holds one layer's activations (as above) in place of two layers' kept
+values: (n_layer - 2) · kept + one layer, fitted on six configurations (the estimate is 1.01-1.13
+times XLA's total for both policies; tests/test_plan.py checks the 25%).
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # XLA's bytes per activation, measured on the compiled train step (see the module docstring).
 VALUES_PER_D, VALUES_PER_FF = 14, 3  # per layer and token, in the activation dtype
 SCORE_BYTES = 12  # per attention score [heads, T, T] per layer (XLA path)
+# values per token each layer keeps for the backward pass under train.remat: (per d_model, per d_ff)
+REMAT_SAVED = {"block": (1, 0), "dots": (5, 1)}
 LOGIT_BYTES = 8  # per logit [T, vocab]
 GRAD_BYTES = 4  # gradients are summed in fp32
 BATCH_BYTES = 8  # input_ids int32 + loss_weights fp32 per token (packed rows: + segment ids, positions)
@@ -200,12 +211,19 @@ def memory_estimate(recipe: Any, sizes: dict, *, platform: str = "cpu") -> dict:
     fused = (platform == "gpu" and compute != "float32" and (D // H) % 8 == 0 and not packed
              and not (spec.dropout or 0) > 0)
     scores = 8 * H if fused else SCORE_BYTES * H * T  # bytes per token per layer
-    activations = rows * T * (L * ((VALUES_PER_D * D + VALUES_PER_FF * F) * act_bytes + scores) + LOGIT_BYTES * V)
+    layer = (VALUES_PER_D * D + VALUES_PER_FF * F) * act_bytes + scores  # one layer's activations, per token
+    if train.remat == "none":
+        kept = L * layer
+    else:  # what every layer keeps, and one layer recomputed at a time (module docstring)
+        per_d, per_ff = REMAT_SAVED[train.remat]
+        kept = max(L - 2, 0) * (per_d * D + per_ff * F) * act_bytes + layer
+    activations = rows * T * (kept + LOGIT_BYTES * V)
     out = {
         "devices": devices,
         "platform": platform,
         "attention": "fused (cuDNN)" if fused else "XLA ([heads, T, T] scores)",
         "micro_batch_per_device": rows,
+        "remat": train.remat,
         "parameters": n * p_bytes // fsdp,
         "optimizer": optimizer_values(recipe.optimizer, shapes) * p_bytes // fsdp,
         "gradients": n * GRAD_BYTES // fsdp,
@@ -328,7 +346,8 @@ def groups(plan: dict) -> list[tuple[str, list[str]]]:
             out.append(("memory", [
                 f"~{_gib(mem['total'])} per device: parameters {_gib(mem['parameters'])}, optimizer "
                 f"{_gib(mem['optimizer'])}, gradients {_gib(mem['gradients'])}, activations {_gib(mem['activations'])} "
-                f"(micro-batch {mem['micro_batch_per_device']} per device), batch {_gib(mem['batch'])}",
+                f"(micro-batch {mem['micro_batch_per_device']} per device, remat {mem.get('remat', 'none')}), "
+                f"batch {_gib(mem['batch'])}",
                 f"{mem['devices']}; {mem['platform']}; params {dtype['params']}, compute {dtype['compute']}; "
                 f"attention {mem['attention']}"
                 + (f"; on a GPU: ~{_gib(mem['total_on_gpu'])}" if "total_on_gpu" in mem else "")]))

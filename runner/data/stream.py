@@ -466,7 +466,8 @@ def stream_identity(recipe: Any, tokenizer_hash: str, fingerprints: list[Any]) -
 
 def open_stream(recipe: Any, data_dir: str | os.PathLike, *, workers: int | None = None) -> BlockStream:
     """The training stream of a streaming recipe whose data stage wrote `data_dir` (its tokenizer
-    and manifest). Workers: data.num_proc, else all cores but one (the train step's)."""
+    and manifest). Workers: data.num_proc, else the cores this process may run on but one (the
+    train step's)."""
     from .filters import prepare_filters
     from .metadata import read_metadata
 
@@ -493,7 +494,8 @@ def open_stream(recipe: Any, data_dir: str | os.PathLike, *, workers: int | None
         sources=tuple((getattr(s, "text_field", "text"), getattr(s, "on_error", "fail")) for s in data.sources),
         filters=tuple(data.filters), prepared=prepared, metadata=metadata, dedup=data.dedup.type, minhash=scheme,
     )
-    procs = workers or data.num_proc or max(1, (os.cpu_count() or 1) - 1)
+    # The cores this process may use (under Slurm: its task's --cpus-per-task), less the train step's.
+    procs = workers or data.num_proc or max(1, len(os.sched_getaffinity(0)) - 1)
     spec = StreamSpec(sources=list(data.sources), transform=transform, seq_len=data.seq_len, packing=data.packing,
                       seed=recipe.seed, shuffle_buffer=data.shuffle_buffer, dedup=data.dedup,
                       identity=stream_identity(recipe, manifest["tokenizer"]["hash"], fingerprints), workers=procs)

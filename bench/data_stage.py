@@ -1,33 +1,39 @@
 """Data-stage throughput: the Code Clippy pipeline (recipes/code-clippy-125m.yaml's data section) on a
-synthetic corpus this script writes, at 1 and 2 worker processes, per stage, and projected to the
-seed's corpus (209 GB of .jsonl.zst) on a 64-core machine.
+synthetic corpus this script writes, at 1 and 2 worker processes, per stage, projected to the seed's
+corpus (209 GB of .jsonl.zst) on a 64-core machine; and one pass of the training stream.
 
 The corpus: `--docs` documents in .jsonl.zst shards shaped like the seed's ({"text", "meta":
 {repo_name, stars (a string), repo_language, file_name, mime_type}}), 2.5% more in validation shards,
 a SEART-like metadata CSV covering 85% of the repositories (the rest stand for the Pile's, joined
 with missing: unfiltered), and an APPS-test-like JSON Lines file for decontamination. Document text
-is real Python: line-aligned pieces of this interpreter's standard library (site-packages left out),
-sizes log-normal like GitHub files (median 3 KB, mean about 5.5 KB, up to 256 KB), each opened by a
-comment line of its own (a licence or path header, so pieces cut from the same place differ). Of the
-documents, 25% repeat an earlier one (60% exactly, 40% re-indented: the variables dedup removes
-both), 1% are digit tables and 1% minified one-liners (the digit and mean-line-length filters drop
-them), 0.2% hold a HumanEval problem and 0.2% an APPS solution (decontamination drops them).
+is real Python: line-aligned pieces of this interpreter's standard library and installed packages,
+each piece used once, sizes log-normal like GitHub files (median 3 KB, mean about 5.5 KB, up to
+256 KB), each opened by a header comment of its own. Of the documents, 25% repeat an earlier one
+(60% exactly, 40% re-indented: the variables dedup removes both), 1% are digit tables and 1%
+minified lines (the digit and mean-line-length filters drop them), 0.2% hold a HumanEval problem and
+0.2% an APPS solution (decontamination drops them).
 
 The recipe is the shipped one (`load_recipe(recipes/code-clippy-125m.yaml, overrides)`): only the
-file paths change, and the tokenizer. The seed's is GPT-Neo's pretrained BPE (50257 tokens); with
-no network this trains a byte-level BPE of the same size on 16 MB of the corpus before the timed runs
-(not timed: the real stage loads a tokenizer).
+file paths change, the tokenizer, and data.streaming (off: every stage materialised and timed). The
+seed's tokenizer is GPT-Neo's pretrained BPE (50257 tokens); with no network this trains a byte-level
+BPE of the same size on 16 MB of the corpus before the timed runs (not timed: the stage loads one).
 
-Each run is `prepare_data` in a fresh process with a fresh cache directory. Per-stage times come
+Each run is `prepare_data` in a fresh process with a fresh cache directory. Per-stage figures come
 from that same run: the bench wraps the functions `runner.data.stage` calls (read_source,
 join_metadata, apply_filters (split into one call per filter, same order and result), dedup,
-tokenize, pack, DatasetDict.save_to_disk, publish, copy_out, ...) with timers; the time none of them
-covers is "other". Stages that work on the validation sources too add up both calls. Peak disk is
-sampled every 0.2 s (cache + output directories); peak memory is the largest RSS of the process and
-of its worker processes (getrusage).
+tokenize, pack, DatasetDict.save_to_disk, publish, copy_out, ...) with wall clocks and CPU clocks
+(getrusage: the calling process, and apart from it the worker processes datasets reaps after each
+map or filter); what none of them covers is "other". Stages that work on the validation sources too
+add up both calls. Per-core rates are per CPU second: on a machine other jobs share, wall seconds
+measure the neighbours, CPU seconds the work. Peak disk is sampled every 0.2 s (cache + output
+directories); peak memory is the largest RSS of the process and of its workers.
+
+The stream (runner/data/stream.py, data.streaming on, a shuffle buffer of one block) makes one pass
+over the training shards at 1 and 2 workers: time to the first block, to the end of the pass, CPU
+seconds, and those of the consumer process alone (what bounds the stream however many workers).
 
 Usage: python bench/data_stage.py [--docs 10000] [--procs 1,2] [--repeat 2] [--quick] [--workdir DIR] [--keep]
-Each num_proc runs --repeat times (alternating); each time is the best of its repeats.
+Each num_proc runs --repeat times (alternating); each figure is the best of its repeats.
 The last line is one JSON object with the figures.
 """
 

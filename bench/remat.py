@@ -6,7 +6,7 @@ estimate for the seed's real shapes.
 On this machine's CPU, a GPT-Neo-shaped model (alternating global/local layers, fp32) and one
 AdamW train step (runner.train.step.make_train_step, one micro-batch): per policy, XLA's own
 accounting of the compiled step (memory_analysis: temporaries + arguments = peak) and the median
-step time. Beside it, runner.plan's estimate for the same shapes on CPU, and its GPU estimate for
+step time (the policies' steps interleaved, run by run, so that a busy machine slows them alike). Beside it, runner.plan's estimate for the same shapes on CPU, and its GPU estimate for
 the shipped recipes at their micro-batches (GPT-Neo 125M seq 2048, code-clippy-125m; GPT-Neo 1.3B
 seq 1024, apps-1.3b) per policy. Prints one JSON object as its last line; `time_ratio` = step time
 / the step time without checkpointing, `peak_ratio` likewise for memory.
@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
+import time
 from pathlib import Path
 
-from common import machine, median_seconds  # bench/common.py (this script's directory is on sys.path)
+from common import machine  # bench/common.py (this script's directory is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
@@ -79,26 +81,35 @@ def main() -> None:
     ids = rs.randint(0, args.vocab, size=(1, args.batch, args.seq)).astype(np.int32)
     batch = {"input_ids": jnp.asarray(ids), "loss_weights": jnp.ones(ids.shape, jnp.float32)}
 
-    measured, estimated = {}, {}
+    measured, estimated, steps = {}, {}, {}
+    for policy in REMAT_CHOICES:
+        graphdef, params = nnx.split(set_remat(GPTNeo(config, rngs=nnx.Rngs(0)), policy))
+        opt_state = tx.init(params)
+        compiled = make_train_step(graphdef, tx, dropout=False).lower(params, opt_state, batch, jax.random.key(0)).compile()
+        stats = compiled.memory_analysis()
+        measured[policy] = {"temp_mib": round(stats.temp_size_in_bytes / MIB, 1),
+                            "argument_mib": round(stats.argument_size_in_bytes / MIB, 1),
+                            "peak_mib": round((stats.temp_size_in_bytes + stats.argument_size_in_bytes) / MIB, 1)}
+        steps[policy] = (compiled, {"params": params, "opt_state": opt_state})
+
+    def step(policy: str) -> float:
+        compiled, state = steps[policy]
+        start = time.perf_counter()
+        state["params"], state["opt_state"], metrics = compiled(state["params"], state["opt_state"], batch,
+                                                                jax.random.key(0))
+        metrics["loss"].block_until_ready()
+        return time.perf_counter() - start
+
+    times = {policy: [] for policy in REMAT_CHOICES}
+    for run in range(args.runs + 1):  # the first round warms up
+        for policy in REMAT_CHOICES:
+            seconds = step(policy)
+            if run:
+                times[policy].append(seconds)
     with tempfile.TemporaryDirectory() as folder:
         for policy in REMAT_CHOICES:
-            graphdef, params = nnx.split(set_remat(GPTNeo(config, rngs=nnx.Rngs(0)), policy))
-            opt_state = tx.init(params)
-            compiled = make_train_step(graphdef, tx, dropout=False).lower(
-                params, opt_state, batch, jax.random.key(0)).compile()
-            stats = compiled.memory_analysis()
-            state = {"params": params, "opt_state": opt_state}
-
-            def step(state=state, compiled=compiled):
-                state["params"], state["opt_state"], metrics = compiled(state["params"], state["opt_state"], batch,
-                                                                        jax.random.key(0))
-                metrics["loss"].block_until_ready()
-
-            seconds = median_seconds(step, args.runs, warmup=1)
-            measured[policy] = {"temp_mib": round(stats.temp_size_in_bytes / MIB, 1),
-                                "argument_mib": round(stats.argument_size_in_bytes / MIB, 1),
-                                "peak_mib": round((stats.temp_size_in_bytes + stats.argument_size_in_bytes) / MIB, 1),
-                                "step_s": round(seconds, 3)}
+            seconds = statistics.median(times[policy])
+            measured[policy]["step_s"] = round(seconds, 3)
             recipe = bench_recipe(args, policy, Path(folder))
             estimate = planning.memory_estimate(recipe, planning.model_sizes(recipe)[0], platform="cpu")
             # the estimate's total counts what memory_analysis calls arguments + temporaries (donated outputs alias)

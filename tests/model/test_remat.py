@@ -67,8 +67,8 @@ def tx():
 
 @pytest.fixture(scope="module")
 def steps():
-    """policy → (graphdef, params, optimizer, the train step compiled for [ACCUM, MB, T] batches with segment ids): one
-    model, the same initial parameters for every policy."""
+    """policy → (graphdef, params, optimizer, compiled train step, batch [ACCUM, MB, T] with segment
+    ids): one model, the same initial parameters for every policy."""
     out = {}
     for policy in REMAT_CHOICES:
         graphdef, params = nnx.split(set_remat(GPTNeo(config(), rngs=nnx.Rngs(0)), policy))

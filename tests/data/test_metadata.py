@@ -152,7 +152,7 @@ def test_the_code_clippy_recipe_data_stage_runs_on_corpus_and_seart_files(tmp_pa
             "data.validation.sources[0].paths": f"[{tmp_path}/corpus/validation.jsonl.zst]",
             "data.metadata.paths": f"[{tmp_path}/seart/*.csv]", "tokenizer.name": str(tokenizer_dir),
             "data.filters[7].apps.path": str(ROOT / "tests" / "fixtures" / "apps-smoke.jsonl"),
-            "data.seq_len": "16", "data.num_proc": "1"}
+            "data.seq_len": "16", "data.num_proc": "1", "data.streaming": "false"}  # the in-memory stage
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     out = ccrun_here("data", "recipes/code-clippy-125m.yaml", *args, "--out", str(tmp_path / "out"), "--cache-dir",
                      str(tmp_path / "cache"), cwd=ROOT)
@@ -164,3 +164,23 @@ def test_the_code_clippy_recipe_data_stage_runs_on_corpus_and_seart_files(tmp_pa
     assert manifest["documents"]["kept"] == 3 and manifest["split"]["validation_rows"] == 1
     decontaminate = manifest["documents"]["filters"][7]
     assert decontaminate["type"] == "decontaminate" and decontaminate["benchmark"]["humaneval"]["problems"] == 164
+
+    # The recipe as shipped streams: the same documents reach training, block for block (the
+    # stream's metadata join, SEART filters and decontamination are the in-memory stage's).
+    from datasets import load_from_disk
+
+    from runner.data import prepare_data
+    from runner.data.stream import open_stream
+    from runner.recipe.load import load_recipe
+
+    sets.update({"data.streaming": "true", "data.shuffle_buffer": "1"})
+    streaming = load_recipe(ROOT / "recipes" / "code-clippy-125m.yaml", [f"{k}={v}" for k, v in sets.items()]).recipe
+    prepare_data(streaming, tmp_path / "streamed", cache_dir=tmp_path / "cache")
+    stream = open_stream(streaming, tmp_path / "streamed", workers=1)
+    blocks = load_from_disk(str(tmp_path / "out" / "tokens"))["train"].with_format("numpy")
+    got = stream.next_blocks(len(blocks))
+    assert (got["input_ids"] == blocks["input_ids"]).all() and (got["loss_weights"] == blocks["loss_weights"]).all()
+    report = stream.report()
+    assert report["documents"] == manifest["documents"]["kept"]
+    assert report["metadata_matched"] == manifest["documents"]["metadata"]["matched"]
+    stream.close()

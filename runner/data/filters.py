@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 
 from ..common.errors import DataError
 from ..recipe.base import format_path
 from .decontaminate import Benchmark, benchmark_fingerprint, build_benchmark
 from .metadata import MATCHED
+from .rows import column_sum
 from .sources import workers
 
 # Filters that read a metadata column, and the spec attribute naming it.
@@ -151,8 +151,7 @@ def apply_filters(ds: Any, filters: list[Any], num_proc: int | None, *, prepared
         exempt = exempts_unmatched(spec, ds.column_names, unfiltered)
         entry = {"filter": _where(i), "type": spec.type, "rows_in": before}
         if exempt:
-            matched = ds.with_format("numpy", columns=[MATCHED])[MATCHED] if before else np.zeros(0, bool)
-            entry["unfiltered"] = int(before - np.count_nonzero(matched))
+            entry["unfiltered"] = before - (column_sum(ds, MATCHED) if before else 0)
         if before:
             fn = _keep_unmatched if exempt else keep
             ds = ds.filter(lambda batch, spec=spec, fn=fn, bench=prepared.get(i): fn(spec, batch, bench),

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..common.errors import DataError
-from .rows import expand, fingerprint, open_text
+from .rows import column_sum, expand, fingerprint, open_text
 from .sources import workers
 
 FOUND = "__ccrun_metadata_found"
@@ -132,7 +132,7 @@ def join_metadata(ds: Any, spec: Any, table: dict[str, tuple], info: dict[str, A
     rows_in = len(ds)
     ds = ds.map(add, batched=True, batch_size=1000, num_proc=workers(num_proc, rows_in), features=features,
                 desc="join metadata")
-    matched = sum(ds[FOUND]) if rows_in else 0
+    matched = column_sum(ds, FOUND) if rows_in else 0
     report = {**info, "on": spec.on, "columns": dict(spec.columns), "rows_in": rows_in, "matched": matched,
               "missing": rows_in - matched, "dropped": 0, "policy": spec.missing}
     if matched < rows_in:

@@ -98,6 +98,24 @@ class ZstdFrames(io.RawIOBase):
         super().close()
 
 
+def column_sum(ds: Any, name: str, *, utf8_bytes: bool = False) -> int:
+    """Sum of a dataset's column over the rows it shows (a `select` or `filter` result included:
+    its indices mapping applied), computed in Arrow a batch at a time, never row by row in Python.
+    `utf8_bytes`: the UTF-8 byte lengths of a text column instead of its values."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    total = 0
+    for table in ds.select_columns([name]).with_format("arrow").iter(batch_size=65536):
+        column = table.column(name)
+        if utf8_bytes:
+            column = pc.binary_length(column.cast(pa.large_binary()))
+        elif pa.types.is_boolean(column.type):
+            column = column.cast(pa.int64())
+        total += int(pc.sum(column).as_py() or 0)
+    return total
+
+
 def fingerprint(path: Path) -> str:
     """Content hash of a file (blake2b, streamed)."""
     digest = hashlib.blake2b(digest_size=16)

@@ -36,6 +36,7 @@ from .dedup import dedup
 from .filters import apply_filters, filter_fingerprints, prepare_filters
 from .metadata import join_metadata, metadata_fingerprint, read_metadata
 from .pack import pack, tokenize
+from .rows import column_sum
 from .sources import fingerprint_source, read_source
 
 STREAM_TOKENIZER_DOCS = 100_000  # a tokenizer trained for a stream learns from this many first documents
@@ -129,10 +130,8 @@ def _documents(sources: list[Any], where: str, fingerprints: list[dict[str, Any]
 
 
 def _text_bytes(ds: Any) -> int:
-    import pyarrow.compute as pc
-
-    column = ds.data.column("text")
-    return int(pc.sum(pc.binary_length(column.cast("binary"))).as_py() or 0) if len(ds) else 0
+    """UTF-8 bytes of the text of the rows `ds` shows (not of the table under a filter's result)."""
+    return column_sum(ds, "text", utf8_bytes=True) if len(ds) else 0
 
 
 def _split(recipe: Recipe, train: Any, fingerprints: dict[str, list[dict[str, Any]]], num_proc: int | None,

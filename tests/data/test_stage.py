@@ -58,6 +58,8 @@ def test_seart_filters_and_variables_dedup(tmp_path, tokenizer_dir):
     assert docs["file_name"] == ["a.py", "b.py", "uni.py", "uni_other.py", "paren.py", "plain.py"]
     assert set(docs.column_names) >= {"text", "repo_name", "stars", "file_name", "license"}  # meta flattened
     d = manifest["documents"]
+    # the kept documents' text, not the table under the filters' and dedup's selection
+    assert d["kept_text_bytes"] == sum(len(t.encode()) for t in docs["text"]) < d["text_bytes"]
     assert d["rows"] == len(corpus_rows())
     removed = {f["type"]: f["removed"] for f in d["filters"]}
     assert removed == {"stars": 1, "commits": 1, "license": 1, "fork": 1, "size": 1, "extension": 1,

@@ -111,22 +111,32 @@ def test_loss_falls(tiny, tx, step, evaluate):
     assert float(s / n) < 0.6 * losses[0]
 
 
-def test_accumulation_equals_one_big_batch(tiny, tx, step):
+def test_accumulation_equals_one_big_batch(tiny):
+    # Plain SGD with lr 1: the update is minus the gradient itself, so the parameters compare the
+    # accumulated gradient with the one-batch gradient directly. (Adam's first step, lr*g/(|g|+eps),
+    # turns a float32 rounding of a near-zero gradient into a visible share of a step: 1.7e-6 of a
+    # 1e-3 step once the summation order changed with a jax release.)
+    import optax
+
+    sgd = optax.sgd(1.0)
     ids, w = batch(32, seed=3)
     w[5, 8:] = 0  # uneven weights across micro-batches: the token-weighted mean must still agree
     results = []
-    for accum, run in ((1, step), (4, Fast(make_train_step(tiny[0], tx, dropout=False)))):
+    for accum in (1, 4):
+        run = Fast(make_train_step(tiny[0], sgd, dropout=False))
         params = fresh(tiny[1])
-        params, opt_state, m = run(params, tx.init(params), micro(ids, w, accum), jax.random.key(0))
-        results.append((params, m))
-    (p1, m1), (p4, m4) = results
+        before = [np.asarray(x) for x in jax.tree_util.tree_leaves(params)]
+        params, _, m = run(params, sgd.init(params), micro(ids, w, accum), jax.random.key(0))
+        grads = [b - np.asarray(a) for a, b in zip(jax.tree_util.tree_leaves(params), before, strict=True)]
+        results.append((grads, m))
+    (g1, m1), (g4, m4) = results
     np.testing.assert_allclose(float(m1["loss"]), float(m4["loss"]), rtol=1e-6)
     np.testing.assert_allclose(float(m1["grad_norm"]), float(m4["grad_norm"]), rtol=1e-5)
     assert float(m1["tokens"]) == float(m4["tokens"]) == float(w[:, 1:].sum())
-    # Adam's first step is about lr * sign(g) (1e-3 here); near-zero gradients make it touchy, so
-    # the parameters agree to 0.1% of one step.
-    for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p4), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+    scale = max(float(np.abs(g).max()) for g in g1)
+    assert scale > 1e-3  # a real gradient, not an untrained no-op
+    for a, b in zip(g1, g4, strict=True):  # float32 sums in another order: ~1e-7 of the largest gradient
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * scale)
 
 
 def test_dropout_uses_the_step_key(tiny, tx):

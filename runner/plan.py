@@ -283,6 +283,9 @@ def make_plan(recipe: Any, *, inputs: Sequence[Any] = (), point: dict | None = N
         if train.steps is None:
             plan["steps_note"] = f"from epochs ({train.epochs:g}): known after the data stage"
         plan["schedule"] = schedule_shape(recipe.schedule, train.steps)
+        if recipe.data.streaming:  # the shuffle buffer's blocks (int32 ids + uint8 weights) in host memory
+            plan["stream"] = {"shuffle_buffer": recipe.data.shuffle_buffer,
+                              "buffer_bytes": recipe.data.shuffle_buffer * T * 5, "dedup": recipe.data.dedup.type}
         if sizes is not None:
             plan["memory"] = memory_estimate(recipe, sizes, platform=platform)
             if platform != "gpu":  # planned here, maybe run on a GPU (bf16 activations, fused attention)
@@ -338,6 +341,11 @@ def groups(plan: dict) -> list[tuple[str, list[str]]]:
                                     f"micro-batch {b['micro_batch_size']} × {b['grad_accum_steps']} accumulated)"]))
         out.append(("steps", [str(plan["steps"]) if plan["steps"] is not None else plan["steps_note"]]))
         out.append(("schedule", [plan["schedule"]]))
+        if "stream" in plan:
+            st = plan["stream"]
+            out.append(("data", [f"streamed while training: shuffle buffer {st['shuffle_buffer']:,} blocks "
+                                 f"({st['buffer_bytes'] / 2**20:,.1f} MiB of host memory), {st['dedup']} dedup per pass; "
+                                 "the data stage writes the tokenizer and validation blocks only"]))
         mem = plan.get("memory")
         if mem is None:
             out.append(("memory", ["unknown until the model's sizes are (see model)"]))

@@ -204,3 +204,12 @@ def test_remat_is_what_makes_apps_125m_fit():
     sizes, _ = planning.model_sizes(recipe)
     plain = recipe.model_copy(update={"train": recipe.train.model_copy(update={"remat": "none"})})
     assert planning.memory_estimate(plain, sizes, platform="gpu")["total"] > 80 * planning.GIB
+
+
+def test_a_streaming_recipe_plans_its_shuffle_buffer():
+    """The Code Clippy recipes stream (data.streaming): the plan says so and counts the shuffle
+    buffer's host memory, 10,000 blocks of 2,048 int32 ids + uint8 weights (5 bytes a token)."""
+    recipe = load_recipe(ROOT / "recipes" / "code-clippy-125m.yaml").recipe
+    plan = planning.make_plan(recipe)
+    assert plan["stream"] == {"shuffle_buffer": 10000, "buffer_bytes": 10000 * 2048 * 5, "dedup": "variables"}
+    assert "streamed while training: shuffle buffer 10,000 blocks (97.7 MiB" in planning.render([plan])

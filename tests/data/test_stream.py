@@ -228,3 +228,24 @@ def _running(pid: int) -> bool:
 
 def r_file(tmp_path):
     return sorted(tmp_path.glob("r-True-*.yaml"))[0]
+
+
+def test_the_dedup_key_set_is_a_set():
+    # The reference: Python's set of (hi, lo) pairs, on random keys, repeats, keys sharing their
+    # first half (the probe position), zero and negative halves, and across the table's growth.
+    from runner.data.stream import PairSet
+
+    rng = np.random.default_rng(0)
+    keys = rng.integers(-(2**63), 2**63 - 1, size=(3000, 2), dtype=np.int64)
+    keys[:200, 0] = keys[0, 0]  # one probe chain
+    keys[200:300] = keys[300:400]  # repeats
+    keys[400] = (0, 0)
+    ours, reference = PairSet(), set()
+    for hi, lo in keys.tolist():
+        assert ours.add(hi, lo) == ((hi, lo) not in reference)
+        reference.add((hi, lo))
+    assert len(ours) == len(reference)
+    assert {tuple(k) for k in ours.keys().tolist()} == reference
+    again = PairSet(ours.keys())  # the checkpointed form
+    assert len(again) == len(reference) and not any(again.add(hi, lo) for hi, lo in reference)
+    assert again.add(1, 2) == ((1, 2) not in reference)

@@ -21,6 +21,28 @@ SHORT = ["--set", "train.steps=30", "--set", "schedule.warmup_steps=5", "--set",
          "--set", "train.checkpoint.every=10", "--set", "evals=[{suite: loss}]"]
 
 
+def killed_after_checkpoint(runs: Path, step: int, *args, seconds_per_step: float = 0.2, timeout: float = 300) -> Path:
+    """`ccrun ARGS --runs-dir RUNS` with every step made slower, SIGKILLed as soon as its
+    checkpoint `step` is on disk; the run directory it leaves (a test fails if the run ends first)."""
+    import time
+
+    slow = ROOT / "tests" / "e2e" / "ccrun_slow.py"  # the loop's steps made slower, from outside it
+    proc = subprocess.Popen([sys.executable, str(slow), str(seconds_per_step), *args, "--runs-dir", str(runs)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    killed = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list(runs.glob(f"*/*/checkpoints/{step}"))
+        if found:
+            proc.send_signal(signal.SIGKILL)
+            killed = found[0].parent.parent
+            break
+        time.sleep(0.05)
+    proc.communicate()
+    assert killed is not None, "the run finished before it could be killed"
+    return killed
+
+
 def ccrun(*args, cwd=ROOT, env=None):
     """`ccrun ARGS` in a fresh process; the completed process (returncode, stdout, stderr)."""
     return subprocess.run([sys.executable, "-m", "runner.cli", *args], cwd=cwd, env=env, capture_output=True, text=True)

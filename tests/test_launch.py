@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runner.cli import launch  # registers `ccrun launch` for ccrun_here
+from runner.cli import launch
 
 from .helpers import ROOT, ccrun, ccrun_here
 

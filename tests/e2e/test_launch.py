@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import launch  # noqa: F401  registers `ccrun launch` for ccrun_here
-
 from ..helpers import ccrun_here
 
 pytestmark = pytest.mark.e2e

@@ -6,34 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import ROOT, SHORT, ccrun
+from ..helpers import ROOT, SHORT, ccrun, killed_after_checkpoint
 
 pytestmark = pytest.mark.e2e
 
 
 def test_resume_and_reproduce(tmp_path):
-    import signal
-    import subprocess as sp
-    import time
-
     done = ccrun("run", "recipes/smoke.yaml", "--runs-dir", str(tmp_path / "a"), *SHORT)
     assert done.returncode == 0, done.stderr[-2000:]
     reference = Path(done.stdout.strip())
     # A run killed after its first checkpoint, then resumed in place.
-    slow = Path(__file__).with_name("ccrun_slow.py")  # 0.2 s more per step, from outside the loop
-    proc = sp.Popen([sys.executable, str(slow), "0.2", "run", "recipes/smoke.yaml", "--runs-dir", str(tmp_path / "b"),
-                     *SHORT], cwd=ROOT, stdout=sp.PIPE, stderr=sp.PIPE, text=True)
-    deadline = time.time() + 240
-    killed = None
-    while time.time() < deadline and proc.poll() is None:
-        found = list((tmp_path / "b").glob("smoke/*/checkpoints/10"))
-        if found:
-            proc.send_signal(signal.SIGKILL)
-            killed = found[0].parent.parent
-            break
-        time.sleep(0.05)
-    proc.communicate()
-    assert killed is not None, "the run finished before it could be killed"
+    killed = killed_after_checkpoint(tmp_path / "b", 10, "run", "recipes/smoke.yaml", *SHORT)
     assert json.loads((killed / "summary.json").read_text())["status"] == "running"
     resumed = ccrun("resume", str(killed))
     assert resumed.returncode == 0, resumed.stderr[-2000:]

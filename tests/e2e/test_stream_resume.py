@@ -2,15 +2,11 @@
 uninterrupted run's weights bit for bit, as the in-memory path does (tests/e2e/test_resume.py)."""
 
 import json
-import signal
-import subprocess as sp
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from ..helpers import ROOT, SHORT, ccrun
+from ..helpers import SHORT, ccrun, killed_after_checkpoint
 
 pytestmark = pytest.mark.e2e
 
@@ -32,20 +28,7 @@ def test_a_killed_streaming_run_resumes_to_the_same_weights(tmp_path):
     assert last and last[-1]["data/epochs"] >= 1, "the run reads its sources more than once"
     assert sorted(p.name for p in (reference / "stream").glob("*.npz"))  # the stream's positions
 
-    slow = Path(__file__).with_name("ccrun_slow.py")
-    proc = sp.Popen([sys.executable, str(slow), "0.3", "run", "recipes/smoke.yaml", "--runs-dir", str(tmp_path / "b"),
-                     *STREAM], cwd=ROOT, stdout=sp.PIPE, stderr=sp.PIPE, text=True)
-    deadline = time.time() + 300
-    killed = None
-    while time.time() < deadline and proc.poll() is None:
-        found = list((tmp_path / "b").glob("smoke/*/checkpoints/10"))
-        if found:
-            proc.send_signal(signal.SIGKILL)
-            killed = found[0].parent.parent
-            break
-        time.sleep(0.05)
-    proc.communicate()
-    assert killed is not None, "the run finished before it could be killed"
+    killed = killed_after_checkpoint(tmp_path / "b", 10, "run", "recipes/smoke.yaml", *STREAM, seconds_per_step=0.3)
     resumed = ccrun("resume", str(killed))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from step" in resumed.stderr

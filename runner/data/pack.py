@@ -79,6 +79,17 @@ def _apps_tokens(batch: dict[str, list], tokenizer: Any, eos: int, fmt: Any, seq
     return out
 
 
+def example_features(apps: bool):
+    """The tokenized examples' columns: ids int32 (what the blocks hold; datasets would infer int64
+    from Python ints, 8 bytes a token on the scratch disk), apps loss weights uint8 (0 or 1) and
+    status (OK, TRUNCATED, DROPPED)."""
+    from datasets import Features, List, Value
+
+    if not apps:
+        return Features({"ids": List(Value("int32"))})
+    return Features({"ids": List(Value("int32")), "weights": List(Value("uint8")), "status": Value("int64")})
+
+
 def tokenize(docs: Any, tokenizer: Any, fmt: Any, seq_len: int, num_proc: int | None) -> tuple[Any, dict[str, Any]]:
     """Documents → examples (ids, and for apps weights and status), with counts."""
     eos = tokenizer.eos_token_id
@@ -86,12 +97,13 @@ def tokenize(docs: Any, tokenizer: Any, fmt: Any, seq_len: int, num_proc: int | 
         raise ValueError("the tokenizer has no end-of-text (EOS) token")
     if fmt.type == "clm":
         examples = docs.map(_clm_tokens, fn_kwargs={"tokenizer": tokenizer, "eos": eos}, batched=True,
-                            batch_size=256, num_proc=workers(num_proc, len(docs)), remove_columns=docs.column_names, desc="tokenize")
+                            batch_size=256, num_proc=workers(num_proc, len(docs)), remove_columns=docs.column_names,
+                            features=example_features(apps=False), desc="tokenize")
         lengths = _lengths(examples)
         return examples, {"examples": len(examples), "tokens": int(lengths.sum())}
     examples = docs.map(_apps_tokens, fn_kwargs={"tokenizer": tokenizer, "eos": eos, "fmt": fmt, "seq_len": seq_len},
                         batched=True, batch_size=64, num_proc=workers(num_proc, len(docs)), remove_columns=docs.column_names,
-                        desc="tokenize apps")
+                        features=example_features(apps=True), desc="tokenize apps")
     status = examples.data.column("status").to_numpy() if len(examples) else np.zeros(0, int)
     counts = {"examples": int(np.sum(status != DROPPED)), "truncated": int(np.sum(status == TRUNCATED)),
               "dropped": int(np.sum(status == DROPPED))}

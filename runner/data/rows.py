@@ -214,13 +214,20 @@ SAMPLES = 100  # values of a list or object column that type it when the table i
 
 
 def jsonl_table(files: list[Path], text_field: str, on_error: str, counts: dict[str, int], cache_dir: Path,
-                label: str) -> Any:
+                label: str, num_proc: int | None = None) -> Any:
     """JSON Lines files as one Arrow table (a Dataset; None when they hold no row): every column any
     row has, null where a row leaves it out. One pass when the first batch of rows shows every
     column and type (datasets infers the table from it); else a second one with the table the
-    first pass saw (a column only later rows have, a column null throughout the first batch)."""
+    first pass saw (a column only later rows have, a column null throughout the first batch).
+    With num_proc > 1 and several files, the files are read by up to num_proc processes
+    (`parallel_table`): the same rows in the same order, the same table, counts and errors."""
     from datasets import Features
 
+    if num_proc is not None and num_proc > 1 and len(files) > 1:
+        ds = parallel_table(files, text_field, on_error, counts, cache_dir, label, num_proc)
+        if ds is not ONE_PROCESS:
+            return ds
+        counts.clear()
     args = {"files": files, "text_field": text_field, "on_error": on_error}
     try:
         return rows_to_arrow(table_rows, cache_dir, label, counts=counts, **args)
@@ -261,6 +268,10 @@ def table_rows(files: list[Path], text_field: str, on_error: str, counts: dict[s
         raise Reshape(columns.schema())
 
 
+class KindConflict(ValueError):
+    """A row's value is of another kind than the column's first value (TableColumns.fit)."""
+
+
 class TableColumns:
     """What the rows so far hold: columns in order of first appearance, the kind of each one's
     values and where it was first seen, a few values of list and object columns, the number
@@ -295,7 +306,7 @@ class TableColumns:
                 kinds[name] = (kind, where)
                 reshape = reshape or late
             elif seen[0] != kind:
-                raise ValueError(f"rows disagree on a column's type: {name!r} is {kind} here, {seen[0]} at {seen[1]}")
+                raise KindConflict(f"rows disagree on a column's type: {name!r} is {kind} here, {seen[0]} at {seen[1]}")
             if isinstance(value, float) and name not in self.fractions:
                 fractions.add(name)
                 reshape = reshape or (late and seen is not None)  # an int64 column of the first batch
@@ -342,6 +353,181 @@ def _beyond_int64(value: Any) -> int | None:
             if big is not None:
                 return big
     return None
+
+
+# --- several files in parallel ----------------------------------------------------------------------
+#
+# `Dataset.from_generator(gen_kwargs={"files": [...]}, num_proc=N)` calls the generator once per file,
+# in N processes each taking a contiguous run of the files, and concatenates their Arrow shards in
+# file order. What the one-process read decides from the rows before a row (the table, fixed by the
+# first batch; a column's kind, fixed by its first value; the counts) a process reading a later
+# file cannot see. So:
+#   1. the first batch is read here, as the one-process read reads it, and datasets infers its
+#      table (`features`) from it exactly as it does there;
+#   2. the files are read in parallel into that table. Each file's reader checks its rows as the
+#      one-process read does, against the kinds its own file shows first, and writes what it saw
+#      (columns, kinds, samples, counts, the first error) to a side file. A row the table cannot
+#      hold as it is (a column it lacks, a value in a column null throughout the first batch, a
+#      fraction in an integer column) is not written: the one-process read would reshape there;
+#   3. here the side files are merged in file order. A file whose first kind of a column differs
+#      from an earlier file's (a row the one-process read refuses or skips that the file's reader
+#      kept) or a kind conflict raised as an error (named against the first value in the file, not
+#      in the corpus) sends the read to one process, which decides as it always did; another error
+#      is raised as it stands (the rows before it in file order passed); a row left out in 2 means
+#      a second parallel pass with the table of all rows, as the one-process "Reshape" pass does.
+# Anything else going wrong in the worker processes (an Arrow cast the table refuses) also falls
+# back to the one-process read, which raises the error it always raised.
+
+ONE_PROCESS = object()  # parallel_table's answer when the one-process read must decide
+
+
+def parallel_table(files: list[Path], text_field: str, on_error: str, counts: dict[str, int], cache_dir: Path,
+                   label: str, num_proc: int) -> Any:
+    """`jsonl_table` with the files read by up to num_proc processes, or ONE_PROCESS when the
+    one-process read must decide (fewer rows than a batch, see the notes above)."""
+    from datasets import Features
+
+    head: dict[str, Any] = {"end": False, "schema": None}
+    first = rows_to_arrow(_head_rows, cache_dir, label, files=files, text_field=text_field, on_error=on_error,
+                          state=head)
+    if head["end"]:  # all rows fit in one batch: nothing worth spreading
+        return ONE_PROCESS
+    reshape = head["schema"] is not None  # the first batch itself cannot make the table
+    features = Features.from_arrow_schema(head["schema"]) if reshape else first.features
+    ds, seen = _read_files(files, text_field, on_error, cache_dir, num_proc, features, write=not reshape)
+    if seen is None:
+        return ONE_PROCESS
+    merged = _merge(seen)
+    if merged is None:
+        return ONE_PROCESS
+    columns, file_counts, left_out = merged
+    if reshape or left_out:
+        schema = columns.schema()
+        ds, seen = _read_files(files, text_field, on_error, cache_dir, num_proc, Features.from_arrow_schema(schema),
+                               write=True, schema=schema)
+        merged = None if seen is None else _merge(seen)
+        if merged is None or merged[2]:  # the files changed between the passes
+            return ONE_PROCESS
+        file_counts = merged[1]
+    counts.update(file_counts)
+    return ds if len(ds) else None
+
+
+def _head_rows(files: list[Path], text_field: str, on_error: str, state: dict[str, Any]) -> Iterator[dict]:
+    """The first BATCH_ROWS rows `table_rows` yields (the batch that fixes the table), as it yields
+    them. state["end"]: the files hold no more; state["schema"]: the rows so far, when the first
+    batch cannot make the table (table_rows would reshape)."""
+    columns = TableColumns()
+    rows = 0
+    for path, number, row in jsonl_records(files, text_field, on_error, {}):
+        try:
+            fitted = columns.fit(row, f"{path}:{number}")
+        except ValueError as exc:
+            if on_error == "skip":
+                continue
+            raise DataError(f"{path}:{number}: {exc}; set on_error: skip to skip such lines") from None
+        if columns.reshape:
+            state["schema"] = columns.schema()
+            return
+        yield fitted
+        rows += 1
+        if rows == BATCH_ROWS:
+            return
+    state["end"] = True
+
+
+def _read_files(files: list[Path], text_field: str, on_error: str, cache_dir: Path, num_proc: int, features: Any,
+                write: bool, schema: Any = None) -> tuple[Any, list[dict] | None]:
+    """(the files' rows in `features`' table, what each file's reader saw in file order), or
+    (None, None) when the worker processes failed."""
+    import pickle
+
+    from datasets import Dataset
+
+    target = Path(tempfile.mkdtemp(prefix="gen-", dir=cache_dir))  # fresh: see rows_to_arrow
+    side = target / "seen"
+    side.mkdir()
+    generator = functools.partial(_file_rows, text_field=text_field, on_error=on_error, table=features.arrow_schema,
+                                  write=write, schema=schema, side=str(side))
+    try:
+        ds = Dataset.from_generator(generator, features=features, cache_dir=str(target), writer_batch_size=BATCH_ROWS,
+                                    gen_kwargs={"files": list(files), "index": list(range(len(files)))},
+                                    num_proc=min(num_proc, len(files)))
+        seen = []
+        for i in range(len(files)):
+            with open(side / f"{i:08d}.pkl", "rb") as f:
+                seen.append(pickle.load(f))
+    except Exception:  # noqa: BLE001 - the one-process read raises the error it always raised
+        return None, None
+    return ds, seen
+
+
+def _file_rows(files: list[Path], index: list[int], text_field: str, on_error: str, table: Any, write: bool,
+               schema: Any, side: str) -> Iterator[dict]:
+    """One file's rows (datasets calls this once per file, `files` and `index` of one item) in
+    `table`'s columns, checked as `table_rows` checks them; what it saw goes to side/<index>.pkl."""
+    import pickle
+
+    import pyarrow as pa
+
+    (path,), (i,) = files, index
+    columns = TableColumns(schema)
+    counts: dict[str, int] = {}
+    seen: dict[str, Any] = {"columns": columns, "counts": counts, "error": None, "conflict": False, "left_out": False}
+    names = set(table.names)
+    nulls = {f.name for f in table if pa.types.is_null(f.type)}
+    integers = {f.name for f in table if pa.types.is_integer(f.type)}
+    if not write and i == 0:  # a table of no rows is no dataset: one empty row, thrown away with it
+        yield dict.fromkeys(table.names)
+    try:
+        for where, number, row in jsonl_records([path], text_field, on_error, counts):
+            try:
+                columns.fit(row, f"{where}:{number}")
+            except ValueError as exc:
+                if on_error == "skip":
+                    counts["skipped_lines"] = counts.get("skipped_lines", 0) + 1
+                    continue
+                seen["conflict"] = isinstance(exc, KindConflict)
+                raise DataError(f"{where}:{number}: {exc}; set on_error: skip to skip such lines") from None
+            if not write or seen["left_out"]:
+                continue
+            if any(name not in names or (value is not None and (name in nulls or (name in integers and isinstance(value, float))))
+                   for name, value in row.items()):
+                seen["left_out"] = True  # the one-process read would reshape: the table needs this row's
+                continue
+            yield {name: row.get(name) for name in table.names}
+    except DataError as exc:
+        seen["error"] = str(exc)
+    with open(Path(side) / f"{i:08d}.pkl", "wb") as f:
+        pickle.dump(seen, f)
+
+
+def _merge(seen: list[dict]) -> tuple[TableColumns, dict[str, int], bool] | None:
+    """The files' readers' findings in file order → (the columns of all rows as one reader would
+    have found them, summed counts, whether a row was left out), None when the one-process read
+    must decide; the first error it would raise is raised."""
+    total = TableColumns()
+    counts: dict[str, int] = {}
+    left_out = False
+    for one in seen:
+        columns = one["columns"]
+        for name, (kind, where) in columns.kinds.items():
+            first = total.kinds.setdefault(name, (kind, where))
+            if first[0] != kind:
+                return None
+        if one["error"] is not None:
+            if one["conflict"]:
+                return None
+            raise DataError(one["error"])
+        total.order.update(columns.order)
+        total.fractions |= columns.fractions
+        for name, values in columns.samples.items():
+            total.samples.setdefault(name, []).extend(values[: SAMPLES - len(total.samples[name])])
+        total.rows += columns.rows
+        for key, n in one["counts"].items():
+            counts[key] = counts.get(key, 0) + n
+        left_out = left_out or one["left_out"]
+    return total, counts, left_out
 
 
 def rows_to_arrow(generator, cache_dir: Path, label: str, features: Any = None, **kwargs):

@@ -87,14 +87,15 @@ def fingerprint_source(source: Any, where: str) -> dict[str, Any]:
 # --- sources → datasets ------------------------------------------------------------------------
 
 
-def read_source(source: Any, where: str, cache_dir: Path) -> tuple[Any, dict[str, Any]]:
+def read_source(source: Any, where: str, cache_dir: Path, num_proc: int | None = None) -> tuple[Any, dict[str, Any]]:
     """(dataset with a `text` column or None when empty, manifest entry: rows and counts; the
-    fingerprints come from `fingerprint_source`)."""
+    fingerprints come from `fingerprint_source`). num_proc: processes reading a JSON Lines source's
+    files (one per file at most); the same rows in the same order as one process."""
     counts: dict[str, int] = {}
     info: dict[str, Any] = {"type": source.type}
     if isinstance(source, JsonlSource):
         files = expand(source.paths, where)
-        ds = jsonl_table(files, source.text_field, source.on_error, counts, cache_dir, where)
+        ds = jsonl_table(files, source.text_field, source.on_error, counts, cache_dir, where, num_proc=num_proc)
     elif isinstance(source, ParquetSource):
         from datasets import load_dataset
 

@@ -363,7 +363,8 @@ def _beyond_int64(value: Any) -> int | None:
 # first batch; a column's kind, fixed by its first value; the counts) a process reading a later
 # file cannot see. So:
 #   1. the first batch is read here, as the one-process read reads it, and datasets infers its
-#      table (`features`) from it exactly as it does there;
+#      table (`features`) from it exactly as it does there. When that batch itself cannot make the
+#      table (a row in it adds a column), 2 only checks the rows and the second pass of 3 writes;
 #   2. the files are read in parallel into that table. Each file's reader checks its rows as the
 #      one-process read does, against the kinds its own file shows first, and writes what it saw
 #      (columns, kinds, samples, counts, the first error) to a side file. A row the table cannot

@@ -531,15 +531,16 @@ def best_of(tries: list[dict[str, Any]]) -> dict[str, Any]:
 # --- figures and the projection ---------------------------------------------------------------------
 
 
-# How each stage runs, read from runner/data: the map/filter stages take num_proc (sources.workers);
-# the others run in the calling process whatever num_proc is (read_source's Dataset.from_generator,
-# pack's from_generator, save_to_disk, the cache's copies, hashing). FIXED stages cost the same for
-# any corpus size (the benchmarks' n-grams, loading the tokenizer) and are not scaled.
+# How each stage runs, read from runner/data: the map/filter stages take num_proc (sources.workers),
+# and so does reading JSON Lines (one process per file, rows.jsonl_table); the others run in the
+# calling process whatever num_proc is (pack's from_generator, save_to_disk, the cache's copies,
+# hashing). FIXED stages cost the same for any corpus size (the benchmarks' n-grams, loading the
+# tokenizer) and are not scaled.
 FIXED = ("benchmark n-grams", "tokenizer load")
 
 
 def parallel_stage(name: str) -> bool:
-    return name.startswith("filter ") or name in ("metadata join", "dedup", "tokenize")
+    return name.startswith("filter ") or name in ("metadata join", "dedup", "tokenize", "read jsonl.zst")
 
 
 def projection(corpus: dict[str, Any], runs: dict[int, dict[str, Any]]) -> dict[str, Any]:

@@ -97,7 +97,7 @@ def _documents(sources: list[Any], where: str, fingerprints: list[dict[str, Any]
 
     parts, infos = [], []
     for i, (source, fp) in enumerate(zip(sources, fingerprints, strict=True)):
-        ds, info = read_source(source, f"{where}[{i}]", work)
+        ds, info = read_source(source, f"{where}[{i}]", work, num_proc=num_proc)
         infos.append({"source": f"{where}[{i}]", **fp, **info})
         if ds is not None and len(ds):
             parts.append(ds)

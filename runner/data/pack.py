@@ -202,12 +202,9 @@ def pack(examples: Any, fmt: Any, seq_len: int, pad: int, packing: bool, work_di
     if not len(examples):
         empty = {"blocks": 0, "block_tokens": 0, "real_tokens": 0, "padding_tokens": 0, "loss_tokens": 0}
         return Dataset.from_dict({name: [] for name in features}, features=features), empty
-    blocks = Dataset.from_generator(
-        _blocks,
-        gen_kwargs={"examples": examples, "seq_len": seq_len, "pad": pad, "packing": packing, "whole": apps},
-        features=features,
-        cache_dir=tempfile.mkdtemp(prefix="pack-", dir=work_dir),
-    )
+    path = Path(tempfile.mkdtemp(prefix="pack-", dir=work_dir)) / "blocks.arrow"
+    write_blocks(_blocks(examples, seq_len, pad, packing, whole=apps), features, path)
+    blocks = Dataset.from_file(str(path))
     real = int(_lengths(examples).sum())
     return blocks, {
         "blocks": len(blocks),
@@ -216,6 +213,38 @@ def pack(examples: Any, fmt: Any, seq_len: int, pad: int, packing: bool, work_di
         "padding_tokens": len(blocks) * seq_len - real,
         "loss_tokens": _column_sum(blocks, "loss_weights"),
     }
+
+
+WRITE_BLOCKS = 256  # blocks per Arrow record batch
+
+
+def write_blocks(blocks: Iterator[dict[str, np.ndarray]], features: Any, path: Path) -> None:
+    """Blocks (dicts of [seq_len] arrays, the columns of `features`) → an Arrow stream file that
+    `datasets.Dataset.from_file` reads. Record batches are built from numpy, a batch of blocks at a
+    time: `Dataset.from_generator` would encode every block through Python lists (95% of the
+    packing time on 18M tokens)."""
+    import pyarrow as pa
+
+    schema = features.arrow_schema
+    names = list(features)
+
+    def batch(rows: list[dict[str, np.ndarray]]) -> pa.RecordBatch:
+        columns = []
+        for name, field in zip(names, schema, strict=True):
+            values = np.concatenate([row[name] for row in rows])
+            columns.append(pa.FixedSizeListArray.from_arrays(pa.array(values, field.type.value_type),
+                                                             field.type.list_size))
+        return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        rows: list[dict[str, np.ndarray]] = []
+        for block in blocks:
+            rows.append(block)
+            if len(rows) == WRITE_BLOCKS:
+                writer.write_batch(batch(rows))
+                rows = []
+        if rows:
+            writer.write_batch(batch(rows))
 
 
 def _column_sum(ds: Any, name: str) -> int:

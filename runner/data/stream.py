@@ -27,6 +27,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -344,6 +345,7 @@ class BlockStream:
     # -- the chunk feed ------------------------------------------------------------------------
 
     def _chunks(self) -> Iterator[list]:
+        self.work.mkdir(parents=True, exist_ok=True)  # removed by close()
         stream = records(self.spec.sources, "data.sources", self.work)
         while chunk := list(itertools.islice(stream, CHUNK_RECORDS)):
             yield chunk
@@ -499,12 +501,14 @@ class BlockStream:
             raise DataError(f"{path}: not a stream position ({type(exc).__name__}: {exc})") from None
 
     def close(self) -> None:
-        """Stop the workers (a restore or the end of training); the position is kept."""
+        """Stop the workers and remove the scratch copies of local sources (a restore, the end of
+        training); the position is kept, and a later use starts them again."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self._inflight.clear()
         self._feed = None
+        shutil.rmtree(self.work, ignore_errors=True)
 
 
 # --- building one from a recipe ------------------------------------------------------------------

@@ -16,7 +16,11 @@ import sys
 
 import pytest
 
-from .helpers import ROOT
+from ..helpers import ROOT
+
+# A benchmark's smoke run: slow for the fast suite, and it makes no run directory.
+pytestmark = pytest.mark.e2e
+MAKES_RUN_DIRS = False
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,11 @@ import sys
 
 import pytest
 
-from .helpers import ROOT
+from ..helpers import ROOT
+
+# A benchmark's smoke run: slow for the fast suite, and it makes no run directory.
+pytestmark = pytest.mark.e2e
+MAKES_RUN_DIRS = False
 
 # bench/gpu.py's --tiny model: 2 layers, d_model 64, d_ff 256, vocabulary 512, 1024 positions;
 # seq 64, micro-batch 2; the protocol scaled to 4 samples x 8 new tokens, sampler batch 8.

@@ -41,6 +41,20 @@ def pytest_unconfigure(config):
         shutil.rmtree(_MADE, ignore_errors=True)
 
 
+# The longest scopes (`--durations` on 2 cores: tests/serve ~50 s, each of these 15-45 s) go to the
+# workers first; handed out in file order, one of them came last and left the other worker idle.
+SLOW_FIRST = ("tests/serve/", "tests/model/test_remat.py", "tests/train/test_loop.py", "tests/data/test_stream.py",
+              "tests/test_plan.py", "tests/train/test_mesh.py", "tests/evals/test_sandbox.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return next((i for i, slow in enumerate(SLOW_FIRST) if path.startswith(slow)), len(SLOW_FIRST))
+
+    items.sort(key=rank)  # stable: every file keeps its tests' order, and its tests together
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """Each test file whole on one worker (its module fixtures built once), and tests/serve whole
@@ -53,6 +67,7 @@ def pytest_xdist_make_scheduler(config, log):
             path = nodeid.split("::", 1)[0]
             return "tests/serve" if path.startswith("tests/serve/") else path
 
+    config.option.loadscopereorder = False  # hand scopes out in collection order (SLOW_FIRST), not by test count
     return ByFile(config, log)
 
 

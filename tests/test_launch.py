@@ -13,9 +13,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import submitit  # noqa: F401
 import yaml
 
 from runner.cli import launch
+
+# submitit binds its log handlers to sys.stdout and sys.stderr when it is first imported. Imported
+# inside a ccrun_here call, they would hold that call's captured streams, closed once it returns;
+# imported here, they hold the session's.
 
 from .helpers import ROOT, ccrun, ccrun_here
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import submitit  # noqa: F401  # its log handlers bound to the session's streams, not a ccrun_here call's (tests/test_launch.py)
 
 from ..helpers import ccrun_here
 

@@ -6,6 +6,7 @@ Slurm itself is not here: submission goes through submitit's real Slurm executor
 N"), so the tests check the script Slurm would receive. Running the jobs is tests/e2e/test_launch.py
 (submitit's local executor)."""
 
+import importlib
 import json
 import os
 import re
@@ -13,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import submitit  # noqa: F401
 import yaml
 
 from runner.cli import launch
@@ -21,6 +21,7 @@ from runner.cli import launch
 # submitit binds its log handlers to sys.stdout and sys.stderr when it is first imported. Imported
 # inside a ccrun_here call, they would hold that call's captured streams, closed once it returns;
 # imported here, they hold the session's.
+importlib.import_module("submitit")
 
 from .helpers import ROOT, ccrun, ccrun_here
 

@@ -2,6 +2,7 @@
 as Slurm would run them there: a sweep of the smoke recipe as an array of two jobs, each running
 `ccrun run --sweep-index I` into its own run directory; launch itself returns at once."""
 
+import importlib
 import json
 import os
 import pickle
@@ -9,9 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-import submitit  # noqa: F401  # its log handlers bound to the session's streams, not a ccrun_here call's (tests/test_launch.py)
 
 from ..helpers import ccrun_here
+
+importlib.import_module("submitit")  # its log handlers bound to the session's streams (tests/test_launch.py says why)
 
 pytestmark = pytest.mark.e2e
 

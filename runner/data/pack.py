@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .apps import apps_examples
+from .rows import column_sum
 from .sources import workers
 
 OK, TRUNCATED, DROPPED = 0, 1, 2
@@ -211,7 +212,7 @@ def pack(examples: Any, fmt: Any, seq_len: int, pad: int, packing: bool, work_di
         "block_tokens": len(blocks) * seq_len,
         "real_tokens": real,
         "padding_tokens": len(blocks) * seq_len - real,
-        "loss_tokens": _column_sum(blocks, "loss_weights"),
+        "loss_tokens": column_sum(blocks, "loss_weights"),
     }
 
 
@@ -245,11 +246,3 @@ def write_blocks(blocks: Iterator[dict[str, np.ndarray]], features: Any, path: P
                 rows = []
         if rows:
             writer.write_batch(batch(rows))
-
-
-def _column_sum(ds: Any, name: str) -> int:
-    """Sum of a list column's values, computed in Arrow (nothing materialised per row)."""
-    import pyarrow.compute as pc
-
-    column = ds.data.column(name)
-    return int(sum(pc.sum(chunk.flatten()).as_py() or 0 for chunk in column.chunks))

@@ -101,7 +101,7 @@ class ZstdFrames(io.RawIOBase):
 def column_sum(ds: Any, name: str, *, utf8_bytes: bool = False) -> int:
     """Sum of a dataset's column over the rows it shows (a `select` or `filter` result included:
     its indices mapping applied), computed in Arrow a batch at a time, never row by row in Python.
-    `utf8_bytes`: the UTF-8 byte lengths of a text column instead of its values."""
+    A list column sums its values. `utf8_bytes`: the UTF-8 byte lengths of a text column instead."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -112,6 +112,8 @@ def column_sum(ds: Any, name: str, *, utf8_bytes: bool = False) -> int:
             column = pc.binary_length(column.cast(pa.large_binary()))
         elif pa.types.is_boolean(column.type):
             column = column.cast(pa.int64())
+        elif pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
+            column = pc.list_flatten(column)
         total += int(pc.sum(column).as_py() or 0)
     return total
 

@@ -60,7 +60,7 @@ def cheap_fingerprints(sources: list[Any], where: str) -> list[Any]:
     files that changed."""
     out = []
     for i, source in enumerate(sources):
-        if isinstance(source, JsonlSource) or hasattr(source, "paths"):
+        if hasattr(source, "paths"):  # jsonl, parquet: local files
             files = expand(source.paths, f"{where}[{i}]")
             out.append([[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
         else:

@@ -169,7 +169,7 @@ def read_tensors(directory: Path) -> dict[str, Any]:
     return tensors
 
 
-def _hf_names(config: GPTConfig) -> dict[tuple, tuple[str, str]]:
+def hf_names(config: GPTConfig) -> dict[tuple, tuple[str, str]]:
     """Our parameter path → (HF tensor name, how to convert). Conversions: 'copy', 'T' (transpose),
     or 'qkv:i' (slice i of GPT-2's fused c_attn)."""
     names: dict[tuple, tuple[str, str]] = {
@@ -217,7 +217,7 @@ def _normalise(tensors: dict[str, Any]) -> dict[str, Any]:
 def params_from_hf(config: GPTConfig, tensors: dict[str, Any]) -> dict[tuple, Any]:
     """HF tensors → our parameters by path. Raises CheckpointError naming every misfit."""
     tensors = _normalise(tensors)
-    names = _hf_names(config)
+    names = hf_names(config)
     used = {hf for hf, _ in names.values()}
     lm_head = tensors.pop("lm_head.weight", None)
     if lm_head is not None and "transformer.wte.weight" in tensors:
@@ -257,7 +257,7 @@ def params_to_hf(config: GPTConfig, params: dict[tuple, Any]) -> dict[str, np.nd
     """Our parameters → HF tensors (fp32 numpy, contiguous)."""
     fused: dict[str, list] = {}
     out: dict[str, np.ndarray] = {}
-    for path, (hf_name, how) in _hf_names(config).items():
+    for path, (hf_name, how) in hf_names(config).items():
         value = np.asarray(jnp.asarray(params[path], jnp.float32))
         if how == "T":
             out[hf_name] = value.T

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from .lora import project
 from .remat import checkpointed
 
 Attention = Literal["auto", "xla", "cudnn"]
@@ -140,9 +141,11 @@ class SelfAttention(nnx.Module):
         # Projections on [B*T, D]: XLA's CPU backward computes weight gradients over one flat
         # contraction dimension about twice as fast as over (B, T).
         flat = x.reshape(B * T, D)
-        q = self.q_proj(flat).reshape(B, T, self.n_head, self.head_dim)  # [B, T, N, H]
-        k = self.k_proj(flat).reshape(B, T, self.n_head, self.head_dim)
-        v = self.v_proj(flat).reshape(B, T, self.n_head, self.head_dim)
+        # project(): a LoRA adapter's dropout takes the call's deterministic and rngs (lora.py).
+        lin = dict(deterministic=deterministic, rngs=rngs)
+        q = project(self.q_proj, flat, **lin).reshape(B, T, self.n_head, self.head_dim)  # [B, T, N, H]
+        k = project(self.k_proj, flat, **lin).reshape(B, T, self.n_head, self.head_dim)
+        v = project(self.v_proj, flat, **lin).reshape(B, T, self.n_head, self.head_dim)
         new_cache = None
         if cache is not None:
             keys, values, start = cache
@@ -165,7 +168,7 @@ class SelfAttention(nnx.Module):
             )
         else:
             y = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=self.scale, implementation="xla")
-        y = self.out_proj(y.reshape(B * T, -1)).reshape(B, T, -1)
+        y = project(self.out_proj, y.reshape(B * T, -1), **lin).reshape(B, T, -1)
         return self.resid_dropout(y, deterministic=deterministic, rngs=rngs), new_cache
 
     def _attend_with_dropout(self, q, k, v, mask, rngs):
@@ -200,8 +203,9 @@ class MLP(nnx.Module):
 
     def __call__(self, x, *, deterministic, rngs=None):
         B, T, D = x.shape
-        h = ACTIVATIONS[self.activation](self.c_fc(x.reshape(B * T, D)))  # [B*T, F]
-        y = self.c_proj(h).reshape(B, T, D)
+        lin = dict(deterministic=deterministic, rngs=rngs)  # for a LoRA adapter's dropout (lora.py)
+        h = ACTIVATIONS[self.activation](project(self.c_fc, x.reshape(B * T, D), **lin))  # [B*T, F]
+        y = project(self.c_proj, h, **lin).reshape(B, T, D)
         return self.dropout(y, deterministic=deterministic, rngs=rngs)  # [B, T, D]
 
 

@@ -1,4 +1,4 @@
-"""Tiny GPT-Neo / GPT-2 models made by transformers (PyTorch), for parity tests."""
+"""Tiny GPT-Neo / GPT-2 / Llama / Qwen2 models made by transformers (PyTorch), for parity tests."""
 
 import numpy as np
 import pytest
@@ -32,6 +32,41 @@ def hf_gpt2(*, n_layer=2, d=32, heads=4, vocab=97, positions=64, std=0.1, seed=0
         initializer_range=std, bos_token_id=0, eos_token_id=0,
     )
     return transformers.GPT2LMHeadModel(config).eval()
+
+
+def _llama_config(cls, *, n_layer, d, heads, kv_heads, vocab, positions, std, d_ff, head_dim, rope, **extra):
+    return cls(
+        vocab_size=vocab, hidden_size=d, intermediate_size=d_ff or 2 * d, num_hidden_layers=n_layer,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=positions,
+        initializer_range=std, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, **(rope or {})},
+        bos_token_id=1, eos_token_id=2, **({"head_dim": head_dim} if head_dim else {}), **extra,
+    )
+
+
+def hf_llama(*, n_layer=2, d=32, heads=4, kv_heads=2, vocab=97, positions=64, std=0.1, d_ff=None, head_dim=None,
+             rope=None, tie=False, bias=False, seed=0):
+    """transformers' LlamaForCausalLM, randomly initialised with std `std` (larger than Llama's
+    0.02, so attention is far from uniform); `rope` updates rope_parameters; `bias`: attention_bias."""
+    torch.manual_seed(seed)
+    config = _llama_config(transformers.LlamaConfig, n_layer=n_layer, d=d, heads=heads, kv_heads=kv_heads, vocab=vocab,
+                           positions=positions, std=std, d_ff=d_ff, head_dim=head_dim, rope=rope,
+                           tie_word_embeddings=tie, attention_bias=bias)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def hf_qwen2(*, n_layer=2, d=32, heads=4, kv_heads=2, vocab=97, positions=64, std=0.1, d_ff=None, head_dim=None,
+             rope=None, tie=True, seed=0):
+    """transformers' Qwen2ForCausalLM (q/k/v biases), randomly initialised as hf_llama."""
+    torch.manual_seed(seed)
+    config = _llama_config(transformers.Qwen2Config, n_layer=n_layer, d=d, heads=heads, kv_heads=kv_heads, vocab=vocab,
+                           positions=positions, std=std, d_ff=d_ff, head_dim=head_dim, rope=rope,
+                           tie_word_embeddings=tie)
+    model = transformers.Qwen2ForCausalLM(config).eval()
+    with torch.no_grad():  # transformers initialises biases to zero: make them count
+        for layer in model.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                proj.bias.normal_(0, std)
+    return model
 
 
 def torch_logits(model, ids: np.ndarray) -> np.ndarray:

@@ -5,10 +5,13 @@ says whether token t is a training target (predicted from the tokens before it):
 scores logits[:, :-1] against input_ids[:, 1:] with loss_weights[:, 1:]. Padding (the EOS id)
 has weight 0, so no token is counted twice and none is lost.
 
+- Every example follows the tokenizer's conventions (data/tokenizer.py): it starts with the
+  tokenizer's own prefix (BOS for Llama-family tokenizers, nothing for GPT-2's) and ends with EOS.
 - clm: documents joined with EOS; packed (data.packing), they are cut into consecutive blocks
   (the last one padded); unpacked, each document is cut into its own blocks.
 - apps: one example per solution, prompt (weight 0 with loss_on: solution) + solution + EOS
-  (weight 1); the first token of an example has weight 0 (nothing of its example precedes it);
+  (weight 1), prompt + solution tokenized as one text (tokenizer.encode_pairs: the ids are the
+  tokenizer's for that text; a token straddling the boundary is the solution's); the first token of an example has weight 0 (nothing of its example precedes it);
   an example longer than seq_len is truncated or dropped. format.layout:
   row     one example per block, padded (GPT-Code-Clippy's: a batch of B rows is B examples).
   packed  the examples, shuffled with the recipe's seed (the "pack" stream), fill blocks whole
@@ -30,6 +33,7 @@ import numpy as np
 from .apps import apps_examples
 from .rows import column_sum
 from .sources import workers
+from .tokenizer import encode_documents, encode_pairs, eos_id
 
 OK, TRUNCATED, DROPPED = 0, 1, 2
 
@@ -46,9 +50,10 @@ def block_features(seq_len: int, segments: bool = False):
     return Features(columns)
 
 
-def clm_ids(texts: list[str], tokenizer: Any, eos: int) -> list[list[int]]:
-    """Each document's tokens followed by EOS (clm examples)."""
-    return [x + [eos] for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+def clm_ids(texts: list[str], tokenizer: Any, eos: int | None) -> list[list[int]]:
+    """Each document's tokens, after the tokenizer's BOS if it puts one, followed by EOS (clm
+    examples). `eos` None (a tokenizer without one) is a TokenizerError."""
+    return encode_documents(tokenizer, texts, eos_id(tokenizer) if eos is None else eos)
 
 
 def _clm_tokens(batch: dict[str, list], tokenizer: Any, eos: int) -> dict[str, list]:
@@ -61,12 +66,13 @@ def _apps_tokens(batch: dict[str, list], tokenizer: Any, eos: int, fmt: Any, seq
     pairs = [pair for row in rows for pair in apps_examples(row, fmt.max_solutions, fmt.prompt)]
     if not pairs:
         return out
-    prompts = tokenizer([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
-    solutions = tokenizer([s for _, s in pairs], add_special_tokens=False)["input_ids"]
     prompt_weight = 0 if fmt.loss_on == "solution" else 1
-    for p, s in zip(prompts, solutions, strict=True):
-        ids = p + s + [eos]
-        weights = [prompt_weight] * len(p) + [1] * (len(s) + 1)
+    # One text per example, not prompt and solution apart: with byte-level BPE (GPT-2's) the two
+    # differ only when a pre-token straddles the boundary (a solution starting with spaces merges
+    # them with the prompt's last newline); with SentencePiece-style tokenizers the solution alone
+    # would start with a spurious "▁" (a space the model would learn to emit).
+    for ids, n_prompt in encode_pairs(tokenizer, pairs, eos):
+        weights = [prompt_weight] * n_prompt + [1] * (len(ids) - n_prompt)
         weights[0] = 0  # never a target: in a row it has no predecessor, packed it must not have one
         status = OK
         if len(ids) > seq_len:
@@ -93,9 +99,7 @@ def example_features(apps: bool):
 
 def tokenize(docs: Any, tokenizer: Any, fmt: Any, seq_len: int, num_proc: int | None) -> tuple[Any, dict[str, Any]]:
     """Documents → examples (ids, and for apps weights and status), with counts."""
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise ValueError("the tokenizer has no end-of-text (EOS) token")
+    eos = eos_id(tokenizer)
     if fmt.type == "clm":
         examples = docs.map(_clm_tokens, fn_kwargs={"tokenizer": tokenizer, "eos": eos}, batched=True,
                             batch_size=256, num_proc=workers(num_proc, len(docs)), remove_columns=docs.column_names,

@@ -226,13 +226,22 @@ def complete(
     batch_size: int = 32,
     progress: Callable[[int], None] | None = None,
 ) -> list[list[str]]:
-    """Text completions [prompt][sample], each without the prompt and cut at the first stop sequence."""
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    """Text completions [prompt][sample], each without the prompt and cut at the first stop sequence.
+
+    A prompt starts with the tokenizer's own prefix (BOS for Llama-family tokenizers, nothing for
+    GPT-2's: data.tokenizer.prefix_ids), as the training documents do; one too long for the model
+    loses its start, never that prefix. Generation stops at the EOS the training data ends with."""
+    from ..data.tokenizer import encode_prompt, eos_id, fit_prompt, prefix_ids
+
+    eos = eos_id(tokenizer)
+    prefix = prefix_ids(tokenizer)
+    room = model.config.max_positions - sampling.max_new_tokens  # generate() reports room < 1
+    encoded = [fit_prompt(encode_prompt(tokenizer, p, prefix), room, len(prefix)) for p in prompts]
 
     def stopped(_prompt: int, _sample: int, tokens: list[int]) -> bool:
         text = tokenizer.decode(tokens)
         return any(s in text for s in stop)
 
-    tokens = generate(model, encoded, n=n, sampling=sampling, eos_id=tokenizer.eos_token_id, seed=seed,
+    tokens = generate(model, encoded, n=n, sampling=sampling, eos_id=eos, seed=seed,
                       batch_size=batch_size, row_done=stopped if stop else None, progress=progress)
     return [[cut_at_stop(tokenizer.decode(t), stop) for t in samples] for samples in tokens]

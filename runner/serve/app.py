@@ -30,6 +30,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from ..data.apps import apps_prompt
+from ..data.tokenizer import encode_prompt, fit_prompt, prefix_ids
 from ..evals.sample import Sampling
 from .api import CompletionRequest, InferenceRequest, SolveRequest
 from .batcher import Batcher, Job, Result
@@ -147,8 +148,11 @@ def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024, a
         return parse(b"".join(chunks), model)
 
     def tokenize(text: str, max_new_tokens: int) -> list[int]:
-        ids = served.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return ids[-(limits.positions - max_new_tokens):]  # the cursor is at the end: a long document loses its start
+        # The tokenizer's own prefix (BOS for Llama-family tokenizers, none for GPT-2's) first, as in
+        # training and the evals; the cursor is at the end: a long document loses its start, not the BOS.
+        prefix = prefix_ids(served.tokenizer)
+        ids = encode_prompt(served.tokenizer, text, prefix)
+        return fit_prompt(ids, limits.positions - max_new_tokens, len(prefix))
 
     async def left(request: Request) -> None:
         """Returns when the client has closed the connection (the body is read: nothing else can come)."""

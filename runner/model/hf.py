@@ -132,7 +132,10 @@ def read_config(directory: Path) -> tuple[Config, Any]:
         raise CheckpointError(
             f"{path}: unsupported model_type {raw.get('model_type')!r}; ccrun supports {', '.join(ARCHS)}"
         )
-    hf = arch.hf_class().from_dict(raw)
+    try:
+        hf = arch.hf_class().from_dict(raw)
+    except (KeyError, TypeError, ValueError) as exc:  # transformers' own validation (e.g. rope_parameters)
+        raise CheckpointError(f"{path}: transformers cannot read it ({type(exc).__name__}: {exc})") from None
     return config_from_hf(hf), hf
 
 

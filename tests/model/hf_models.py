@@ -43,15 +43,26 @@ def _llama_config(cls, *, n_layer, d, heads, kv_heads, vocab, positions, std, d_
     )
 
 
+def _random_biases(model, std):
+    """transformers initialises biases (and RMSNorm weights) to constants: draw them, so they count."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(".bias"):
+                param.normal_(0, std)
+            elif name.endswith("norm.weight"):
+                param.normal_(1, std)
+    return model
+
+
 def hf_llama(*, n_layer=2, d=32, heads=4, kv_heads=2, vocab=97, positions=64, std=0.1, d_ff=None, head_dim=None,
-             rope=None, tie=False, bias=False, seed=0):
+             rope=None, tie=False, bias=False, mlp_bias=False, seed=0):
     """transformers' LlamaForCausalLM, randomly initialised with std `std` (larger than Llama's
     0.02, so attention is far from uniform); `rope` updates rope_parameters; `bias`: attention_bias."""
     torch.manual_seed(seed)
     config = _llama_config(transformers.LlamaConfig, n_layer=n_layer, d=d, heads=heads, kv_heads=kv_heads, vocab=vocab,
                            positions=positions, std=std, d_ff=d_ff, head_dim=head_dim, rope=rope,
-                           tie_word_embeddings=tie, attention_bias=bias)
-    return transformers.LlamaForCausalLM(config).eval()
+                           tie_word_embeddings=tie, attention_bias=bias, mlp_bias=mlp_bias)
+    return _random_biases(transformers.LlamaForCausalLM(config).eval(), std)
 
 
 def hf_qwen2(*, n_layer=2, d=32, heads=4, kv_heads=2, vocab=97, positions=64, std=0.1, d_ff=None, head_dim=None,
@@ -61,12 +72,7 @@ def hf_qwen2(*, n_layer=2, d=32, heads=4, kv_heads=2, vocab=97, positions=64, st
     config = _llama_config(transformers.Qwen2Config, n_layer=n_layer, d=d, heads=heads, kv_heads=kv_heads, vocab=vocab,
                            positions=positions, std=std, d_ff=d_ff, head_dim=head_dim, rope=rope,
                            tie_word_embeddings=tie)
-    model = transformers.Qwen2ForCausalLM(config).eval()
-    with torch.no_grad():  # transformers initialises biases to zero: make them count
-        for layer in model.model.layers:
-            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
-                proj.bias.normal_(0, std)
-    return model
+    return _random_biases(transformers.Qwen2ForCausalLM(config).eval(), std)
 
 
 def torch_logits(model, ids: np.ndarray) -> np.ndarray:

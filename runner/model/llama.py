@@ -203,7 +203,7 @@ def _normal(std: float):
 class RMSNorm(nnx.Module):
     """transformers' LlamaRMSNorm: normalise in fp32, back to the input dtype, then scale."""
 
-    def __init__(self, dim: int, *, eps: float, param_dtype, rngs: nnx.Rngs | None = None):
+    def __init__(self, dim: int, *, eps: float, param_dtype):
         self.scale = nnx.Param(jnp.ones((dim,), param_dtype))  # HF's `weight`
         self.eps = eps
 

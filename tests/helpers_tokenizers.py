@@ -43,7 +43,9 @@ def code_texts(limit: int = 60) -> list[str]:
 
 def write_tokenizer(family: str, out_dir: str | Path, texts: Iterable[str] | None = None,
                     vocab_size: int = 600) -> Path:
-    """Train a `family` tokenizer (llama2, llama3, qwen2) on `texts` and save it to `out_dir`."""
+    """Train a `family` tokenizer (llama2, llama3, qwen2) on `texts` (default: `code_texts()`) and
+    save it to `out_dir` (returned); it holds at most `vocab_size` tokens, specials included (fewer
+    when the texts give fewer merges: size a model's vocabulary by len(load_tokenizer(out_dir)))."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -57,7 +59,9 @@ def write_tokenizer(family: str, out_dir: str | Path, texts: Iterable[str] | Non
                                          decoders.Strip(content=" ", left=1, right=0)])
         # With split False a whole text is one "word": train on lines (as SentencePiece's sentences).
         lines = [line for t in texts for line in t.splitlines(keepends=True)]
-        tok.train_from_iterator(lines, trainer=trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+        if vocab_size < 512:
+            raise ValueError("a llama2-style vocabulary holds the 256 byte pieces: vocab_size >= 512")
+        tok.train_from_iterator(lines, trainer=trainers.BpeTrainer(vocab_size=vocab_size - 256, special_tokens=specials,
                                                                    show_progress=False))
         # SentencePiece's byte pieces <0x00>..<0xFF> (ordinary vocabulary, as in Llama's): characters the
         # training text lacked encode as their UTF-8 bytes (byte_fallback), never as <unk>.

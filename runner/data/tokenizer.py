@@ -187,8 +187,8 @@ def encode_pairs(tokenizer: Any, pairs: list[tuple[str, str]], eos: int | None =
     first token whose text ends after the prompt (end offset > len(prompt)), so a token that
     straddles the boundary (a byte-level "\\n   " made of the prompt's last newline and the
     solution's indentation) belongs to the solution, whose training target it is. End offsets are
-    used, not start offsets: a post-processor that trims offsets (ByteLevel trim_offsets) moves
-    the start of a whitespace token, never its end past the text it covers."""
+    used, not start offsets: a post-processor that trims offsets (ByteLevel trim_offsets=True)
+    collapses a space token's span to its end, which still says how far the token reaches."""
     eos = eos_id(tokenizer) if eos is None else eos
     if not pairs:
         return []

@@ -75,6 +75,23 @@ def test_clm_documents_are_the_tokenizers_encoding_then_eos(toks, family):
         assert expected == [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in texts]
 
 
+def test_a_tokenizer_that_also_appends_eos_gets_it_once(tmp_path):
+    """Llama's add_eos_token: the post-processor puts </s> after every text too. Documents still end
+    with exactly one EOS, and prompts end with their text (no EOS: the model would stop at once)."""
+    from tokenizers import processors
+
+    tok = load_tokenizer(write_tokenizer("llama2", tmp_path / "tok"))
+    bos, eos = tok.bos_token_id, tok.eos_token_id
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", bos), ("</s>", eos)])
+    texts = SOLUTIONS[:4]
+    assert [full(tok, t)[-1] for t in texts] == [eos] * 4  # the tokenizer now appends EOS itself
+    assert prefix_ids(tok) == [bos]
+    assert clm_ids(texts, tok, eos) == [full(tok, t) for t in texts]
+    assert [encode_prompt(tok, t) for t in texts] == [full(tok, t)[:-1] for t in texts]
+    assert [ids for ids, _ in encode_pairs(tok, [(PROMPTS[0], s) for s in texts])] == [full(tok, PROMPTS[0] + s) for s in texts]
+
+
 def reference_prompt_tokens(tok, ids, prompt, n_prefix):
     """How many leading ids (prefix included) hold prompt text only, found by decoding (independent
     of the offsets ccrun uses): the most tokens after the prefix whose text is a prefix of the prompt."""

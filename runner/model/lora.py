@@ -346,6 +346,18 @@ def load_peft_adapter(model, directory: str | os.PathLike, hf_names: dict, *, rn
             else:
                 values[path, part] = tensors[name].T  # ours: A [in, r], B [r, out]
     used = {f"{PEFT_PREFIX}{module}.lora_{part}.weight" for module, _ in chosen.values() for part in "AB"}
+    # PEFT's save_embedding_layers (on when lm_head or embed_tokens is a target) also stores the
+    # base layer's own weights: accepted when they are the base's we hold, since the adapters apply
+    # to that base.
+    for path, (module, layer) in chosen.items():
+        for part in ("weight", "bias"):
+            name = f"{PEFT_PREFIX}{module}.base_layer.{part}"
+            if name in tensors:
+                ours = layer.kernel[...] if part == "weight" else layer.bias[...] if layer.use_bias else None
+                theirs = tensors[name].T if part == "weight" and hf_names[(*path, "kernel")][1] == "T" else tensors[name]
+                if ours is None or not np.array_equal(np.asarray(ours, np.float32), np.asarray(theirs, np.float32)):
+                    problems.append(f"{name} differs from the base model's {module}.{part}")
+                used.add(name)
     if unexpected := sorted(set(tensors) - used):
         problems.append(f"unexpected tensors: {', '.join(unexpected[:8])}")
     if problems:

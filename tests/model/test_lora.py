@@ -25,9 +25,10 @@ from runner.model.lora import (
     split_lora,
 )
 
-from .hf_models import hf_gpt2, hf_gpt_neo, torch_logits
+from .hf_models import hf_gpt2, hf_gpt_neo, hf_llama, hf_qwen2, torch_logits
 
 ALL = ("q_proj", "k_proj", "v_proj", "out_proj", "c_fc", "c_proj")
+LLAMA_ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 D, F, L, V = 32, 80, 2, 97  # F != 4·D, so c_fc's and c_proj's shapes are not the attention's
 
 
@@ -72,6 +73,18 @@ def test_trainable_count_is_the_formula_and_a_fresh_adapter_changes_nothing(rank
     assert len(lora_layers(model)) == L * len(targets)
     # PEFT's init: B = 0, so the adapted model's logits are the base's bit for bit.
     np.testing.assert_array_equal(np.asarray(model(ids())), np.asarray(before))
+
+
+def test_llama_count_is_the_formula_with_grouped_kv():
+    from runner.model.llama import Llama, LlamaConfig
+
+    # 8 query heads, 2 key/value heads of 6 dims, d 40, MLP 56, untied head (a Linear, targetable).
+    d, q, kv, f, layers, vocab, rank = 40, 8 * 6, 2 * 6, 56, 3, 97, 4
+    config = LlamaConfig("llama", vocab, 64, d, layers, 8, 2, f, head_dim=6)
+    model = apply_lora(Llama(config, rngs=nnx.Rngs(0)), rank=rank, alpha=8, dropout=0.0,
+                       targets=(*LLAMA_ALL, "lm_head"), rngs=nnx.Rngs(1))
+    per_layer = (d + q) + 2 * (d + kv) + (q + d) + 2 * (d + f) + (f + d)  # in + out of each projection
+    assert count_lora_params(model) == rank * (layers * per_layer + (d + vocab))
 
 
 def test_the_base_keeps_its_parameter_paths():
@@ -183,7 +196,10 @@ def peft_model(hf_base, adapter_dir):
     # GPT-2: Conv1D layers (fan_in_fan_out); "out_proj" is transformers' attn.c_proj, so "c_proj" in
     # target_modules would also pick mlp.c_proj: the export must name modules in full.
     (lambda: hf_gpt2(), ("out_proj", "c_fc")),
-], ids=["neo-all", "neo-qv", "gpt2-out-fc"])
+    (lambda: hf_llama(), LLAMA_ALL),
+    (lambda: hf_llama(bias=True), ("q_proj", "v_proj", "lm_head")),  # untied head, attention biases
+    (lambda: hf_qwen2(), ("k_proj", "o_proj", "down_proj")),  # q/k/v biases, tied head
+], ids=["neo-all", "neo-qv", "gpt2-out-fc", "llama-all", "llama-bias-qv-head", "qwen2-k-o-down"])
 def test_peft_loads_our_adapters_with_our_logits(make_hf, targets, save_hf, tmp_path):
     hf = make_hf()
     base_dir = save_hf(hf)

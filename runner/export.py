@@ -1,7 +1,8 @@
 """`ccrun export`: a run directory as a Hugging Face model directory, with a model card, and its
 push to the hub.
 
-  export_run    final/ (copied byte for byte) or a checkpoint (best | latest, saved as final/ is)
+  export_run    final/ (copied byte for byte, a LoRA run's adapter/ too) or a checkpoint (best |
+                latest, saved as final/ is)
                 into a new directory, with README.md: the model card
   model_card    the card: front matter the hub reads (library_name, tags, datasets, base_model,
                 model-index with the eval results), then the results, training metrics, data
@@ -29,6 +30,7 @@ from .recipe.results import AppsResult, GenerationResult, RunSummary
 from .track.rundir import RunDir
 
 CARD = "README.md"
+ADAPTER = "adapter"  # final/adapter/: a LoRA run's adapters (runner.model.hf.save_pretrained)
 # model-index dataset ids of the suites (the hub's names of the benchmarks)
 BENCHMARKS = {"humaneval": ("openai_humaneval", "HumanEval"), "apps": ("codeparrot/apps", "APPS")}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -83,6 +85,8 @@ def _copy_final(run: RunDir, summary: RunSummary | None, work: Path) -> Weights:
     for path in sorted(final.iterdir()):
         if path.is_file() and path.name != CARD:
             shutil.copy2(path, work / path.name)
+    if (final / ADAPTER).is_dir():  # a LoRA run: its adapters in PEFT's format, beside the merged model
+        shutil.copytree(final / ADAPTER, work / ADAPTER, symlinks=False)
     step = summary.train.weights_step if summary and summary.train else None
     return Weights("final", step)
 
@@ -97,7 +101,7 @@ def _save_checkpoint(run: RunDir, recipe: Any, which: str, work: Path) -> Weight
     step = select_step(run.file("checkpoints"), which, spec.keep_best_by if spec else None,
                        spec.mode if spec else "min")
     model, tokenizer = load_run_model(run.path, recipe, checkpoint=which)
-    save_pretrained(model, work)
+    save_pretrained(model, work, base_model=recipe.model.adapter_base)  # a LoRA checkpoint: merged, and adapter/
     tokenizer.save_pretrained(str(work))
     return Weights(which, step)
 

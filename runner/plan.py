@@ -63,6 +63,13 @@ KNOWN_CONFIGS = {
                               "max_positions": 1024},
 }
 KNOWN_CONFIGS["gpt2"] = KNOWN_CONFIGS["openai-community/gpt2"]
+# The LoRA recipe's base (Qwen/Qwen2.5-Coder-0.5B's config.json on the hub): grouped-query
+# attention with 2 key/value heads, q/k/v biases, tied embeddings.
+KNOWN_CONFIGS["Qwen/Qwen2.5-Coder-0.5B"] = {
+    "arch": "qwen2", "n_layer": 24, "d_model": 896, "n_head": 14, "n_kv_head": 2, "d_ff": 4864,
+    "vocab_size": 151936, "max_positions": 32768, "tie_embeddings": True, "qkv_bias": True,
+}
+LLAMA_FAMILY = ("llama", "qwen2")
 # config.json's names for our sizes (runner.model.hf.ARCHS holds the full mapping; reading it imports jax)
 HF_FIELDS = {
     "gpt_neo": ("gpt-neo", {"n_layer": "num_layers", "d_model": "hidden_size", "n_head": "num_heads",
@@ -70,6 +77,13 @@ HF_FIELDS = {
                             "max_positions": "max_position_embeddings"}),
     "gpt2": ("gpt2", {"n_layer": "n_layer", "d_model": "n_embd", "n_head": "n_head", "d_ff": "n_inner",
                       "vocab_size": "vocab_size", "max_positions": "n_positions"}),
+    **{
+        model_type: (model_type, {"n_layer": "num_hidden_layers", "d_model": "hidden_size",
+                                  "n_head": "num_attention_heads", "n_kv_head": "num_key_value_heads",
+                                  "d_ff": "intermediate_size", "vocab_size": "vocab_size",
+                                  "max_positions": "max_position_embeddings"})
+        for model_type in LLAMA_FAMILY
+    },
 }
 
 
@@ -81,8 +95,10 @@ def model_sizes(recipe: Any) -> tuple[dict | None, str]:
     from); (None, why) when they are unknown before the run."""
     spec = recipe.model
     if spec.init == "scratch":
-        sizes = {"arch": spec.arch, **spec.config.model_dump(include={"n_layer", "d_model", "n_head", "d_ff",
-                                                                       "vocab_size", "max_positions"})}
+        names = {"n_layer", "d_model", "n_head", "d_ff", "vocab_size", "max_positions"}
+        if spec.arch in LLAMA_FAMILY:
+            names |= {"n_kv_head", "tie_embeddings", "qkv_bias"}
+        sizes = {"arch": spec.arch, **spec.config.model_dump(include=names)}
         source = "model.config"
         if sizes["vocab_size"] is None:
             train = recipe.tokenizer.train
@@ -97,7 +113,7 @@ def model_sizes(recipe: Any) -> tuple[dict | None, str]:
             return sizes, str(config)
     if spec.checkpoint in KNOWN_CONFIGS:
         sizes = dict(KNOWN_CONFIGS[spec.checkpoint])
-        sizes["d_ff"] = 4 * sizes["d_model"]
+        sizes.setdefault("d_ff", 4 * sizes["d_model"])  # GPT-Neo and GPT-2: 4·d_model
         return sizes, f"{spec.checkpoint}'s published config (not cached here)"
     return None, "unknown (checkpoint not cached)"
 
@@ -120,6 +136,10 @@ def _from_hf_config(path: Path) -> dict | None:
         raw = json.loads(path.read_text())
         arch, fields = HF_FIELDS[raw.get("model_type")]
         sizes = {"arch": arch, **{ours: raw.get(theirs) for ours, theirs in fields.items()}}
+        if arch in LLAMA_FAMILY:  # transformers' defaults where config.json leaves them out
+            sizes["n_kv_head"] = sizes["n_kv_head"] or sizes["n_head"]
+            sizes["tie_embeddings"] = bool(raw.get("tie_word_embeddings", False))
+            sizes["qkv_bias"] = arch == "qwen2" or bool(raw.get("attention_bias", False))
     except (OSError, ValueError, KeyError, AttributeError):
         return None
     sizes["d_ff"] = sizes["d_ff"] or 4 * sizes["d_model"]
@@ -127,13 +147,41 @@ def _from_hf_config(path: Path) -> dict | None:
 
 
 def param_shapes(sizes: dict) -> list[tuple[int, ...]]:
-    """Every parameter's shape, as runner.model.gpt_neo builds the network (the LM head is wte)."""
+    """Every parameter's shape, as runner.model.gpt_neo builds the network (the LM head is wte), or
+    runner.model.llama (RMSNorm scales, grouped-query q/k/v, SwiGLU, an untied LM head if so)."""
     D, F, V, P = sizes["d_model"], sizes["d_ff"], sizes["vocab_size"], sizes["max_positions"]
+    if sizes["arch"] in LLAMA_FAMILY:
+        H = D // sizes["n_head"]
+        q, kv = sizes["n_head"] * H, sizes["n_kv_head"] * H
+        block = [(D,), (D, q), (D, kv), (D, kv)] + ([(q,), (kv,), (kv,)] if sizes["qkv_bias"] else [])
+        block += [(q, D), (D,), (D, F), (D, F), (F, D)]  # o_proj, post-attention norm, gate, up, down
+        if sizes["qkv_bias"] and sizes["arch"] == "llama":  # Llama's attention_bias: o_proj too (Qwen2: q, k, v only)
+            block.append((D,))
+        head = [] if sizes["tie_embeddings"] else [(D, V)]
+        return [(V, D), *block * sizes["n_layer"], (D,), *head]
     qkv_bias = sizes["arch"] == "gpt2"
     block = [(D,), (D,)]  # ln_1
     block += [(D, D)] * 3 + ([(D,)] * 3 if qkv_bias else [])  # q, k, v
     block += [(D, D), (D,), (D,), (D,), (D, F), (F,), (F, D), (D,)]  # out_proj, ln_2, c_fc, c_proj
     return [(V, D), (P, D), *block * sizes["n_layer"], (D,), (D,)]
+
+
+def linear_shapes(sizes: dict) -> dict[str, tuple[int, int]]:
+    """(in, out) of each linear layer of a block, by the name `model.lora.targets` gives it."""
+    D, F = sizes["d_model"], sizes["d_ff"]
+    if sizes["arch"] in LLAMA_FAMILY:
+        H = D // sizes["n_head"]
+        q, kv = sizes["n_head"] * H, sizes["n_kv_head"] * H
+        return {"q_proj": (D, q), "k_proj": (D, kv), "v_proj": (D, kv), "o_proj": (q, D), "gate_proj": (D, F),
+                "up_proj": (D, F), "down_proj": (F, D)}
+    return {"q_proj": (D, D), "k_proj": (D, D), "v_proj": (D, D), "out_proj": (D, D), "c_fc": (D, F), "c_proj": (F, D)}
+
+
+def lora_shapes(sizes: dict, lora: Any) -> list[tuple[int, int]]:
+    """The LoRA adapters' shapes: A [in, rank] and B [rank, out] per targeted layer and block."""
+    linears = linear_shapes(sizes)
+    per_block = [shape for t in lora.targets for shape in ((linears[t][0], lora.rank), (lora.rank, linears[t][1]))]
+    return per_block * sizes["n_layer"]
 
 
 def param_count(sizes: dict) -> int:
@@ -218,15 +266,19 @@ def memory_estimate(recipe: Any, sizes: dict, *, platform: str = "cpu") -> dict:
         per_d, per_ff = REMAT_SAVED[train.remat]
         kept = max(L - 2, 0) * (per_d * D + per_ff * F) * act_bytes + layer
     activations = rows * T * (kept + LOGIT_BYTES * V)
+    trainable, frozen_bytes = n, 0
+    if spec.lora is not None:  # the optimizer and gradients hold the adapters; the base sits in the compute dtype
+        shapes = lora_shapes(sizes, spec.lora)
+        trainable, frozen_bytes = sum(_size(s) for s in shapes), n * DTYPE_BYTES[compute]
     out = {
         "devices": devices,
         "platform": platform,
         "attention": "fused (cuDNN)" if fused else "XLA ([heads, T, T] scores)",
         "micro_batch_per_device": rows,
         "remat": train.remat,
-        "parameters": n * p_bytes // fsdp,
+        "parameters": (frozen_bytes or n * p_bytes) // fsdp + (trainable * p_bytes // fsdp if frozen_bytes else 0),
         "optimizer": optimizer_values(recipe.optimizer, shapes) * p_bytes // fsdp,
-        "gradients": n * GRAD_BYTES // fsdp,
+        "gradients": trainable * GRAD_BYTES // fsdp,
         "activations": activations,
         "batch": train.batch_size // (data * fsdp) * T * (BATCH_BYTES + (8 if packed else 0)),
     }
@@ -272,6 +324,10 @@ def make_plan(recipe: Any, *, inputs: Sequence[Any] = (), point: dict | None = N
              "sizes_from": source, "dtype": recipe.model.dtype.model_dump()}
     if sizes is not None:
         model.update(sizes=sizes, parameters=param_count(sizes))
+        lora = recipe.model.lora
+        if lora is not None:
+            model["lora"] = {"rank": lora.rank, "alpha": lora.alpha, "targets": list(lora.targets),
+                             "trainable": sum(a * b for a, b in lora_shapes(sizes, lora))}
     plan["model"] = model
     train = recipe.train
     if train is not None and recipe.data is not None:
@@ -332,7 +388,10 @@ def groups(plan: dict) -> list[tuple[str, list[str]]]:
         s = m["sizes"]
         out.append(("model", [f"{what}: {m['parameters'] / 1e6:.2f}M parameters ({s['n_layer']} layers, d_model "
                               f"{s['d_model']}, {s['n_head']} heads, vocab {s['vocab_size']})",
-                              f"sizes from {m['sizes_from']}"]))
+                              f"sizes from {m['sizes_from']}"]
+                    + ([f"LoRA rank {m['lora']['rank']} on {', '.join(m['lora']['targets'])}: "
+                        f"{m['lora']['trainable'] / 1e6:.3f}M trainable parameters, the base frozen"]
+                       if "lora" in m else [])))
     else:
         out.append(("model", [f"{what}: parameters {m['sizes_from']}"]))
     if "tokens_per_step" in plan:

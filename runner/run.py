@@ -182,8 +182,12 @@ def execute(loaded: Loaded, run: RunDir, *, log: Log | None = None) -> RunSummar
         if not all(run.file("final", f).is_file() for f in ("config.json", "model.safetensors", "tokenizer.json")):
             from .model import save_pretrained
 
-            save_pretrained(model, run.file("final"))
+            save_pretrained(model, run.file("final"), base_model=recipe.model.adapter_base)  # LoRA: merged + adapter/
             tokenizer.save_pretrained(str(run.file("final")))
+        if recipe.model.lora is not None:
+            from .model.lora import merge_lora
+
+            merge_lora(model)  # the evals sample from final/'s weights: no adapter matmuls per token
         generated = {}
         if any(e.suite != "loss" for e in recipe.evals):
             import shutil
@@ -292,6 +296,12 @@ def _build(recipe, run: RunDir, log: Log):
     c = model.config
     log(f"model: {recipe.model.arch} {recipe.model.init}, {c.n_layer} layers, d_model {c.d_model}, "
         f"{c.num_params() / 1e6:.2f}M parameters")
+    if recipe.model.lora is not None:
+        from .model.lora import count_lora_params
+
+        lora = recipe.model.lora
+        log(f"model: LoRA rank {lora.rank}, alpha {lora.alpha:g} on {', '.join(lora.targets)}: "
+            f"{count_lora_params(model) / 1e6:.3f}M trainable parameters, the base frozen")
     return model, tokenizer, tokens
 
 

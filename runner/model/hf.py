@@ -427,14 +427,27 @@ def from_pretrained(
     return build_from_params(config, params, dtype=dtype, param_dtype=param_dtype, attention=attention)
 
 
-def save_pretrained(model: Model, out_dir: str | os.PathLike) -> Path:
-    """Write config.json and model.safetensors (fp32) that transformers loads (PyTorch)."""
+def save_pretrained(model: Model, out_dir: str | os.PathLike, *, base_model: str | None = None) -> Path:
+    """Write config.json and model.safetensors (fp32) that transformers loads (PyTorch).
+
+    A model with LoRA adapters (runner.model.lora) is written merged (each adapted kernel W +
+    alpha/r·AB: what it computes), and its adapters beside it in `out_dir/adapter/` in PEFT's
+    format, naming `base_model` (the hub id or directory of the base) as theirs. The model itself
+    is left as it is."""
     from safetensors.numpy import save_file
+
+    from .lora import lora_layers, merged_kernel, save_peft_adapter
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     hf = config_to_hf(model.config)
-    tensors = params_to_hf(model.config, flat_params(model))
+    params = flat_params(model)
+    adapted = lora_layers(model)
+    for path, layer in adapted:  # never the base alone: it is not the model that trained
+        params[(*path, "kernel")] = merged_kernel(layer)
+    if adapted:
+        save_peft_adapter(model, out / "adapter", base_model_name_or_path=base_model, hf_names=hf_names(model.config))
+    tensors = params_to_hf(model.config, params)
     tmp = out / ".model.safetensors.tmp"
     save_file(tensors, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, out / "model.safetensors")

@@ -21,6 +21,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from ..common.errors import RunFailed
 from ..model import build_model, from_pretrained, load_params
+from .step import trainable_state
 
 
 class ModelMissing(RunFailed):
@@ -129,11 +130,11 @@ def select_step(directory: str | Path, which: Literal["best", "latest"], keep_be
 
 def restore_params(model: nnx.Module, directory: str | Path, step: int) -> nnx.Module:
     """Checkpoint `step`'s parameters put into `model` (in place, onto its shapes and shardings);
-    returns the model."""
+    returns the model. A LoRA model's checkpoints hold its adapters (what trained) only."""
     manager = _reader(Path(directory))
     try:
         restored = manager.restore(
-            step, args=ocp.args.Composite(params=ocp.args.StandardRestore(_abstract(nnx.state(model))))
+            step, args=ocp.args.Composite(params=ocp.args.StandardRestore(_abstract(trainable_state(model))))
         )
     finally:
         manager.close()

@@ -34,7 +34,8 @@ from ..recipe.schema import Recipe
 from .checkpoint import Checkpoints, restore_params
 from .mesh import batch_sharding, make_mesh, place, replicated, rows_sharding, to_host
 from .optim import optimizer, schedule
-from .step import BATCH_COLUMNS, make_eval_step, make_train_step
+from .mesh import tree_shardings
+from .step import BATCH_COLUMNS, make_eval_step, make_train_step, split_trainable, uses_dropout
 
 # Dense bf16 peak FLOP/s by device kind (the sparse figures are twice these: never divide by them).
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
@@ -179,7 +180,6 @@ def loss_eval(recipe: Recipe, spec: Any, model: Any, blocks: Any) -> dict[str, f
     spec.batch_size rows (default train.micro_batch_size, or 8), at most spec.max_batches of them.
     Runs data-parallel over this process's own devices (after training, the model is on the host)."""
     from ..recipe.schema_train import MeshSpec
-    from .mesh import tree_shardings
 
     mesh = make_mesh(MeshSpec(), devices=jax.local_devices())
     size = spec.batch_size or (recipe.train.micro_batch_size if recipe.train else 8)
@@ -237,11 +237,21 @@ def _setup(recipe: Recipe, model: Any, tokens: Any, run_dir: Path, log, on_metri
         raise TrainingError(f"train.micro_batch_size {spec.micro_batch_size} does not split over {mesh.size} devices")
 
     set_remat(model, spec.remat)  # activation checkpointing rides in the graphdef
-    graphdef, params = nnx.split(model)
+    # With LoRA only the adapters train: the optimizer state, gradients and checkpoints hold them
+    # alone, and the frozen base rides along each step as an argument.
+    graphdef, params, frozen = split_trainable(model)
     params, opt_state, shardings = place(params, tx.init(params), mesh)
-    c = model.config
-    train_step = make_train_step(graphdef, tx, dropout=max(c.resid_dropout, c.attn_dropout, c.embd_dropout) > 0,
-                                 out_shardings=(*shardings, replicated(mesh)))
+    if frozen is not None:
+        frozen = jax.device_put(frozen, tree_shardings(frozen, mesh))
+    step = make_train_step(graphdef, tx, dropout=uses_dropout(model), out_shardings=(*shardings, replicated(mesh)))
+    evaluate_step = make_eval_step(graphdef)
+
+    def train_step(params, opt_state, batch, key):
+        return step(params, opt_state, batch, key, frozen)
+
+    def eval_step(params, *columns):
+        return evaluate_step(params, *columns, frozen=frozen)
+
     ckpt = Checkpoints(run_dir / "checkpoints", keep_best_by=spec.checkpoint.keep_best_by, mode=spec.checkpoint.mode)
     # Several processes: all of them compute and save their checkpoint shards; process 0 alone
     # writes metrics.jsonl, logs and reports metrics.
@@ -267,8 +277,8 @@ def _setup(recipe: Recipe, model: Any, tokens: Any, run_dir: Path, log, on_metri
     return TrainSetup(
         recipe=recipe, run_dir=run_dir, train_blocks=train_blocks, stream=stream, val_blocks=val_blocks, seq_len=seq_len, steps=steps,
         start=latest or 0, resumed=latest is not None, lr=lr, mesh=mesh, params=params, opt_state=opt_state,
-        train_step=train_step, eval_step=make_eval_step(graphdef), ckpt=ckpt, metrics_log=metrics_log,
-        primary=primary, log=log, on_metrics=on_metrics, flops_per_token=flops_per_token(c, seq_len),
+        train_step=train_step, eval_step=eval_step, ckpt=ckpt, metrics_log=metrics_log,
+        primary=primary, log=log, on_metrics=on_metrics, flops_per_token=flops_per_token(model.config, seq_len),
     )
 
 

@@ -42,13 +42,14 @@ def schedule(spec: Any, total_steps: int) -> optax.Schedule:
 
 
 def _group(path: tuple) -> str:
-    """'bias' | 'norm' | 'embedding' | 'weight' for a parameter path like ('blocks', 0, 'ln_1', 'scale')."""
+    """'bias' | 'norm' | 'embedding' | 'weight' for a parameter path like ('blocks', 0, 'ln_1', 'scale')
+    or ('layers', 0, 'input_layernorm', 'scale'). LoRA adapters are weights; an untied LM head too."""
     names = [str(getattr(p, "key", getattr(p, "name", p))) for p in path]
     if names and names[-1] == "value":  # an nnx Variable's payload
         names = names[:-1]
-    if any(n in ("wte", "wpe") for n in names):
+    if any(n in ("wte", "wpe", "embed_tokens") for n in names):  # GPT-Neo/GPT-2's, Llama's
         return "embedding"
-    if any(n.startswith("ln_") for n in names):
+    if any(n.startswith("ln_") or n.endswith("layernorm") or n == "norm" for n in names):  # LayerNorm, RMSNorm
         return "norm"
     if names and names[-1] == "bias":
         return "bias"

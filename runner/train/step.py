@@ -8,9 +8,12 @@ of 8 is the same update as one batch of 32.
 A batch may also carry `segment_ids` and `positions` (packed APPS rows, see runner/data/pack.py):
 the model then attends within each example only. Without them the model runs its causal path.
 
-The model travels split, as NNX means it: `graphdef, params = nnx.split(model)`; the steps take
-the nnx.State of the parameters (the model's only state) and merge it with the graphdef inside
-the trace. `runner.model.load_params(model, params)` puts the result back into a model.
+The model travels split, as NNX means it: `graphdef, params, frozen = split_trainable(model)`;
+the steps take the nnx.State of the parameters that train and merge it with the graphdef (and the
+frozen rest) inside the trace. `runner.model.load_params(model, params)` puts the result back into
+a model. Without LoRA every parameter trains and `frozen` is None; with LoRA (`nnx.LoRAParam`
+adapters, runner/model/lora.py) only the adapters train: the optimizer state and the gradients
+hold them alone, and the frozen base enters the step as a plain (never donated) argument.
 """
 
 from __future__ import annotations
@@ -31,6 +34,34 @@ def _segments(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     return {name: batch[name] for name in ("segment_ids", "positions") if name in batch}
 
 
+def split_trainable(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State | None]:
+    """(graphdef, what trains, what stays frozen or None): a model with LoRA adapters trains them
+    alone; any other model trains every parameter (its only state)."""
+    if uses_lora(model):
+        graphdef, adapters, base = nnx.split(model, nnx.LoRAParam, ...)
+        return graphdef, adapters, base
+    graphdef, params = nnx.split(model)
+    return graphdef, params, None
+
+
+def uses_lora(model: nnx.Module) -> bool:
+    return bool(jax.tree_util.tree_leaves(nnx.state(model, nnx.LoRAParam)))
+
+
+def trainable_state(model: nnx.Module) -> nnx.State:
+    """The parameters that train (and that checkpoints hold): the adapters of a LoRA model, else all."""
+    return split_trainable(model)[1]
+
+
+def uses_dropout(model: nnx.Module) -> bool:
+    """Any dropout with a rate above 0 (the model's own, or the LoRA adapters')."""
+    return any(isinstance(m, nnx.Dropout) and m.rate > 0 for _, m in nnx.iter_modules(model))
+
+
+def _merge(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.State | None) -> nnx.Module:
+    return nnx.merge(graphdef, params) if frozen is None else nnx.merge(graphdef, params, frozen)
+
+
 def weighted_ce(logits: jax.Array, ids: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(sum of weighted token losses, sum of weights). logits [B, T, V] fp32, ids/weights [B, T]."""
     w = weights[:, 1:].astype(jnp.float32)
@@ -40,21 +71,22 @@ def weighted_ce(logits: jax.Array, ids: jax.Array, weights: jax.Array) -> tuple[
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *, dropout: bool,
                     out_shardings: Any = None):
-    """step(params, opt_state, batch, key) → (params, opt_state, metrics); params is an nnx.State.
+    """step(params, opt_state, batch, key, frozen=None) → (params, opt_state, metrics); params is
+    the nnx.State that trains, `frozen` the rest of the model (split_trainable) or None.
 
     batch: input_ids int32 [A, mb, T] and loss_weights [A, mb, T], A micro-batches of mb sequences;
     optionally segment_ids and positions int32 [A, mb, T]. params and opt_state are donated: the
     caller must use the returned ones.
     """
 
-    def step(params, opt_state, batch, key):
+    def step(params, opt_state, batch, key, frozen=None):
         def micro(carry, xs):
             grad_sum, loss_sum, weight_sum = carry
             mb, k = xs
             ids, weights = mb["input_ids"], mb["loss_weights"]
 
             def loss_of(p):
-                model = nnx.merge(graphdef, p)
+                model = _merge(graphdef, p, frozen)
                 rngs = nnx.Rngs(dropout=k) if dropout else None
                 logits = model(ids, **_segments(mb), deterministic=not dropout, rngs=rngs)
                 return weighted_ce(logits, ids, weights)
@@ -83,12 +115,12 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
 
 
 def make_eval_step(graphdef: nnx.GraphDef):
-    """eval(params, input_ids [B, T], loss_weights [B, T], segment_ids=None, positions=None)
-    → (loss sum, weight sum); params is an nnx.State."""
+    """eval(params, input_ids [B, T], loss_weights [B, T], segment_ids=None, positions=None,
+    frozen=None) → (loss sum, weight sum); params (and frozen) as make_train_step's."""
 
-    def evaluate(params, ids, weights, segment_ids=None, positions=None):
+    def evaluate(params, ids, weights, segment_ids=None, positions=None, frozen=None):
         segments = {"segment_ids": segment_ids, "positions": positions}
-        logits = nnx.merge(graphdef, params)(ids, **{k: v for k, v in segments.items() if v is not None})
+        logits = _merge(graphdef, params, frozen)(ids, **{k: v for k, v in segments.items() if v is not None})
         return weighted_ce(logits, ids, weights)
 
     return jax.jit(evaluate)

@@ -112,8 +112,8 @@ def test_wrong_shapes_are_named(save_hf):
 
 
 def test_unsupported_model_type(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(CheckpointError, match="unsupported model_type 'llama'; ccrun supports gpt_neo, gpt2"):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mistral"}))
+    with pytest.raises(CheckpointError, match="unsupported model_type 'mistral'; ccrun supports gpt_neo, gpt2, llama, qwen2"):
         from_pretrained(tmp_path)
 
 

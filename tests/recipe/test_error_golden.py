@@ -129,7 +129,7 @@ CASES = {
     ),
     "literal-did-you-mean": bad(
         "name: t\nmodel: {arch: gtp2, checkpoint: gpt2}\n",
-        "bad.yaml:2:15: model.arch: must be one of: gpt-neo, gpt2 (got 'gtp2') (did you mean 'gpt2'?)\n",
+        "bad.yaml:2:15: model.arch: must be one of: gpt-neo, gpt2, llama, qwen2 (got 'gtp2') (did you mean 'gpt2'?)\n",
     ),
     "bad-name-pattern": bad(
         "name: my run\nmodel: {arch: gpt-neo, checkpoint: EleutherAI/gpt-neo-125M}\n",

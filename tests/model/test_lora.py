@@ -294,8 +294,18 @@ def test_saving_keeps_other_files_and_bad_adapters_are_refused(tmp_path):
     (out / "adapter_config.json").write_text(json.dumps({**config, "target_modules": ["c_fc", "q_proj"]}))
     with pytest.raises(ValueError, match="missing base_model.model.transformer.h.0.attn.attention.q_proj.lora_A"):
         load_peft_adapter(fresh, out, names)
-    assert not lora_layers(fresh)
     (out / "adapter_config.json").write_text(json.dumps(config))
+    # PEFT's save_embedding_layers stores base weights too: refused when they are not this base's.
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(out / "adapter_model.safetensors"))
+    c_fc = "base_model.model.transformer.h.0.mlp.c_fc"
+    save_file({**tensors, f"{c_fc}.base_layer.weight": np.zeros((F, D), np.float32), "stray.weight": np.zeros(1)},
+              str(out / "adapter_model.safetensors"))
+    with pytest.raises(ValueError, match=rf"{c_fc}.base_layer.weight differs .*; unexpected tensors: stray.weight"):
+        load_peft_adapter(fresh, out, names)
+    assert not lora_layers(fresh)
+    save_file(tensors, str(out / "adapter_model.safetensors"))
     load_peft_adapter(fresh, out, names)
     assert isinstance(fresh.blocks[1].mlp.c_fc, LoRALinear) and [p[-1] for p, _ in lora_layers(fresh)] == ["c_fc"] * L
     np.testing.assert_array_equal(np.asarray(fresh(ids())), np.asarray(model(ids())))  # same base (seed 0)

@@ -61,3 +61,22 @@ def test_llama_lora_smoke_recipe_runs_end_to_end(tmp_path):
         want, got = merged(ids).logits.numpy(), adapted(ids).logits.numpy()
     assert np.abs(want - got).max() <= 1e-4
     assert np.abs(want - plain).max() > 1e-3  # the adapters changed the model
+
+    # Its checkpoint (the adapters alone, onto the base the recipe rebuilds) is the model final/ holds:
+    # what `ccrun eval RUN --checkpoint latest` and `ccrun serve RUN --checkpoint latest` load.
+    import jax.numpy as jnp
+
+    from runner.model import from_pretrained
+    from runner.model.lora import lora_layers
+    from runner.train.checkpoint import load_run_model
+
+    from_adapters, _ = load_run_model(run, recipe, checkpoint="latest")
+    assert len(lora_layers(from_adapters)) == 2 * 7
+    ours = np.asarray(from_adapters(jnp.asarray(ids.numpy(), jnp.int32)))
+    final = np.asarray(from_pretrained(run / "final")(jnp.asarray(ids.numpy(), jnp.int32)))
+    assert np.abs(ours - want).max() <= 1e-4 and np.abs(final - want).max() <= 1e-4
+    again = ccrun("eval", str(run), "--checkpoint", "latest", "--set", "evals[1].limit=1")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "humaneval: 1 problems; pass@1" in again.stderr
+    assert (run / "eval-latest" / "humaneval" / "results.json").is_file()
+

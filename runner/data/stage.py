@@ -206,12 +206,21 @@ def _build(recipe: Recipe, tokenizer: Any, fingerprints: dict[str, list[dict[str
         "documents": doc_report,
         "split": split_report,
         "tokens": token_reports,
-        "tokenizer": {
-            "source": recipe.tokenizer.name or "trained",
-            "hash": tokenizer_hash(tokenizer),
-            "vocab_size": len(tokenizer),
-            "eos_token_id": tokenizer.eos_token_id,
-        },
+        "tokenizer": tokenizer_report(recipe, tokenizer),
+    }
+
+
+def tokenizer_report(recipe: Recipe, tokenizer: Any) -> dict[str, Any]:
+    """The manifest's tokenizer: where it came from, its hash and size, the EOS that ends every
+    example and the ids that start one (BOS for Llama-style tokenizers; none for GPT-2's)."""
+    from .tokenizer import prefix_ids
+
+    return {
+        "source": recipe.tokenizer.name or "trained",
+        "hash": tokenizer_hash(tokenizer),
+        "vocab_size": len(tokenizer),
+        "eos_token_id": tokenizer.eos_token_id,
+        "prefix_ids": prefix_ids(tokenizer),
     }
 
 
@@ -364,12 +373,7 @@ def _prepare_stream(recipe: Recipe, out: Path, num_proc: int | None) -> dict[str
                        "chunk_records": CHUNK_RECORDS, "dedup": data.dedup.model_dump(mode="json")},
             "split": split,
             "tokens": tokens,
-            "tokenizer": {
-                "source": recipe.tokenizer.name or "trained",
-                "hash": tokenizer_hash(tokenizer),
-                "vocab_size": len(tokenizer),
-                "eos_token_id": tokenizer.eos_token_id,
-            },
+            "tokenizer": tokenizer_report(recipe, tokenizer),
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

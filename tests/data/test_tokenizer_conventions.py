@@ -224,6 +224,9 @@ def test_the_data_stage_packs_bos_documents_and_apps_examples_exactly(tmp_path, 
     ids, weights = np.concatenate(blocks["input_ids"]), np.concatenate(blocks["loss_weights"])
     expected = [i for t in texts for i in full(tok, t) + [tok.eos_token_id]]
     assert ids[weights == 1].tolist() == expected and weights[len(expected):].sum() == 0
+    manifest = json.loads((tmp_path / "clm" / "manifest.json").read_text())["tokenizer"]
+    bos = tok("x", add_special_tokens=True)["input_ids"][:1] if family == "llama2" else []  # the tokenizer's own
+    assert (manifest["prefix_ids"], manifest["eos_token_id"]) == (bos, tok.eos_token_id)
 
     write_jsonl(tmp_path / "apps" / "train.jsonl", apps_rows())
     data = ("sources: [{type: apps, path: apps/train.jsonl}]\nformat: {type: apps, loss_on: solution, layout: packed}\n"

@@ -249,8 +249,8 @@ def test_shell_completion_lists_commands_and_recipes():
         assert out.returncode == 0, out.stderr
         return out.stdout.split()
 
-    assert complete("ccrun init x --from sm", fresh=True) == ["smoke"]
-    assert complete("ccrun init x --from recipes/sm") == ["recipes/smoke.yaml"]
+    assert complete("ccrun init x --from sm", fresh=True) == ["smoke", "smoke-llama-lora"]
+    assert complete("ccrun init x --from recipes/sm") == ["recipes/smoke.yaml", "recipes/smoke-llama-lora.yaml"]
     assert complete("ccrun ex") == ["export"]
     shown = ccrun_here("--show-completion", "bash")
     assert shown.returncode == 0 and "_CCRUN_COMPLETE" in shown.stdout

@@ -111,6 +111,51 @@ class KVCache:
     length: jax.Array  # [] int32: slots written so far
 
 
+def empty_cache(batch_size: int, max_length: int, n_layer: int, heads: int, head_dim: int, dtype) -> KVCache:
+    """A cache with room for `max_length` tokens per row: `heads` key/value heads per layer."""
+    shape = (batch_size, max_length, heads, head_dim)
+    return KVCache(
+        keys=tuple(jnp.zeros(shape, dtype) for _ in range(n_layer)),
+        values=tuple(jnp.zeros(shape, dtype) for _ in range(n_layer)),
+        valid=jnp.zeros((batch_size, max_length), bool),
+        positions=jnp.zeros((batch_size, max_length), jnp.int32),
+        length=jnp.zeros((), jnp.int32),
+    )
+
+
+# Positions of the tokens of a row, shared by every model family (GPT-Neo's learned positions and
+# Llama's rotary ones mean the same thing by them).
+
+
+def segment_positions(segment_ids: jax.Array) -> jax.Array:
+    """[B, T] → [B, T]: packed rows, positions restarting at 0 where the segment id changes."""
+    slots = jnp.arange(segment_ids.shape[1])
+    starts = jnp.concatenate(
+        [jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1
+    )
+    return slots - jax.lax.cummax(jnp.where(starts, slots, 0), axis=1)
+
+
+def real_positions(valid: jax.Array) -> jax.Array:
+    """[B, T] bool → [B, T]: padded rows, positions counting real tokens only (left padding works)."""
+    return jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)
+
+
+def next_positions(cache_valid: jax.Array, new_valid: jax.Array) -> jax.Array:
+    """Positions [B, T] int32 of T new slots after the real tokens a cache already holds."""
+    seen = jnp.sum(cache_valid, axis=1, keepdims=True)  # [B, 1] real tokens so far
+    return jnp.maximum(seen + jnp.cumsum(new_valid, axis=1) - 1, 0).astype(jnp.int32)
+
+
+def attention_implementation(attention: str, dtype, head_dim: int) -> str:
+    """The recipe's choice, or for "auto": cuDNN's fused kernel on a GPU in bf16/fp16 (head_dim a
+    multiple of 8), XLA otherwise."""
+    if attention != "auto":
+        return attention
+    fast = dtype in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0
+    return "cudnn" if fast and jax.default_backend() == "gpu" else "xla"
+
+
 def _normal(std: float):
     return jax.nn.initializers.normal(stddev=std)
 
@@ -284,17 +329,14 @@ class GPTNeo(nnx.Module):
                 raise ValueError("give segment_ids or attention_mask, not both")
             slots = jnp.arange(input_ids.shape[1])
             if positions is None:
-                starts = jnp.concatenate(
-                    [jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1
-                )
-                positions = slots - jax.lax.cummax(jnp.where(starts, slots, 0), axis=1)  # [B, T]
+                positions = segment_positions(segment_ids)  # [B, T]
             same = segment_ids[:, :, None] == segment_ids[:, None, :]  # [B, T, S]
             masks = self._masks(jnp.ones(input_ids.shape, bool), positions, positions, slots)
             masks = {kind: m & same[:, None] for kind, m in masks.items()}
         elif attention_mask is not None:
             valid = attention_mask.astype(bool)
             if positions is None:
-                positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)
+                positions = real_positions(valid)
             masks = self._masks(valid, positions, positions, jnp.arange(input_ids.shape[1]))
         elif positions is None:
             positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
@@ -313,15 +355,8 @@ class GPTNeo(nnx.Module):
 
     def init_cache(self, batch_size: int, max_length: int) -> KVCache:
         """An empty cache with room for `max_length` tokens per row."""
-        shape = (batch_size, max_length, self.config.n_head, self.config.head_dim)
-        zeros = tuple(jnp.zeros(shape, self.dtype) for _ in range(self.config.n_layer))
-        return KVCache(
-            keys=zeros,
-            values=tuple(jnp.zeros(shape, self.dtype) for _ in range(self.config.n_layer)),
-            valid=jnp.zeros((batch_size, max_length), bool),
-            positions=jnp.zeros((batch_size, max_length), jnp.int32),
-            length=jnp.zeros((), jnp.int32),
-        )
+        c = self.config
+        return empty_cache(batch_size, max_length, c.n_layer, c.n_head, c.head_dim, self.dtype)
 
     def extend(self, input_ids, cache: KVCache, *, attention_mask=None) -> tuple[jax.Array, KVCache]:
         """Run T new tokens per row through the model on top of `cache` (prefill: the padded
@@ -329,8 +364,7 @@ class GPTNeo(nnx.Module):
         B, T = input_ids.shape
         start = cache.length
         new_valid = jnp.ones((B, T), bool) if attention_mask is None else attention_mask.astype(bool)
-        seen = jnp.sum(cache.valid, axis=1, keepdims=True)  # [B, 1] real tokens so far
-        new_positions = jnp.maximum(seen + jnp.cumsum(new_valid, axis=1) - 1, 0).astype(jnp.int32)  # [B, T]
+        new_positions = next_positions(cache.valid, new_valid)  # [B, T]
         valid = jax.lax.dynamic_update_slice(cache.valid, new_valid, (0, start))  # [B, S]
         positions = jax.lax.dynamic_update_slice(cache.positions, new_positions, (0, start))
         query_slots = start + jnp.arange(T)
@@ -373,11 +407,8 @@ class GPTNeo(nnx.Module):
         local = seen & (distance < self.config.window_size)
         return {"global": seen[:, None], "local": local[:, None]}
 
-    def _implementation(self) -> str | None:
-        if self.attention != "auto":
-            return self.attention
-        fast = self.dtype in (jnp.bfloat16, jnp.float16) and self.config.head_dim % 8 == 0
-        return "cudnn" if fast and jax.default_backend() == "gpu" else "xla"
+    def _implementation(self) -> str:
+        return attention_implementation(self.attention, self.dtype, self.config.head_dim)
 
 
 def load_params(model: GPTNeo, params: nnx.State) -> GPTNeo:

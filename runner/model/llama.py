@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .gpt_neo import Attention, KVCache
+from .gpt_neo import (Attention, KVCache, attention_implementation, empty_cache, next_positions, real_positions,
+                      segment_positions)
 from .lora import project
 from .remat import checkpointed
 
@@ -357,16 +358,13 @@ class Llama(nnx.Module):
             if attention_mask is not None:
                 raise ValueError("give segment_ids or attention_mask, not both")
             if positions is None:
-                starts = jnp.concatenate(
-                    [jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1
-                )
-                positions = slots - jax.lax.cummax(jnp.where(starts, slots, 0), axis=1)  # [B, T]
+                positions = segment_positions(segment_ids)  # [B, T]
             same = segment_ids[:, :, None] == segment_ids[:, None, :]  # [B, T, S]
             mask = self._mask(jnp.ones(input_ids.shape, bool), slots) & same[:, None]
         elif attention_mask is not None:
             valid = attention_mask.astype(bool)
             if positions is None:
-                positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)
+                positions = real_positions(valid)
             mask = self._mask(valid, slots)
         elif positions is None:
             positions = jnp.broadcast_to(slots, input_ids.shape)
@@ -387,14 +385,8 @@ class Llama(nnx.Module):
 
     def init_cache(self, batch_size: int, max_length: int) -> KVCache:
         """An empty cache with room for `max_length` tokens per row: K heads per layer."""
-        shape = (batch_size, max_length, self.config.n_kv_head, self.config.head_dim)
-        return KVCache(
-            keys=tuple(jnp.zeros(shape, self.dtype) for _ in range(self.config.n_layer)),
-            values=tuple(jnp.zeros(shape, self.dtype) for _ in range(self.config.n_layer)),
-            valid=jnp.zeros((batch_size, max_length), bool),
-            positions=jnp.zeros((batch_size, max_length), jnp.int32),
-            length=jnp.zeros((), jnp.int32),
-        )
+        c = self.config
+        return empty_cache(batch_size, max_length, c.n_layer, c.n_kv_head, c.head_dim, self.dtype)
 
     def extend(self, input_ids, cache: KVCache, *, attention_mask=None) -> tuple[jax.Array, KVCache]:
         """Run T new tokens per row through the model on top of `cache` (prefill: the padded
@@ -402,8 +394,7 @@ class Llama(nnx.Module):
         B, T = input_ids.shape
         start = cache.length
         new_valid = jnp.ones((B, T), bool) if attention_mask is None else attention_mask.astype(bool)
-        seen = jnp.sum(cache.valid, axis=1, keepdims=True)  # [B, 1] real tokens so far
-        new_positions = jnp.maximum(seen + jnp.cumsum(new_valid, axis=1) - 1, 0).astype(jnp.int32)  # [B, T]
+        new_positions = next_positions(cache.valid, new_valid)  # [B, T]
         valid = jax.lax.dynamic_update_slice(cache.valid, new_valid, (0, start))  # [B, S]
         positions = jax.lax.dynamic_update_slice(cache.positions, new_positions, (0, start))
         mask = self._mask(valid, start + jnp.arange(T))
@@ -438,8 +429,5 @@ class Llama(nnx.Module):
         causal = jnp.arange(S)[None, :] <= query_slots[:, None]  # [T, S]
         return (valid[:, None, :] & causal[None])[:, None]
 
-    def _implementation(self) -> str | None:
-        if self.attention != "auto":
-            return self.attention
-        fast = self.dtype in (jnp.bfloat16, jnp.float16) and self.config.head_dim % 8 == 0
-        return "cudnn" if fast and jax.default_backend() == "gpu" else "xla"
+    def _implementation(self) -> str:
+        return attention_implementation(self.attention, self.dtype, self.config.head_dim)

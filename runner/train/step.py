@@ -86,7 +86,10 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
             ids, weights = mb["input_ids"], mb["loss_weights"]
 
             def loss_of(p):
-                model = _merge(graphdef, p, frozen)
+                # The frozen base's Variables are made anew here, inside the differentiated function
+                # (stop_gradient rebuilds the tree): the blocks' checkpointing (nnx.remat) puts state
+                # back into every Variable of a block, and refuses one made at an outer trace.
+                model = _merge(graphdef, p, None if frozen is None else jax.lax.stop_gradient(frozen))
                 rngs = nnx.Rngs(dropout=k) if dropout else None
                 logits = model(ids, **_segments(mb), deterministic=not dropout, rngs=rngs)
                 return weighted_ce(logits, ids, weights)

@@ -44,7 +44,8 @@ def pytest_unconfigure(config):
 # The longest scopes (`--durations` on 2 cores: tests/serve ~50 s, each of these 15-45 s) go to the
 # workers first; handed out in file order, one of them came last and left the other worker idle.
 SLOW_FIRST = ("tests/serve/", "tests/model/test_remat.py", "tests/train/test_loop.py", "tests/data/test_stream.py",
-              "tests/test_plan.py", "tests/train/test_mesh.py", "tests/evals/test_sandbox.py")
+              "tests/test_plan.py", "tests/train/test_lora_train.py", "tests/model/test_lora.py",
+              "tests/model/test_llama.py", "tests/train/test_mesh.py", "tests/evals/test_sandbox.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .recipe.base import looks_local
+from .recipe.schema_model import LLAMA_FAMILY
 
 GIB = 1 << 30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -69,7 +70,6 @@ KNOWN_CONFIGS["Qwen/Qwen2.5-Coder-0.5B"] = {
     "arch": "qwen2", "n_layer": 24, "d_model": 896, "n_head": 14, "n_kv_head": 2, "d_ff": 4864,
     "vocab_size": 151936, "max_positions": 32768, "tie_embeddings": True, "qkv_bias": True,
 }
-LLAMA_FAMILY = ("llama", "qwen2")
 # config.json's names for our sizes (runner.model.hf.ARCHS holds the full mapping; reading it imports jax)
 HF_FIELDS = {
     "gpt_neo": ("gpt-neo", {"n_layer": "num_layers", "d_model": "hidden_size", "n_head": "num_heads",

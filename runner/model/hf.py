@@ -25,6 +25,7 @@ import numpy as np
 from flax import nnx
 
 from ..common.errors import BadInput
+from ..recipe.schema_model import LLAMA_FAMILY
 from .gpt_neo import GPTConfig, GPTNeo, load_params
 from .llama import ROPE_OPTIONAL, ROPE_TYPES, Llama, LlamaConfig
 
@@ -112,7 +113,6 @@ ARCHS = {
         HFArch("qwen2", "qwen2", "Qwen2Config", "Qwen2ForCausalLM", _LLAMA),
     )
 }
-LLAMA_FAMILY = ("llama", "qwen2")  # our arch names of the Llama class
 # GPT-2 options that change the arithmetic in ways ours does not follow: (attribute, the value we follow).
 GPT2_UNSUPPORTED = (("scale_attn_by_inverse_layer_idx", False), ("reorder_and_upcast_attn", False),
                     ("scale_attn_weights", True))

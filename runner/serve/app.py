@@ -147,12 +147,14 @@ def build_app(served: Served, batcher: Batcher, *, max_new_tokens: int = 1024, a
             raise ClientGone() from None
         return parse(b"".join(chunks), model)
 
+    # The tokenizer's own prefix (BOS for Llama-family tokenizers, none for GPT-2's) first, as in
+    # training and the evals; asked of the tokenizer once, not per request.
+    bos_prefix = prefix_ids(served.tokenizer)
+
     def tokenize(text: str, max_new_tokens: int) -> list[int]:
-        # The tokenizer's own prefix (BOS for Llama-family tokenizers, none for GPT-2's) first, as in
-        # training and the evals; the cursor is at the end: a long document loses its start, not the BOS.
-        prefix = prefix_ids(served.tokenizer)
-        ids = encode_prompt(served.tokenizer, text, prefix)
-        return fit_prompt(ids, limits.positions - max_new_tokens, len(prefix))
+        # the cursor is at the end: a long document loses its start, not the BOS
+        ids = encode_prompt(served.tokenizer, text, bos_prefix)
+        return fit_prompt(ids, limits.positions - max_new_tokens, len(bos_prefix))
 
     async def left(request: Request) -> None:
         """Returns when the client has closed the connection (the body is read: nothing else can come)."""

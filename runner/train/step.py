@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from ..model.lora import lora_layers, merge_split, split_lora
 from ..model.remat import compiler_options as remat_compiler_options
 
 BATCH_COLUMNS = ("input_ids", "loss_weights", "segment_ids", "positions")  # the last two optional
@@ -36,16 +37,11 @@ def _segments(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
 
 def split_trainable(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State | None]:
     """(graphdef, what trains, what stays frozen or None): a model with LoRA adapters trains them
-    alone; any other model trains every parameter (its only state)."""
-    if uses_lora(model):
-        graphdef, adapters, base = nnx.split(model, nnx.LoRAParam, ...)
-        return graphdef, adapters, base
+    alone (runner.model.lora.split_lora); any other model trains every parameter (its only state)."""
+    if lora_layers(model):
+        return split_lora(model)
     graphdef, params = nnx.split(model)
     return graphdef, params, None
-
-
-def uses_lora(model: nnx.Module) -> bool:
-    return bool(jax.tree_util.tree_leaves(nnx.state(model, nnx.LoRAParam)))
 
 
 def trainable_state(model: nnx.Module) -> nnx.State:
@@ -59,7 +55,7 @@ def uses_dropout(model: nnx.Module) -> bool:
 
 
 def _merge(graphdef: nnx.GraphDef, params: nnx.State, frozen: nnx.State | None) -> nnx.Module:
-    return nnx.merge(graphdef, params) if frozen is None else nnx.merge(graphdef, params, frozen)
+    return nnx.merge(graphdef, params) if frozen is None else merge_split(graphdef, params, frozen)
 
 
 def weighted_ce(logits: jax.Array, ids: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -11,6 +11,8 @@ from flax import nnx
 from runner.model import GPTConfig, GPTNeo
 from runner.model.hf import build_from_params, flat_params
 
+from .rows import decode, left_padded
+
 V = 61
 
 # One jitted forward and one jitted extend for the file: a compilation per model and shape, none per test.
@@ -37,19 +39,11 @@ def test_prefill_then_decode_matches_full_forward(arch, layers):
     prompt_len, new = 7, 6
     lengths = [7, 4, 1]  # rows are left-padded to the longest prompt
     seqs = rs.randint(0, V, size=(3, prompt_len + new))
-    prompt = np.zeros((3, prompt_len), np.int32)
-    mask = np.zeros((3, prompt_len), np.int32)
-    for b, n in enumerate(lengths):
-        prompt[b, prompt_len - n :] = seqs[b, :n]
-        mask[b, prompt_len - n :] = 1
+    prompt, mask = left_padded(seqs, lengths, prompt_len)
 
     cache = m.init_cache(3, prompt_len + new)
     prefill, cache = EXTEND(m, jnp.asarray(prompt), cache, jnp.asarray(mask))
-    decoded = []
-    for t in range(new - 1):
-        token = jnp.asarray([[seqs[b, lengths[b] + t]] for b in range(3)], jnp.int32)
-        logits, cache = EXTEND(m, token, cache, None)
-        decoded.append(np.asarray(logits[:, 0]))
+    decoded, cache = decode(EXTEND, m, cache, seqs, lengths, new - 1)
     assert int(cache.length) == prompt_len + new - 1
 
     # Each row unpadded, run through the full forward: causal, so the logits of its first

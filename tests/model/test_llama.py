@@ -22,6 +22,7 @@ from runner.model.hf import build_from_params, config_from_hf, config_to_hf, fla
 from runner.model.remat import compiler_options
 
 from .hf_models import hf_llama, hf_qwen2, torch, torch_logits, transformers
+from .rows import decode, left_padded, packed
 
 TOLERANCE = 1e-4  # max |logit difference| in fp32
 V = 97
@@ -128,13 +129,8 @@ def test_packed_segments_match_transformers_run_on_each_example_alone(models):
     lengths = [[7, 9, 5, 3], [24]]
     T = 24
     ids = random_ids(2, T, seed=1)
-    segments = np.zeros((2, T), np.int32)  # row 0's padding (slots 21..23) is segment 0
-    for row, parts in enumerate(lengths):
-        segments[row, : sum(parts)] = np.repeat(np.arange(1, len(parts) + 1), parts)
+    segments, positions = packed(lengths, T)  # row 0's padding (slots 21..23) is segment 0
     got = forward(ours, ids, segments=segments)
-    starts = np.cumsum([0] + lengths[0])
-    positions = np.concatenate([np.arange(n) for n in lengths[0] + [T - starts[-1]]])[None].repeat(2, 0)
-    positions[1] = np.arange(T)
     assert np.array_equal(got, forward(ours, ids, segments=segments, positions=positions))  # derived = given
     for row, parts in enumerate(lengths):
         for start, n in zip(np.cumsum([0] + parts), parts):
@@ -149,19 +145,11 @@ def test_prefill_then_decode_matches_full_forward(models):
     rs = np.random.RandomState(0)
     prompt_len, new, lengths = 7, 6, [7, 4, 1]
     seqs = rs.randint(0, V, size=(3, prompt_len + new))
-    prompt = np.zeros((3, prompt_len), np.int32)
-    mask = np.zeros((3, prompt_len), np.int32)
-    for b, n in enumerate(lengths):
-        prompt[b, prompt_len - n :] = seqs[b, :n]
-        mask[b, prompt_len - n :] = 1
+    prompt, mask = left_padded(seqs, lengths, prompt_len)
     cache = ours.init_cache(3, prompt_len + new)
     assert cache.keys[0].shape == (3, prompt_len + new, ours.config.n_kv_head, ours.config.head_dim)
     prefill, cache = EXTEND(ours, jnp.asarray(prompt), cache, jnp.asarray(mask))
-    decoded = []
-    for t in range(new - 1):
-        token = jnp.asarray([[seqs[b, lengths[b] + t]] for b in range(3)], jnp.int32)
-        logits, cache = EXTEND(ours, token, cache, None)
-        decoded.append(np.asarray(logits[:, 0]))
+    decoded, cache = decode(EXTEND, ours, cache, seqs, lengths, new - 1)
     full = forward(ours, seqs[:, : prompt_len + new - 1])
     for b, n in enumerate(lengths):
         assert np.abs(np.asarray(prefill[b, prompt_len - n :]) - full[b, :n]).max() <= TOLERANCE

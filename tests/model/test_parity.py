@@ -8,6 +8,7 @@ from flax import nnx
 from runner.model import from_pretrained
 
 from .hf_models import hf_gpt2, hf_gpt_neo, torch_logits
+from .rows import packed
 
 TOLERANCE = 1e-4  # max |logit difference| in fp32
 
@@ -96,13 +97,8 @@ def test_packed_segments_match_transformers_run_on_each_example_alone(case, mode
     lengths = [[7, 9, 5, 3], [24]]  # window 4: local layers cut off within the longer examples
     T = 24
     ids = random_ids(2, T, seed=1)
-    segments = np.zeros((2, T), np.int32)  # the padding of row 0 (slots 21..23) is segment 0
-    for row, parts in enumerate(lengths):
-        segments[row, : sum(parts)] = np.repeat(np.arange(1, len(parts) + 1), parts)
+    segments, positions = packed(lengths, T)  # the padding of row 0 (slots 21..23) is segment 0
     got = forward(ours, ids, segments=segments)
-    starts = np.cumsum([0] + lengths[0])
-    positions = np.concatenate([np.arange(n) for n in lengths[0] + [T - starts[-1]]])[None].repeat(2, 0)
-    positions[1] = np.arange(T)
     given = forward(ours, ids, segments=segments, positions=positions)
     assert np.array_equal(got, given)
     for row, parts in enumerate(lengths):

@@ -172,3 +172,36 @@ def ccrun_here(*args, cwd=ROOT, env=None, stdin="", timeout=None, entry=False):
                 out.flush()
                 err.flush()
     return subprocess.CompletedProcess(["ccrun", *args], code, _as_read(out), _as_read(err))
+
+
+@contextlib.contextmanager
+def serving(served, batcher, *, server_options: dict | None = None, **app_options):
+    """`ccrun serve`'s app for `served` (runner.serve.app.build_app with `app_options`) on a free
+    loopback port, uvicorn (runner.serve.guard.server_config with `server_options`) in a daemon
+    thread of this process: yields its URL once it listens and the batcher has compiled its
+    programs; stops it after."""
+    import time
+
+    import uvicorn
+
+    from runner.serve.app import build_app
+    from runner.serve.guard import server_config
+    from runner.serve.source import listen
+
+    sock = listen("127.0.0.1", 0)
+    app = build_app(served, batcher, **app_options)
+    uv = uvicorn.Server(server_config(app, log_level="warning", **(server_options or {})))
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not uv.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+            time.sleep(0.02)
+        assert batcher.ready.wait(timeout=600) and batcher.warm_error is None, batcher.warm_error
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+

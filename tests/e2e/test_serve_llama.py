@@ -3,12 +3,10 @@ greedy completion is the sampler's own for the prompt as the tokenizer encodes i
 and the OpenAI completions route answers too. The model and tokenizer go through the same code as
 GPT-Neo's (runner.serve), nothing Llama-specific."""
 
-import threading
-import time
-
 import httpx
 import pytest
 
+from ..helpers import serving
 from ..helpers_tokenizers import write_tokenizer
 
 pytestmark = pytest.mark.e2e
@@ -18,16 +16,13 @@ POSITIONS = 64
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
-    import uvicorn
     from flax import nnx
 
     from runner.data.tokenizer import load_tokenizer
     from runner.model import Llama, LlamaConfig, save_pretrained
     from runner.model.hf import build_from_params, flat_params
-    from runner.serve.app import build_app
     from runner.serve.batcher import Batcher
-    from runner.serve.guard import server_config
-    from runner.serve.source import listen, open_hf
+    from runner.serve.source import open_hf
 
     out = tmp_path_factory.mktemp("tiny-llama")
     write_tokenizer("llama2", out)
@@ -39,19 +34,8 @@ def llama_server(tmp_path_factory):
     save_pretrained(build_from_params(config, {k: v * 3 for k, v in flat_params(model).items()}), out)
     served = open_hf(out)
     batcher = Batcher(served.model, served.tokenizer, max_batch=1, wait_s=0.01, max_new_tokens=16)
-    sock = listen("127.0.0.1", 0)
-    app = build_app(served, batcher, max_new_tokens=16)
-    uv = uvicorn.Server(server_config(app, log_level="warning"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
-    assert batcher.ready.wait(timeout=600) and batcher.warm_error is None, batcher.warm_error
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", served
-    uv.should_exit = True
-    thread.join(timeout=30)
+    with serving(served, batcher, max_new_tokens=16) as url:
+        yield url, served
 
 
 def test_a_llama_model_serves_the_samplers_greedy_completion(llama_server):

@@ -9,12 +9,12 @@ make 3 rows buckets (1, 2, 4) x 2 KV-slot buckets (128, 223), 12 programs; promp
 blocks, requests past the first slot bucket, more samples than a batch holds and requests sharing a
 batch all still happen."""
 
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from ..helpers import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER_TIMEOUT = 2.0  # s
@@ -73,30 +73,13 @@ class Running:
 
 @pytest.fixture(scope="session")
 def server(hf_dir):
-    import uvicorn
-
-    from runner.serve.app import build_app
     from runner.serve.batcher import Batcher
-    from runner.serve.guard import server_config
-    from runner.serve.source import listen, open_hf
+    from runner.serve.source import open_hf
 
     served = open_hf(hf_dir)
     # a generous window, so requests sent together in a test surely share a batch; max_new_tokens
     # above the model's positions: the server caps it at POSITIONS - 1
     batcher = Batcher(served.model, served.tokenizer, max_batch=MAX_BATCH, wait_s=0.05, max_new_tokens=512)
-    sock = listen("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    app = build_app(served, batcher, max_new_tokens=512, body_timeout=BODY_TIMEOUT)
-    uv = uvicorn.Server(server_config(app, log_level="warning", header_timeout=HEADER_TIMEOUT,
-                                      max_connections=MAX_CONNECTIONS))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
-    assert batcher.ready.wait(timeout=600) and batcher.warm_error is None, batcher.warm_error
-    yield Running(f"http://127.0.0.1:{port}", served, batcher)
-    uv.should_exit = True
-    thread.join(timeout=30)
-    sock.close()
+    with serving(served, batcher, server_options=dict(header_timeout=HEADER_TIMEOUT, max_connections=MAX_CONNECTIONS),
+                 max_new_tokens=512, body_timeout=BODY_TIMEOUT) as url:
+        yield Running(url, served, batcher)

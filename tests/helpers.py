@@ -205,3 +205,14 @@ def serving(served, batcher, *, server_options: dict | None = None, **app_option
         thread.join(timeout=30)
         sock.close()
 
+
+def bench_report(script: str, *args: str, env: dict | None = None, timeout: float = 600) -> dict:
+    """Run bench/SCRIPT ARGS from the repository (environment: this one plus `env`) and return the
+    JSON object its last line prints, as every benchmark does."""
+    import json
+
+    done = subprocess.run([sys.executable, f"bench/{script}", *args], cwd=ROOT, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+

@@ -9,14 +9,10 @@ seed's 209 GB (REFERENCE.md) over the synthetic corpus's compressed bytes, times
 text bytes.
 """
 
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from ..helpers import ROOT
+from ..helpers import bench_report
 
 # A benchmark's smoke run: slow for the fast suite, and it makes no run directory.
 pytestmark = pytest.mark.e2e
@@ -25,11 +21,8 @@ MAKES_RUN_DIRS = False
 
 @pytest.fixture(scope="module")
 def report():
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "bench/data_stage.py", "--quick"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return bench_report("data_stage.py", "--quick", env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+                        timeout=300)
 
 
 def test_figures_are_present_and_positive(report):

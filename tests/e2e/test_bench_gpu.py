@@ -6,15 +6,11 @@ FLOPs/token from REFERENCE.md's formula 6N + 12·L·d·T, tokens/s from tokens p
 the first losses of a random model near ln(vocabulary).
 """
 
-import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 
-from ..helpers import ROOT
+from ..helpers import bench_report
 
 # A benchmark's smoke run: slow for the fast suite, and it makes no run directory.
 pytestmark = pytest.mark.e2e
@@ -27,11 +23,7 @@ L, D, F, V, P, T, MB = 2, 64, 256, 512, 1024, 64, 2
 
 @pytest.fixture(scope="module")
 def report():
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, "bench/gpu.py", "--tiny"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return bench_report("gpu.py", "--tiny", env={"JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""})
 
 
 def test_tiny_is_marked_a_cpu_smoke_check_with_no_target(report):

@@ -5,15 +5,11 @@ parameter count by hand, the adapters' r·(in + out) per targeted layer, AdamW's
 per trainable parameter, the first losses of a random model near ln(vocabulary).
 """
 
-import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 
-from ..helpers import ROOT
+from ..helpers import bench_report
 
 # A benchmark's smoke run: slow for the fast suite, and it makes no run directory.
 pytestmark = pytest.mark.e2e
@@ -26,11 +22,7 @@ L, D, F, V, P, R = 2, 64, 256, 512, 32, 8
 
 @pytest.fixture(scope="module")
 def report():
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, "bench/lora.py", "--tiny"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return bench_report("lora.py", "--tiny", env={"JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""})
 
 
 def test_parameter_and_optimizer_counts(report):
